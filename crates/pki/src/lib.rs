@@ -1,1 +1,254 @@
-//! placeholder
+//! The cluster's public-key infrastructure: one CA that signs the API
+//! server's serving certificate and every client certificate (admin,
+//! components, nodes). Client identity is read back from a verified
+//! certificate the way kube-apiserver does it: user = CN, groups = O.
+
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// Errors of certificate handling.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Reading or writing a PEM file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Generating or parsing a certificate failed.
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// Building the TLS configuration failed.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = PkiError> = std::result::Result<T, E>;
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// The cluster CA plus the API server's own certificates, kept as PEM files
+/// in one directory.
+pub struct ClusterPki {
+    dir: PathBuf,
+    ca: CertPair,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> Result<()> {
+    let io = |source| PkiError::Io { path: path.to_path_buf(), source };
+    std::fs::write(path, contents).map_err(io)?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Ten years, like the certificates kubeadm's CA gets.
+const CA_DAYS: i64 = 3650;
+/// One year, like kubeadm's leaf certificates.
+const LEAF_DAYS: i64 = 365;
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time_now();
+    params.not_before = now - std::time::Duration::from_secs(3600);
+    params.not_after = now + std::time::Duration::from_secs(days as u64 * 86_400);
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+impl ClusterPki {
+    /// Loads the CA from `dir`, creating it (and the directory) on first use.
+    pub fn load_or_create(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io { path: dir.clone(), source })?;
+        let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let ca = if crt.exists() && key.exists() {
+            CertPair { cert_pem: read(&crt)?, key_pem: read(&key)? }
+        } else {
+            let key_pair = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "skiff-ca");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            validity(&mut params, CA_DAYS);
+            let cert = params.self_signed(&key_pair)?;
+            let pair = CertPair { cert_pem: cert.pem(), key_pem: key_pair.serialize_pem() };
+            write(&key, &pair.key_pem, true)?;
+            write(&crt, &pair.cert_pem, false)?;
+            pair
+        };
+        Ok(Self { dir, ca })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    /// Path of the CA certificate file.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn sign(&self, mut params: CertificateParams) -> Result<CertPair> {
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        validity(&mut params, LEAF_DAYS);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Issues a client certificate for user `cn`, member of `group`.
+    ///
+    /// One group at most: rcgen keeps one value per attribute type in a
+    /// subject, so several O attributes cannot be written (they can be read).
+    pub fn issue_client(&self, cn: &str, group: Option<&str>) -> Result<CertPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        if let Some(g) = group {
+            dn.push(DnType::OrganizationName, g);
+        }
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// Issues a serving certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, cn: &str, names: &[String]) -> Result<CertPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        let mut seen = std::collections::BTreeSet::new();
+        for n in names.iter().filter(|n| !n.is_empty() && seen.insert(n.to_string())) {
+            params.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.as_str().try_into()?),
+            });
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// Loads `name.crt`/`name.key` from the PKI directory, issuing them with
+    /// `issue` when absent.
+    pub fn load_or_issue(&self, name: &str, issue: impl FnOnce(&Self) -> Result<CertPair>) -> Result<CertPair> {
+        let (crt, key) = (self.dir.join(format!("{name}.crt")), self.dir.join(format!("{name}.key")));
+        if crt.exists() && key.exists() {
+            return Ok(CertPair { cert_pem: read(&crt)?, key_pem: read(&key)? });
+        }
+        let pair = issue(self)?;
+        write(&key, &pair.key_pem, true)?;
+        write(&crt, &pair.cert_pem, false)?;
+        Ok(pair)
+    }
+
+    /// A TLS server configuration that presents `serving` and asks clients
+    /// for a certificate signed by the cluster CA, without requiring one (a
+    /// bearer token may authenticate instead).
+    pub fn server_tls(&self, serving: &CertPair, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pem_certs(&self.ca.cert_pem)? {
+            roots.add(cert).map_err(|e| tls(&e))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&e))?;
+        let key = rustls_pemfile::private_key(&mut serving.key_pem.as_bytes())
+            .map_err(|e| tls(&e))?
+            .ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(pem_certs(&serving.cert_pem)?, key)
+            .map_err(|e| tls(&e))?;
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(cfg))
+    }
+}
+
+fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Tls(e.to_string()))
+}
+
+/// The user a verified client certificate names: CN is the user name, each O
+/// a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// The user name (CN).
+    pub user: String,
+    /// The groups (O).
+    pub groups: Vec<String>,
+}
+
+/// Reads user and groups from a DER certificate (already verified by TLS).
+pub fn identity_of(der: &[u8]) -> Option<CertIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    Some(CertIdentity { user, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_identity_round_trips() {
+        let dir = tempfile_dir();
+        let pki = ClusterPki::load_or_create(&dir).expect("pki");
+        let pair = pki.issue_client("alice", Some("system:masters")).expect("issue");
+        let der = pem_certs(&pair.cert_pem).expect("pem").remove(0);
+        let id = identity_of(&der).expect("identity");
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.groups, vec!["system:masters"]);
+        // The CA is reused, not regenerated, on the next load.
+        let again = ClusterPki::load_or_create(&dir).expect("reload");
+        assert_eq!(again.ca_cert_pem(), pki.ca_cert_pem());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("skiff-pki-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+}
