@@ -1,1 +1,26 @@
-//! placeholder
+//! Kubernetes API machinery for skiff, free of any network code (like
+//! kube-core): the registry of served resources, defaulting, validation,
+//! selectors, the patch flavours, field management and server-side apply,
+//! server-side printing (Tables), OpenAPI documents and protobuf decoding.
+
+#![deny(missing_docs)]
+
+pub mod defaults;
+pub mod error;
+pub mod managed;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;
+
+pub use error::{ApiError, FieldError};
+pub use registry::{ResourceType, RESOURCES};
+
+/// The Kubernetes version whose API (types from `k8s-openapi`'s `v1_33`)
+/// skiff serves.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+/// Its minor version, as `/version` reports it.
+pub const KUBERNETES_MINOR: &str = "33";

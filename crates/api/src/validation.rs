@@ -1,0 +1,471 @@
+//! Validation of objects on create and update, with Kubernetes' field paths
+//! and wording. Type errors are caught earlier, by decoding into the
+//! `k8s-openapi` type; this checks what types cannot say.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::error::FieldError;
+use crate::registry::ResourceType;
+use crate::selector::LabelSelector;
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+fn is_alnum_lower(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && is_alnum_lower(b[0])
+        && is_alnum_lower(b[b.len() - 1])
+        && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| {
+        let b = l.as_bytes();
+        !b.is_empty() && is_alnum_lower(b[0]) && is_alnum_lower(b[b.len() - 1]) && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
+    })
+}
+
+/// RFC 1035 label: like an RFC 1123 label but starting with a letter.
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn is_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A label or annotation key: `[prefix/]name`.
+pub fn validate_qualified_name(field: &str, key: &str, errs: &mut Vec<FieldError>) {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        if !is_dns1123_subdomain(p) {
+            errs.push(FieldError::invalid(field, key, format!("prefix part {DNS1123_SUBDOMAIN_MSG}")));
+            return;
+        }
+    }
+    if !is_name_part(name) {
+        let detail = if name.len() > 63 { "name part must be no more than 63 characters".to_string() } else { QUALIFIED_NAME_MSG.to_string() };
+        errs.push(FieldError::invalid(field, key, detail));
+    }
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.is_empty() || is_name_part(v)
+}
+
+fn validate_labels(field: &str, labels: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let Some(map) = labels.and_then(Value::as_object) else { return };
+    for (k, v) in map {
+        validate_qualified_name(field, k, errs);
+        let v = v.as_str().unwrap_or_default();
+        if !is_label_value(v) {
+            let detail = if v.len() > 63 { "must be no more than 63 characters" } else { LABEL_VALUE_MSG };
+            errs.push(FieldError::invalid(field, v, detail));
+        }
+    }
+}
+
+/// What a resource's names must look like.
+fn name_rule(kind: &str) -> (fn(&str) -> bool, &'static str) {
+    match kind {
+        "Namespace" => (is_dns1123_label, DNS1123_LABEL_MSG),
+        "Service" => (is_dns1035_label, DNS1035_LABEL_MSG),
+        _ => (is_dns1123_subdomain, DNS1123_SUBDOMAIN_MSG),
+    }
+}
+
+fn validate_metadata(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
+    let meta = obj.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+    } else {
+        let (ok, msg) = name_rule(rt.kind);
+        if !ok(name) {
+            errs.push(FieldError::invalid("metadata.name", name, msg));
+        }
+    }
+    validate_labels("metadata.labels", meta.and_then(|m| m.get("labels")), errs);
+    if let Some(ann) = meta.and_then(|m| m.get("annotations")).and_then(Value::as_object) {
+        let mut total = 0;
+        for (k, v) in ann {
+            validate_qualified_name("metadata.annotations", k, errs);
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push(FieldError::forbidden("metadata.annotations", "may not be more than 262144 bytes"));
+        }
+    }
+}
+
+/// Checks a new object (`old = None`) or an update of `old`.
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_metadata(rt, obj, &mut errs);
+    let spec = obj.get("spec");
+    match rt.kind {
+        "Pod" => {
+            if let Some(spec) = spec {
+                pod_spec("spec", spec, &mut errs, &["Always", "OnFailure", "Never"]);
+            } else {
+                errs.push(FieldError::required("spec.containers", ""));
+            }
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            workload(spec, &mut errs, &["Always"], true);
+        }
+        "Job" => {
+            workload(spec, &mut errs, &["OnFailure", "Never"], false);
+        }
+        "CronJob" => {
+            let schedule = spec.and_then(|s| s.get("schedule")).and_then(Value::as_str).unwrap_or_default();
+            if schedule.is_empty() {
+                errs.push(FieldError::required("spec.schedule", ""));
+            } else if !valid_schedule(schedule) {
+                errs.push(FieldError::invalid("spec.schedule", schedule, "unparseable cron schedule"));
+            }
+            let jt = spec.and_then(|s| s.pointer("/jobTemplate/spec"));
+            let mut inner = Vec::new();
+            workload(jt, &mut inner, &["OnFailure", "Never"], false);
+            errs.extend(inner.into_iter().map(|mut e| {
+                e.field = format!("spec.jobTemplate.{}", e.field);
+                e
+            }));
+        }
+        "Service" => service(spec, &mut errs),
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(map) = obj.get(field).and_then(Value::as_object) {
+                    for k in map.keys() {
+                        let ok = !k.is_empty() && k.len() <= 253 && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) && k != "." && k != "..";
+                        if !ok {
+                            errs.push(FieldError::invalid(format!("{field}[{k}]"), k.as_str(), CONFIG_KEY_MSG));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        immutability(rt, obj, old, &mut errs);
+    }
+    errs
+}
+
+/// A five-field cron expression (or an `@every`-style macro).
+pub fn valid_schedule(s: &str) -> bool {
+    let s = s.trim();
+    let s = s.strip_prefix("TZ=").map_or(s, |rest| rest.split_once(' ').map_or("", |(_, r)| r));
+    if s.starts_with('@') {
+        return matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly");
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    fields.len() == 5
+        && fields.iter().all(|f| f.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'*' | b'/' | b',' | b'-' | b'?')))
+}
+
+fn workload(spec: Option<&Value>, errs: &mut Vec<FieldError>, restart: &[&'static str], needs_selector: bool) {
+    let Some(spec) = spec else {
+        errs.push(FieldError::required("spec.template", ""));
+        return;
+    };
+    if let Some(r) = spec.get("replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            errs.push(FieldError::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+        }
+    }
+    let labels = spec.pointer("/template/metadata/labels");
+    match spec.get("selector") {
+        Some(sel) if !sel.is_null() => match LabelSelector::from_label_selector(sel) {
+            Ok(s) if s.is_empty() => {
+                errs.push(FieldError::invalid("spec.selector", sel.clone(), "empty selector is invalid for deployment"))
+            }
+            Ok(s) => {
+                let empty = serde_json::Map::new();
+                let map = labels.and_then(Value::as_object).unwrap_or(&empty);
+                if !s.matches_map(map) {
+                    errs.push(FieldError::invalid(
+                        "spec.template.metadata.labels",
+                        Value::Object(map.clone()),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+            Err(e) => errs.push(FieldError::invalid("spec.selector", sel.clone(), e)),
+        },
+        _ if needs_selector => errs.push(FieldError::required("spec.selector", "")),
+        _ => {}
+    }
+    validate_labels("spec.template.metadata.labels", labels, errs);
+    match spec.pointer("/template/spec") {
+        Some(ps) => pod_spec("spec.template.spec", ps, errs, restart),
+        None => errs.push(FieldError::required("spec.template.spec.containers", "")),
+    }
+}
+
+fn service(spec: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let Some(spec) = spec else { return };
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+    if !TYPES.contains(&ty) {
+        errs.push(FieldError::not_supported("spec.type", ty, TYPES));
+    }
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let ports = spec.get("ports").and_then(Value::as_array);
+    if ty != "ExternalName" && !headless && ports.is_none_or(Vec::is_empty) {
+        errs.push(FieldError::required("spec.ports", ""));
+    }
+    if ty == "ExternalName" && spec.get("externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
+        errs.push(FieldError::required("spec.externalName", ""));
+    }
+    let mut names = BTreeSet::new();
+    let multi = ports.is_some_and(|p| p.len() > 1);
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        let f = format!("spec.ports[{i}]");
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            errs.push(FieldError::invalid(format!("{f}.port"), port, "must be between 1 and 65535, inclusive"));
+        }
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        if multi && name.is_empty() {
+            errs.push(FieldError::required(format!("{f}.name"), ""));
+        } else if !name.is_empty() && !names.insert(name.to_string()) {
+            errs.push(FieldError::duplicate(format!("{f}.name"), name));
+        }
+        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            errs.push(FieldError::not_supported(format!("{f}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
+        }
+    }
+}
+
+/// Validates a pod spec at `path`.
+pub fn pod_spec(path: &str, spec: &Value, errs: &mut Vec<FieldError>, restart: &[&'static str]) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    if containers.is_none_or(Vec::is_empty) {
+        errs.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names = BTreeSet::new();
+    let volumes: BTreeSet<&str> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    for (i, v) in spec.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            errs.push(FieldError::required(format!("{path}.volumes[{i}].name"), ""));
+        } else if !is_dns1123_label(name) {
+            errs.push(FieldError::invalid(format!("{path}.volumes[{i}].name"), name, DNS1123_LABEL_MSG));
+        }
+    }
+    for field in ["initContainers", "containers"] {
+        for (i, c) in spec.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let f = format!("{path}.{field}[{i}]");
+            let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                errs.push(FieldError::required(format!("{f}.name"), ""));
+            } else if !is_dns1123_label(name) {
+                errs.push(FieldError::invalid(format!("{f}.name"), name, DNS1123_LABEL_MSG));
+            } else if !names.insert(name.to_string()) {
+                errs.push(FieldError::duplicate(format!("{f}.name"), name));
+            }
+            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                errs.push(FieldError::required(format!("{f}.image"), ""));
+            }
+            if let Some(p) = c.get("imagePullPolicy").and_then(Value::as_str) {
+                const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+                if !POLICIES.contains(&p) {
+                    errs.push(FieldError::not_supported(format!("{f}.imagePullPolicy"), p, POLICIES));
+                }
+            }
+            for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    errs.push(FieldError::invalid(format!("{f}.ports[{j}].containerPort"), port, "must be between 1 and 65535, inclusive"));
+                }
+            }
+            for (j, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+                if !volumes.contains(name) {
+                    errs.push(FieldError::not_found_volume(format!("{f}.volumeMounts[{j}].name"), name));
+                }
+                if m.get("mountPath").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("{f}.volumeMounts[{j}].mountPath"), ""));
+                }
+            }
+            for (j, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                if e.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("{f}.env[{j}].name"), ""));
+                }
+            }
+        }
+    }
+    if let Some(r) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !restart.contains(&r) {
+            errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), r, restart));
+        }
+    } else if restart.len() < 3 {
+        errs.push(FieldError::required(format!("{path}.restartPolicy"), ""));
+    }
+    if let Some(dns) = spec.get("dnsPolicy").and_then(Value::as_str) {
+        const DNS: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
+        if !DNS.contains(&dns) {
+            errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), dns, DNS));
+        }
+    }
+}
+
+impl FieldError {
+    /// A reference to a volume that does not exist (Kubernetes' NotFound
+    /// field error).
+    fn not_found_volume(field: String, name: &str) -> Self {
+        FieldError { field, kind: crate::error::FieldErrorKind::Invalid(Value::from(name)), detail: "volume not found".into() }
+    }
+}
+
+fn immutable(field: &str, new: Option<&Value>, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let norm = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
+    if norm(new) != norm(old) {
+        errs.push(FieldError::invalid(field, new.cloned().unwrap_or(Value::Null), "field is immutable"));
+    }
+}
+
+fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    match rt.kind {
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
+            immutable("spec.selector", new.pointer("/spec/selector"), old.pointer("/spec/selector"), errs);
+        }
+        "Job" => {
+            immutable("spec.selector", new.pointer("/spec/selector"), old.pointer("/spec/selector"), errs);
+            immutable("spec.completionMode", new.pointer("/spec/completionMode"), old.pointer("/spec/completionMode"), errs);
+        }
+        "Service" => {
+            if old.pointer("/spec/clusterIP").and_then(Value::as_str).is_some_and(|ip| !ip.is_empty()) {
+                immutable("spec.clusterIP", new.pointer("/spec/clusterIP"), old.pointer("/spec/clusterIP"), errs);
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            if old.get("immutable") == Some(&Value::Bool(true)) {
+                for f in ["data", "binaryData"] {
+                    if new.get(f) != old.get(f) {
+                        errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
+                    }
+                }
+                if new.get("immutable") != old.get("immutable") {
+                    errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
+                }
+            }
+        }
+        "Pod" => pod_update(new, old, errs),
+        _ => {}
+    }
+}
+
+/// Pods allow only a few spec changes once created.
+fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let strip = |spec: Option<&Value>| -> Value {
+        let mut s = spec.cloned().unwrap_or(Value::Null);
+        for field in ["containers", "initContainers"] {
+            if let Some(Value::Array(cs)) = s.get_mut(field) {
+                for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                    c.remove("image");
+                }
+            }
+        }
+        if let Some(o) = s.as_object_mut() {
+            for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+                o.remove(f);
+            }
+            // nodeName is set through the binding subresource.
+            if o.get("nodeName").is_some_and(|n| !n.is_null()) {
+                o.remove("nodeName");
+            }
+        }
+        s
+    };
+    let (mut n, mut o) = (strip(new.get("spec")), strip(old.get("spec")));
+    if old.pointer("/spec/nodeName").is_none() {
+        if let Some(m) = n.as_object_mut() {
+            m.remove("nodeName");
+        }
+        if let Some(m) = o.as_object_mut() {
+            m.remove("nodeName");
+        }
+    }
+    if n != o {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    let names = |v: &Value, f: &str| -> Vec<Value> {
+        v.pointer(&format!("/spec/{f}")).and_then(Value::as_array).into_iter().flatten().map(|c| c["name"].clone()).collect()
+    };
+    for f in ["containers", "initContainers"] {
+        if names(new, f) != names(old, f) && errs.is_empty() {
+            errs.push(FieldError::forbidden(format!("spec.{f}"), "may not add or remove containers"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find;
+    use serde_json::json;
+
+    #[test]
+    fn names_follow_rfc1123() {
+        assert!(is_dns1123_subdomain("web-0.example"));
+        assert!(!is_dns1123_subdomain("Web"));
+        assert!(!is_dns1123_label("a.b"));
+        assert!(!is_dns1035_label("1abc"));
+    }
+
+    #[test]
+    fn pod_errors_name_their_fields() {
+        let pods = find("", "v1", "pods").expect("pods");
+        let errs = validate(pods, &json!({"metadata": {"name": "Bad_Name"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "a"}, {"name": "a", "image": "x"}]}}), None);
+        let rendered: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(rendered.iter().any(|e| e.starts_with("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain")), "{rendered:?}");
+        assert!(rendered.contains(&"spec.containers[0].image: Required value".to_string()), "{rendered:?}");
+        assert!(rendered.contains(&"spec.containers[1].name: Duplicate value: \"a\"".to_string()), "{rendered:?}");
+    }
+
+    #[test]
+    fn deployment_selector_must_match_and_is_immutable() {
+        let d = find("apps", "v1", "deployments").expect("deployments");
+        let obj = |app: &str| json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": app}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}}}});
+        assert!(validate(d, &obj("web"), None).is_empty());
+        let errs = validate(d, &obj("other"), None);
+        assert_eq!(errs[0].field, "spec.template.metadata.labels");
+        let errs = validate(d, &obj("web"), Some(&json!({"spec": {"selector": {"matchLabels": {"app": "old"}}}})));
+        assert_eq!(errs[0].to_string().split(": ").last(), Some("field is immutable"));
+    }
+}
