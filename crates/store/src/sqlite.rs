@@ -398,7 +398,9 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<WriteOp>, shared: Ar
                     if let Some(done) = compaction.take() {
                         // Give the WAL back to the file system once the
                         // deletions are durable, so it stays bounded.
-                        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                            tracing::warn!(error = %e, "WAL checkpoint after compaction failed");
+                        }
                         for w in done.waiters {
                             let _ = w.send(Ok(()));
                         }
@@ -463,7 +465,14 @@ fn apply_batch(
                 if target > old {
                     match tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [target]) {
                         Ok(_) => {
-                            let cursor = compaction.as_ref().map(|c| c.cursor).unwrap_or(old.max(1));
+                            // A row becomes removable when a newer version
+                            // of its key appears, which can be long after
+                            // the previous compaction point: scan from the
+                            // oldest retained revision.
+                            let oldest: i64 = tx
+                                .query_row("SELECT COALESCE(MIN(rev), 0) FROM log", [], |r| r.get(0))
+                                .unwrap_or(old);
+                            let cursor = compaction.as_ref().map_or(oldest, |c| c.cursor.min(oldest));
                             let waiters = compaction.take().map(|c| c.waiters).unwrap_or_default();
                             *compaction = Some(Compaction { target, cursor, waiters });
                             shared.compacted.store(target, Ordering::Release);
