@@ -32,15 +32,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(spec, "replicas", json!(1));
                 default(spec, "revisionHistoryLimit", json!(10));
                 default(spec, "progressDeadlineSeconds", json!(600));
-                if let Some(strategy) = child(spec, "strategy") {
-                    default(strategy, "type", json!("RollingUpdate"));
-                    if strategy.get("type") == Some(&json!("RollingUpdate")) {
-                        if let Some(ru) = child(strategy, "rollingUpdate") {
-                            default(ru, "maxUnavailable", json!("25%"));
-                            default(ru, "maxSurge", json!("25%"));
-                        }
-                    }
-                }
+                rolling_update(spec, "strategy", &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))]);
                 template(spec, "Always");
             }
         }
@@ -55,14 +47,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(spec, "replicas", json!(1));
                 default(spec, "podManagementPolicy", json!("OrderedReady"));
                 default(spec, "revisionHistoryLimit", json!(10));
-                if let Some(us) = child(spec, "updateStrategy") {
-                    default(us, "type", json!("RollingUpdate"));
-                    if us.get("type") == Some(&json!("RollingUpdate")) {
-                        if let Some(ru) = child(us, "rollingUpdate") {
-                            default(ru, "partition", json!(0));
-                        }
-                    }
-                }
+                rolling_update(spec, "updateStrategy", &[("partition", json!(0))]);
                 if let Some(p) = child(spec, "persistentVolumeClaimRetentionPolicy") {
                     default(p, "whenDeleted", json!("Retain"));
                     default(p, "whenScaled", json!("Retain"));
@@ -73,15 +58,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "DaemonSet" => {
             if let Some(spec) = child(o, "spec") {
                 default(spec, "revisionHistoryLimit", json!(10));
-                if let Some(us) = child(spec, "updateStrategy") {
-                    default(us, "type", json!("RollingUpdate"));
-                    if us.get("type") == Some(&json!("RollingUpdate")) {
-                        if let Some(ru) = child(us, "rollingUpdate") {
-                            default(ru, "maxUnavailable", json!(1));
-                            default(ru, "maxSurge", json!(0));
-                        }
-                    }
-                }
+                rolling_update(spec, "updateStrategy", &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))]);
                 template(spec, "Always");
             }
         }
@@ -147,6 +124,21 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A workload's update strategy: `RollingUpdate` unless said otherwise, and
+/// then the given `rollingUpdate` parameters.
+fn rolling_update(spec: &mut Map<String, Value>, field: &str, params: &[(&str, Value)]) {
+    if let Some(strategy) = child(spec, field) {
+        default(strategy, "type", json!("RollingUpdate"));
+        if strategy.get("type") == Some(&json!("RollingUpdate")) {
+            if let Some(ru) = child(strategy, "rollingUpdate") {
+                for (k, v) in params {
+                    default(ru, k, v.clone());
+                }
+            }
+        }
     }
 }
 
