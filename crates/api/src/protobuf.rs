@@ -232,7 +232,11 @@ fn message(b: &[u8], schema: &[F]) -> Result<Value, String> {
                 }
             }
             _ => {
-                out.insert(name.to_string(), scalar(&mut r, wire, ty, name)?);
+                let v = scalar(&mut r, wire, ty, name)?;
+                // Go's `omitempty`: an empty optional string is no value.
+                if v != json!("") {
+                    out.insert(name.to_string(), v);
+                }
             }
         }
     }

@@ -1,0 +1,553 @@
+//! Request handling: routing, discovery and the REST verbs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response};
+use serde_json::{json, Value};
+use skiff_api::selector::{FieldSelector, LabelSelector};
+use skiff_api::{defaults, managed, patch, table, validation, ApiError, ResourceType, RESOURCES};
+use skiff_pki::CertIdentity;
+use skiff_store::{ListOptions, Store, StoreError};
+
+/// Bodies over this size are refused with 413, as kube-apiserver does.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Shared server state.
+pub(crate) struct State {
+    pub(crate) store: Arc<dyn Store>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(code: u16, v: &Value) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error(e: &ApiError) -> Resp {
+    json_response(e.code, &e.to_status())
+}
+
+fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) => ApiError::not_found(rt, name),
+        StoreError::AlreadyExists(_) => ApiError::already_exists(rt, name),
+        StoreError::Conflict { .. } => ApiError::conflict(rt, name),
+        StoreError::Compacted { requested, compacted } => {
+            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Creates the namespaces every cluster has.
+pub(crate) async fn bootstrap(state: &State) -> Result<(), StoreError> {
+    let Some(ns) = skiff_api::registry::find("", "v1", "namespaces") else { return Ok(()) };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+            "labels": {"kubernetes.io/metadata.name": name}}});
+        defaults::apply("Namespace", &mut obj);
+        match state.store.create(&ns.key(None, name), Bytes::from(obj.to_string())).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Handles one request.
+pub(crate) async fn handle(state: &State, identity: Option<CertIdentity>, req: Request<hyper::body::Incoming>) -> Resp {
+    if identity.is_none() {
+        return error(&ApiError::unauthorized());
+    }
+    match route(state, req).await {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+fn query_map(req: &Request<hyper::body::Incoming>) -> std::collections::HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_get = req.method() == Method::GET;
+    match segs.as_slice() {
+        ["version"] if is_get => {
+            return Ok(json_response(200, &json!({
+                "major": "1", "minor": skiff_api::KUBERNETES_MINOR, "gitVersion": skiff_api::KUBERNETES_VERSION,
+                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "rustc",
+                "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH })})))
+        }
+        ["livez"] | ["readyz"] | ["healthz"] if is_get => {
+            return Ok(Response::builder().status(200).header("Content-Type", "text/plain").body(Full::new(Bytes::from_static(b"ok"))).unwrap_or_default())
+        }
+        ["api"] if is_get => {
+            return Ok(json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})))
+        }
+        ["apis"] if is_get => {
+            let groups: Vec<Value> = skiff_api::registry::group_versions().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| {
+                let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                json!({"name": g, "versions": [gv], "preferredVersion": gv})
+            }).collect();
+            return Ok(json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})));
+        }
+        ["openapi", "v3"] if is_get => {
+            let paths: serde_json::Map<String, Value> = openapi_docs()
+                .iter()
+                .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
+                .collect();
+            return Ok(json_response(200, &json!({"paths": paths})));
+        }
+        ["openapi", "v3", gv @ ..] if is_get => {
+            let (_, doc) = openapi_docs().get(&gv.join("/")).ok_or_else(ApiError::no_such_path)?;
+            return Ok(Response::builder()
+                .status(200)
+                .header("Content-Type", "application/json")
+                .body(Full::new(doc.clone()))
+                .unwrap_or_default());
+        }
+        ["api", v] if is_get => return resource_list("", v),
+        ["apis", g, v] if is_get => return resource_list(g, v),
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_such_path()),
+    };
+    // namespaces/{ns}/{plural}/... or {plural}/...
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if group.is_empty() || !ns.is_empty() => {
+            (Some(ns.to_string()), *plural, tail.first().copied(), tail.get(1).copied())
+        }
+        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+        [] => return Err(ApiError::no_such_path()),
+    };
+    // `namespaces/{name}` is the namespace object itself.
+    let (ns, plural, name, sub) = match (rest, ns.as_deref()) {
+        (["namespaces", n], _) | (["namespaces", n, "status" | "finalize"], _) => (None, "namespaces", Some(*n), rest.get(2).copied()),
+        _ => (ns, plural, name, sub),
+    };
+    let rt = skiff_api::registry::find(group, version, plural).ok_or_else(ApiError::no_such_path)?;
+    if sub.is_some() {
+        return Err(ApiError::no_such_path());
+    }
+    let ns = if rt.namespaced { ns } else { None };
+    let q = query_map(&req);
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let ctype = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown").split('/').next().unwrap_or("unknown").to_string();
+    let manager = q.get("fieldManager").cloned().unwrap_or(agent);
+    let method = req.method().clone();
+    let body = match method {
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => read_body(req).await?,
+        _ => Bytes::new(),
+    };
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    match (method, name) {
+        (Method::GET, Some(name)) => get(state, rt, ns.as_deref(), name, &accept).await,
+        (Method::GET, None) => {
+            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return Err(ApiError::method_not_allowed("watch is not served yet"));
+            }
+            list(state, rt, ns.as_deref(), &q, &accept).await
+        }
+        (Method::POST, None) => {
+            let obj = decode(&body, &ctype)?;
+            create(state, rt, ns.as_deref(), obj, &manager, dry_run).await
+        }
+        (Method::PUT, Some(name)) => {
+            let obj = decode(&body, &ctype)?;
+            update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run).await
+        }
+        (Method::PATCH, Some(name)) => {
+            let p = decode(&body, "application/json")?;
+            let ct = ctype.split(';').next().unwrap_or_default().trim().to_string();
+            update(state, rt, ns.as_deref(), name, |cur| {
+                let mut new = cur.clone();
+                match ct.as_str() {
+                    "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", e))?,
+                    "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
+                    "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p).map_err(ApiError::bad_request)?,
+                    other => return Err(ApiError::unsupported_media_type(other)),
+                }
+                Ok(new)
+            }, &manager, dry_run).await
+        }
+        (Method::DELETE, Some(name)) => delete(state, rt, ns.as_deref(), name, dry_run).await,
+        (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// The OpenAPI v3 documents by group-version path, with their hashes,
+/// generated once on first use (they only depend on the served types).
+fn openapi_docs() -> &'static std::collections::BTreeMap<String, (String, Bytes)> {
+    static DOCS: std::sync::OnceLock<std::collections::BTreeMap<String, (String, Bytes)>> = std::sync::OnceLock::new();
+    DOCS.get_or_init(|| {
+        skiff_api::registry::group_versions()
+            .into_iter()
+            .filter_map(|(g, v)| {
+                let doc = serde_json::to_vec(&skiff_api::openapi::group_version_document(g, v)?).ok()?;
+                Some((skiff_api::openapi::gv_path(g, v), (skiff_api::openapi::hash(&doc), Bytes::from(doc))))
+            })
+            .collect()
+    })
+}
+
+fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
+    let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    if rts.is_empty() {
+        return Err(ApiError::no_such_path());
+    }
+    let resources: Vec<Value> = rts.iter().map(|r| json!({
+        "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+        "shortNames": r.short_names, "categories": r.categories,
+    })).collect();
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Ok(json_response(200, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})))
+}
+
+async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    }
+}
+
+fn decode(body: &[u8], ctype: &str) -> Result<Value, ApiError> {
+    let ct = ctype.split(';').next().unwrap_or_default().trim();
+    let v: Value = if ct == "application/vnd.kubernetes.protobuf" {
+        skiff_api::protobuf::decode(body).map_err(ApiError::bad_request)?
+    } else if ct.contains("yaml") {
+        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn with_rv(value: &[u8], rev: i64) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["metadata"]["resourceVersion"] = json!(rev.to_string());
+    Ok(v)
+}
+
+fn wants_table(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+}
+
+async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, accept: &str) -> Result<Resp, ApiError> {
+    let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+    let obj = with_rv(&kv.value, kv.mod_revision)?;
+    if wants_table(accept) {
+        return Ok(json_response(200, &table::table(rt.kind, &[&obj], table::IncludeObject::Metadata, &kv.mod_revision.to_string(), None, chrono::Utc::now())));
+    }
+    Ok(json_response(200, &obj))
+}
+
+async fn list(state: &State, rt: &ResourceType, ns: Option<&str>, q: &std::collections::HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let prefix = match ns {
+        Some(ns) => format!("{}{ns}/", rt.key_prefix()),
+        None => rt.key_prefix(),
+    };
+    let (mut revision, mut start_after) = (None, None);
+    if let Some(c) = q.get("continue").filter(|c| !c.is_empty()) {
+        let (rev, key) = c.split_once(':').ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+        revision = Some(rev.parse::<i64>().map_err(|_| ApiError::bad_request("invalid continue token"))?);
+        start_after = Some(key.to_string());
+    }
+    let mut items = Vec::new();
+    let mut next = None;
+    let mut rev;
+    loop {
+        let page = state.store.list(&prefix, ListOptions { revision, start_after: start_after.clone(), limit: if limit > 0 { limit } else { 0 } }).await.map_err(|e| match e {
+            StoreError::Compacted { .. } => ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+            e => store_err(rt, "", e),
+        })?;
+        rev = page.revision;
+        revision = Some(page.revision);
+        for kv in &page.items {
+            let obj = with_rv(&kv.value, kv.mod_revision)?;
+            if labels.matches(&obj) && fields.matches(&obj) {
+                items.push(obj);
+            }
+        }
+        start_after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+        if limit > 0 && items.len() >= limit {
+            next = start_after.as_ref().map(|k| format!("{rev}:{k}"));
+            break;
+        }
+    }
+    if wants_table(accept) {
+        let refs: Vec<&Value> = items.iter().collect();
+        return Ok(json_response(200, &table::table(rt.kind, &refs, table::IncludeObject::Metadata, &rev.to_string(), next.as_deref(), chrono::Utc::now())));
+    }
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(n) = next {
+        meta["continue"] = json!(n);
+    }
+    Ok(json_response(200, &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})))
+}
+
+/// Decodes through the Rust type (type errors are 400s) and checks
+/// apiVersion/kind and the namespace against the URL.
+fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
+    let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
+    for (field, want) in [("apiVersion", rt.api_version()), ("kind", rt.kind.to_string())] {
+        match obj.get(field).and_then(Value::as_str) {
+            None | Some("") => obj[field] = json!(want),
+            Some(have) if have != want => {
+                return Err(ApiError::bad_request(format!("the API version in the data ({}) does not match the expected API version ({gvk})", have)));
+            }
+            _ => {}
+        }
+    }
+    if let Some(ns) = ns {
+        match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() && n != ns => {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+            _ => {}
+        }
+    }
+    let mut v = (rt.normalize)(obj).map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", rt.kind, rt.version, rt.kind)))?;
+    if let Some(ns) = ns {
+        v["metadata"]["namespace"] = json!(ns);
+    }
+    Ok(v)
+}
+
+async fn ensure_namespace(state: &State, ns: Option<&str>) -> Result<(), ApiError> {
+    let Some(ns) = ns else { return Ok(()) };
+    let nrt = skiff_api::registry::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
+    let kv = state.store.get(&nrt.key(None, ns)).await.map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(nrt, ns))?;
+    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    if v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        return Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated")));
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes().iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, obj: Value, manager: &str, dry_run: bool) -> Result<Resp, ApiError> {
+    let mut obj = normalize(rt, ns, obj)?;
+    if rt.namespaced && ns.is_none() {
+        return Err(ApiError::no_such_path());
+    }
+    let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
+    let Some(meta) = meta else { return Err(ApiError::invalid(rt, "", vec![skiff_api::FieldError::required("metadata.name", "name or generateName is required")])) };
+    if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if let Some(g) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+            let name = format!("{g}{}", random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    for f in ["uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"] {
+        meta.remove(f);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now()));
+    if rt.tracks_generation() {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if rt.status {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    if rt.kind == "Namespace" {
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
+    if rt.kind == "Secret" {
+        secret_string_data(&mut obj);
+    }
+    defaults::apply(rt.kind, &mut obj);
+    if rt.kind == "Pod" {
+        let qos = defaults::qos_class(&obj["spec"]);
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
+    let errs = validation::validate(rt, &obj, None);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(rt, &name, errs));
+    }
+    ensure_namespace(state, ns).await?;
+    managed::track_update(None, &mut obj, manager, &rt.api_version(), "", &now());
+    if dry_run {
+        return Ok(json_response(201, &obj));
+    }
+    let kv = state.store.create(&rt.key(ns, &name), Bytes::from(obj.to_string())).await.map_err(|e| store_err(rt, &name, e))?;
+    obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(json_response(201, &obj))
+}
+
+/// `stringData` is write-only: merged into `data` (base64) on write.
+fn secret_string_data(obj: &mut Value) {
+    let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
+    if let Some(map) = sd.as_object() {
+        for (k, v) in map {
+            obj["data"][k] = json!(b64(v.as_str().unwrap_or_default().as_bytes()));
+        }
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | u32::from(x) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+async fn update(
+    state: &State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    make: impl Fn(&Value) -> Result<Value, ApiError>,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Resp, ApiError> {
+    let key = rt.key(ns, name);
+    let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+    let old = with_rv(&kv.value, kv.mod_revision)?;
+    let proposed = make(&old)?;
+    if let Some(rv) = proposed.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        if rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict(rt, name));
+        }
+    }
+    let mut new = normalize(rt, ns, proposed)?;
+    if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+    }
+    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        match old["metadata"].get(f) {
+            Some(v) => new["metadata"][f] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(f);
+                }
+            }
+        }
+    }
+    if rt.status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    if rt.kind == "Secret" {
+        secret_string_data(&mut new);
+    }
+    defaults::apply(rt.kind, &mut new);
+    let errs = validation::validate(rt, &new, Some(&old));
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(rt, name, errs));
+    }
+    let spec_of = |v: &Value| {
+        let mut c = v.clone();
+        if let Some(o) = c.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        c
+    };
+    if rt.tracks_generation() && spec_of(&new) != spec_of(&old) {
+        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+    managed::track_update(Some(&old), &mut new, manager, &rt.api_version(), "", &now());
+    let mut unchanged_old = old.clone();
+    if let Some(m) = unchanged_old["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    let mut unchanged_new = new.clone();
+    if let Some(m) = unchanged_new["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    if unchanged_new == unchanged_old || dry_run {
+        return Ok(json_response(200, if dry_run { &new } else { &old }));
+    }
+    if let Some(m) = new["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    let kv = state.store.update(&key, Bytes::from(new.to_string()), kv.mod_revision).await.map_err(|e| store_err(rt, name, e))?;
+    new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(json_response(200, &new))
+}
+
+async fn delete(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, dry_run: bool) -> Result<Resp, ApiError> {
+    let key = rt.key(ns, name);
+    let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+    let mut obj = with_rv(&kv.value, kv.mod_revision)?;
+    let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+        || (rt.kind == "Namespace" && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
+    if dry_run {
+        return Ok(json_response(200, &obj));
+    }
+    if has_finalizers {
+        // Finalizers hold the object: mark it, and let their controllers finish.
+        if obj.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+            obj["metadata"]["deletionTimestamp"] = json!(now());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if rt.kind == "Namespace" {
+                obj["status"]["phase"] = json!("Terminating");
+            }
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let kv = state.store.update(&key, Bytes::from(obj.to_string()), kv.mod_revision).await.map_err(|e| store_err(rt, name, e))?;
+            obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+        }
+        return Ok(json_response(200, &obj));
+    }
+    state.store.delete(&key, Some(kv.mod_revision)).await.map_err(|e| store_err(rt, name, e))?;
+    Ok(json_response(200, &obj))
+}

@@ -1,0 +1,121 @@
+//! skiff's kube-apiserver: HTTPS, client-certificate authentication,
+//! discovery, and create/get/list/update/patch/delete of every registered
+//! resource against the store.
+//!
+//! Not yet here (issue 2 continues): watch and the watch cache, the status
+//! and scale subresources, server-side apply, OpenAPI serving, protobuf
+//! bodies, bearer tokens, metrics.
+
+#![deny(missing_docs)]
+
+mod handler;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skiff_pki::ClusterPki;
+use skiff_store::Store;
+use tokio::net::TcpListener;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Certificates could not be made or loaded.
+    #[error("pki: {0}")]
+    Pki(#[from] skiff_pki::PkiError),
+    /// Binding or file I/O failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed during bootstrap.
+    #[error("store: {0}")]
+    Store(#[from] skiff_store::StoreError),
+}
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where certificates and the admin kubeconfig live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub bind_address: IpAddr,
+    /// HTTPS port.
+    pub secure_port: u16,
+}
+
+/// A bound, ready-to-serve API server.
+pub struct ApiServer {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<handler::State>,
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Path of the admin kubeconfig written for this server.
+    pub kubeconfig: PathBuf,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+impl ApiServer {
+    /// Makes or loads the certificates, binds the port, bootstraps the
+    /// default namespaces and writes the admin kubeconfig.
+    pub async fn bind(cfg: Config, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let pki_dir = cfg.data_dir.join("pki");
+        let pki = ClusterPki::load_or_create(&pki_dir)?;
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "kubernetes".into(), "kubernetes.default".into(), host_name()];
+        if !cfg.bind_address.is_unspecified() {
+            names.push(cfg.bind_address.to_string());
+        }
+        let serving = pki.load_or_issue("apiserver", |p| p.issue_server("kube-apiserver", &names))?;
+        pki.load_or_issue("admin", |p| p.issue_client("admin", Some("system:masters")))?;
+        let tls = pki.server_tls(&serving, &[b"http/1.1"])?;
+        let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port)).await?;
+        let local_addr = listener.local_addr()?;
+        let state = Arc::new(handler::State { store });
+        handler::bootstrap(&state).await?;
+        let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+        let kubeconfig = cfg.data_dir.join("admin.kubeconfig");
+        let p = |f: &str| pki_dir.join(f).display().to_string();
+        let doc = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: https://{host}:{port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\ncurrent-context: skiff\n",
+            port = local_addr.port(),
+            ca = p("ca.crt"),
+            crt = p("admin.crt"),
+            key = p("admin.key"),
+        );
+        std::fs::write(&kubeconfig, doc)?;
+        Ok(Self { listener, tls: tokio_rustls::TlsAcceptor::from(tls), state, local_addr, kubeconfig })
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut shutdown => return,
+            };
+            let Ok((tcp, _)) = accepted else { continue };
+            let (tls, state) = (self.tls.clone(), self.state.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(tcp).await else { return };
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| skiff_pki::identity_of(c.as_ref()));
+                let svc = hyper::service::service_fn(move |req| {
+                    let (state, identity) = (state.clone(), identity.clone());
+                    async move { Ok::<_, std::convert::Infallible>(handler::handle(&state, identity, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! End to end: `skiff server` in a temp dir on a free port, driven by the
+//! real kubectl through the admin kubeconfig the server writes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // End only the process this test started, by its pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn skiff");
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(Instant::now() < deadline, "skiff server did not write its kubeconfig");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, kubeconfig, _dir: dir }
+}
+
+fn kubectl_bin() -> &'static str {
+    if Path::new("/usr/bin/kubectl").exists() {
+        "/usr/bin/kubectl"
+    } else {
+        "kubectl"
+    }
+}
+
+fn kubectl(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl must be installed (CI installs it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ok(s: &Server, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(s, args);
+    assert!(success, "kubectl {args:?} failed: {err}");
+    out
+}
+
+#[test]
+fn kubectl_creates_gets_and_deletes() {
+    let s = start();
+    let ns = ok(&s, &["get", "namespaces", "-o", "name"]);
+    for want in ["namespace/default", "namespace/kube-system"] {
+        assert!(ns.contains(want), "{ns}");
+    }
+    assert_eq!(ok(&s, &["create", "namespace", "demo"]).trim(), "namespace/demo created");
+    ok(&s, &["create", "configmap", "cfg", "-n", "demo", "--from-literal=greeting=hello"]);
+    let table = ok(&s, &["get", "configmaps", "-n", "demo"]);
+    assert!(table.starts_with("NAME") && table.contains("DATA") && table.contains("cfg"), "{table}");
+    assert_eq!(ok(&s, &["get", "cm", "cfg", "-n", "demo", "-o", "jsonpath={.data.greeting}"]), "hello");
+    // Merge patch and strategic merge patch through kubectl.
+    ok(&s, &["patch", "cm", "cfg", "-n", "demo", "--type=merge", "-p", r#"{"data":{"greeting":"hi"}}"#]);
+    assert_eq!(ok(&s, &["get", "cm", "cfg", "-n", "demo", "-o", "jsonpath={.data.greeting}"]), "hi");
+    ok(&s, &["label", "cm", "cfg", "-n", "demo", "tier=web"]);
+    assert_eq!(ok(&s, &["get", "cm", "-n", "demo", "-l", "tier=web", "-o", "name"]).trim(), "configmap/cfg");
+    assert_eq!(ok(&s, &["get", "cm", "-n", "demo", "-l", "tier!=web", "-o", "name"]).trim(), "");
+    // A pod is defaulted like Kubernetes does it.
+    ok(&s, &["run", "p", "--image=busybox:1.36"]);
+    let pod: serde_json::Value = serde_json::from_str(&ok(&s, &["get", "pod", "p", "-o", "json"])).expect("json");
+    assert_eq!(pod["spec"]["restartPolicy"], "Always");
+    assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let wide = ok(&s, &["get", "pods", "-o", "wide"]);
+    assert!(wide.contains("NODE") && wide.contains("Pending"), "{wide}");
+    ok(&s, &["delete", "pod", "p"]);
+    let (found, _, err) = kubectl(&s, &["get", "pod", "p"]);
+    assert!(!found && err.contains(r#"pods "p" not found"#), "{err}");
+    ok(&s, &["delete", "cm", "cfg", "-n", "demo"]);
+}
+
+#[test]
+fn bad_input_gets_a_status_and_nothing_is_stored() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: a\n").expect("write");
+    let (success, _, err) = kubectl(&s, &["create", "-f", bad.to_str().expect("utf8")]);
+    assert!(!success);
+    assert!(err.contains(r#"Pod "Bad_Name" is invalid"#) && err.contains("spec.containers[0].image: Required value"), "{err}");
+    assert_eq!(ok(&s, &["get", "pods", "-o", "name"]).trim(), "");
+    let (success, _, err) = kubectl(&s, &["create", "configmap", "x", "-n", "nope", "--from-literal=a=b"]);
+    assert!(!success && err.contains(r#"namespaces "nope" not found"#), "{err}");
+    // The server keeps serving.
+    ok(&s, &["get", "ns", "default"]);
+}
