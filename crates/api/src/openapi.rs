@@ -104,6 +104,7 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
         }
     }
     let mut schemas = generator.take_definitions(true);
+    annotate_patch_strategies(&mut schemas);
     for rt in &rts {
         if let Some(s) = schemas.get_mut(&(rt.schema_name)()).and_then(Value::as_object_mut) {
             s.insert("x-kubernetes-group-version-kind".into(), gvk(rt));
@@ -115,6 +116,36 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// Marks list fields with the strategic-merge metadata kubectl reads from
+/// the schema (`x-kubernetes-patch-merge-key`, `x-kubernetes-patch-strategy`)
+/// to compute `apply` patches; it comes from the same table the server's
+/// strategic merge uses, so client and server agree.
+fn annotate_patch_strategies(schemas: &mut Map<String, Value>) {
+    for (def, schema) in schemas.iter_mut() {
+        let container = def.ends_with(".Container") || def.ends_with(".EphemeralContainer");
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };
+        for (name, prop) in props.iter_mut() {
+            if prop.get("type").and_then(Value::as_str) != Some("array") {
+                continue;
+            }
+            let key = match name.as_str() {
+                "ports" if container => Some("containerPort"),
+                "ports" if def.ends_with(".ServiceSpec") => Some("port"),
+                "ports" => None,
+                other => crate::patch::merge_key(other, &[]),
+            };
+            if let (Some(key), Some(p)) = (key, prop.as_object_mut()) {
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+                p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            } else if name == "finalizers" && def.ends_with(".ObjectMeta") {
+                if let Some(p) = prop.as_object_mut() {
+                    p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+                }
+            }
+        }
+    }
 }
 
 /// A short, stable hash of a document, for the `?hash=` kubectl caches by.

@@ -114,3 +114,23 @@ fn bad_input_gets_a_status_and_nothing_is_stored() {
     // The server keeps serving.
     ok(&s, &["get", "ns", "default"]);
 }
+
+#[test]
+fn kubectl_apply_creates_then_is_unchanged_then_configures() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("deploy.yaml");
+    let manifest = |image: &str| format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: c\n        image: {image}\n");
+    let f = file.to_str().expect("utf8");
+    std::fs::write(&file, manifest("nginx:1.25")).expect("write");
+    assert_eq!(ok(&s, &["apply", "-f", f]).trim(), "deployment.apps/web created");
+    assert_eq!(ok(&s, &["apply", "-f", f]).trim(), "deployment.apps/web unchanged");
+    std::fs::write(&file, manifest("nginx:1.26")).expect("write");
+    assert_eq!(ok(&s, &["apply", "-f", f]).trim(), "deployment.apps/web configured");
+    assert_eq!(
+        ok(&s, &["get", "deploy", "web", "-o", "jsonpath={.metadata.generation} {.spec.template.spec.containers[0].image} {.spec.strategy.type}"]),
+        "2 nginx:1.26 RollingUpdate"
+    );
+    let table = ok(&s, &["get", "deploy"]);
+    assert!(table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("web"), "{table}");
+}
