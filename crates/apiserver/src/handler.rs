@@ -68,7 +68,10 @@ pub(crate) async fn bootstrap(state: &State) -> Result<(), StoreError> {
 
 /// Handles one request.
 pub(crate) async fn handle(state: &State, identity: Option<CertIdentity>, req: Request<hyper::body::Incoming>) -> Resp {
-    if identity.is_none() {
+    // Like kube-apiserver's default system:public-info-viewer binding: health
+    // and version are open to anyone; everything else needs a credential.
+    let public = matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
+    if identity.is_none() && !public {
         return error(&ApiError::unauthorized());
     }
     match route(state, req).await {
