@@ -46,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Server { data_dir, bind_address, secure_port } => {
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            // The kubeconfig names certificate files; kubectl resolves relative
+            // paths against the kubeconfig's folder, so they must be absolute.
+            let data_dir = std::path::absolute(&data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
             let store = skiff_store::SqliteStore::open(data_dir.join("state.db"), Default::default()).context("opening the store")?;
             let cfg = skiff_apiserver::Config { data_dir, bind_address, secure_port };
             let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
