@@ -165,6 +165,12 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         _ => Bytes::new(),
     };
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let fv = match q.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some("Warn") | Some("") | None => FieldValidation::Warn,
+        Some(other) => return Err(ApiError::bad_request(format!("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"))),
+    };
     match (method, name) {
         (Method::GET, Some(name)) => get(state, rt, ns.as_deref(), name, &accept).await,
         (Method::GET, None) => {
@@ -175,11 +181,11 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         (Method::POST, None) => {
             let obj = decode(&body, &ctype)?;
-            create(state, rt, ns.as_deref(), obj, &manager, dry_run).await
+            create(state, rt, ns.as_deref(), obj, &manager, dry_run, fv).await
         }
         (Method::PUT, Some(name)) => {
             let obj = decode(&body, &ctype)?;
-            update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run).await
+            update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run, fv).await
         }
         (Method::PATCH, Some(name)) => {
             let p = decode(&body, "application/json")?;
@@ -193,7 +199,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
                 Ok(new)
-            }, &manager, dry_run).await
+            }, &manager, dry_run, fv).await
         }
         (Method::DELETE, Some(name)) => delete(state, rt, ns.as_deref(), name, dry_run).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
@@ -321,9 +327,26 @@ async fn list(state: &State, rt: &ResourceType, ns: Option<&str>, q: &std::colle
     Ok(json_response(200, &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})))
 }
 
+/// What to do with fields the type does not declare (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    /// Refuse the request (400).
+    Strict,
+    /// Drop them and say so in `Warning` headers (the default).
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
 /// Decodes through the Rust type (type errors are 400s) and checks
 /// apiVersion/kind and the namespace against the URL.
-fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
+fn normalize(
+    rt: &ResourceType,
+    ns: Option<&str>,
+    mut obj: Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
     let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
     for (field, want) in [("apiVersion", rt.api_version()), ("kind", rt.kind.to_string())] {
         match obj.get(field).and_then(Value::as_str) {
@@ -342,7 +365,18 @@ fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Valu
             _ => {}
         }
     }
+    let input = obj.clone();
     let mut v = (rt.normalize)(obj).map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", rt.kind, rt.version, rt.kind)))?;
+    let mut unknown = Vec::new();
+    unknown_fields(&input, &v, "", &mut unknown);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+        match validation {
+            FieldValidation::Strict => return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", ")))),
+            FieldValidation::Warn => warnings.extend(list),
+            FieldValidation::Ignore => {}
+        }
+    }
     if let Some(ns) = ns {
         v["metadata"]["namespace"] = json!(ns);
     }
@@ -360,6 +394,31 @@ async fn ensure_namespace(state: &State, ns: Option<&str>) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Paths of fields set in `input` that the typed round trip dropped: the
+/// fields the type does not declare.
+fn unknown_fields(input: &Value, normalized: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, normalized) {
+        (Value::Object(i), Value::Object(n)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match n.get(k) {
+                    Some(nv) => unknown_fields(v, nv, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(n)) => {
+            for (idx, (iv, nv)) in i.iter().zip(n).enumerate() {
+                unknown_fields(iv, nv, &format!("{path}[{idx}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn random_suffix() -> String {
     // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -367,8 +426,9 @@ fn random_suffix() -> String {
     id.as_bytes().iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, obj: Value, manager: &str, dry_run: bool) -> Result<Resp, ApiError> {
-    let mut obj = normalize(rt, ns, obj)?;
+async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, obj: Value, manager: &str, dry_run: bool, fv: FieldValidation) -> Result<Resp, ApiError> {
+    let mut warnings = Vec::new();
+    let mut obj = normalize(rt, ns, obj, fv, &mut warnings)?;
     if rt.namespaced && ns.is_none() {
         return Err(ApiError::no_such_path());
     }
@@ -414,11 +474,21 @@ async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, obj: Value, 
     ensure_namespace(state, ns).await?;
     managed::track_update(None, &mut obj, manager, &rt.api_version(), "", &now());
     if dry_run {
-        return Ok(json_response(201, &obj));
+        return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let kv = state.store.create(&rt.key(ns, &name), Bytes::from(obj.to_string())).await.map_err(|e| store_err(rt, &name, e))?;
     obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-    Ok(json_response(201, &obj))
+    Ok(with_warnings(json_response(201, &obj), &warnings))
+}
+
+/// Adds `Warning: 299 - "…"` headers, which kubectl prints.
+fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
+    for w in warnings {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - {w:?}")) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
 }
 
 /// `stringData` is write-only: merged into `data` (base64) on write.
@@ -451,7 +521,9 @@ async fn update(
     make: impl Fn(&Value) -> Result<Value, ApiError>,
     manager: &str,
     dry_run: bool,
+    fv: FieldValidation,
 ) -> Result<Resp, ApiError> {
+    let mut warnings = Vec::new();
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
     let old = with_rv(&kv.value, kv.mod_revision)?;
@@ -461,7 +533,7 @@ async fn update(
             return Err(ApiError::conflict(rt, name));
         }
     }
-    let mut new = normalize(rt, ns, proposed)?;
+    let mut new = normalize(rt, ns, proposed, fv, &mut warnings)?;
     if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
@@ -516,14 +588,14 @@ async fn update(
         m.remove("managedFields");
     }
     if unchanged_new == unchanged_old || dry_run {
-        return Ok(json_response(200, if dry_run { &new } else { &old }));
+        return Ok(with_warnings(json_response(200, if dry_run { &new } else { &old }), &warnings));
     }
     if let Some(m) = new["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
     let kv = state.store.update(&key, Bytes::from(new.to_string()), kv.mod_revision).await.map_err(|e| store_err(rt, name, e))?;
     new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-    Ok(json_response(200, &new))
+    Ok(with_warnings(json_response(200, &new), &warnings))
 }
 
 async fn delete(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, dry_run: bool) -> Result<Resp, ApiError> {

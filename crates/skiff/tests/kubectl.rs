@@ -134,3 +134,21 @@ fn kubectl_apply_creates_then_is_unchanged_then_configures() {
     let table = ok(&s, &["get", "deploy"]);
     assert!(table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("web"), "{table}");
 }
+
+#[test]
+fn unknown_fields_are_refused_under_strict_and_warned_otherwise() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cm.yaml");
+    std::fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  bogus: 1\ndata:\n  a: b\n").expect("write");
+    let f = file.to_str().expect("utf8");
+    // kubectl's default --validate=strict asks the server for Strict.
+    let (success, _, err) = kubectl(&s, &["create", "-f", f]);
+    assert!(!success && err.contains(r#"strict decoding error: unknown field "metadata.bogus""#), "{err}");
+    assert_eq!(ok(&s, &["get", "cm", "-o", "name"]).trim(), "");
+    // --validate=warn: created, with the server's warning printed.
+    let (success, out, err) = kubectl(&s, &["create", "--validate=warn", "-f", f]);
+    assert!(success, "{err}");
+    assert!(out.contains("configmap/cfg created"), "{out}");
+    assert!(err.contains(r#"unknown field "metadata.bogus""#), "{err}");
+}
