@@ -217,7 +217,21 @@ fn message(b: &[u8], schema: &[F]) -> Result<Value, String> {
                 r.skip(wire)?;
                 continue;
             }
-            return Err(format!("protobuf field {num} is not supported by this server"));
+            // Go's marshaller emits non-pointer fields even when they hold
+            // their zero value, which means "unset": skip those. A field
+            // this table lacks that carries data is refused, never dropped.
+            let zero = match wire {
+                0 => r.varint()? == 0,
+                2 => r.bytes()?.is_empty(),
+                w => {
+                    r.skip(w)?;
+                    false
+                }
+            };
+            if zero {
+                continue;
+            }
+            return Err(format!("protobuf field {num} is not supported by this server; send JSON"));
         };
         match ty {
             T::MapStr | T::MapBytes | T::MapQuantity => {
@@ -288,6 +302,17 @@ mod tests {
         let body = [MAGIC.to_vec(), field(1, 2, &tm), field(2, 2, &cm)].concat();
         let v = decode(&body).expect("decode");
         assert_eq!(v, json!({"metadata": {"name": "cfg"}, "data": {"k": "v"}, "apiVersion": "v1", "kind": "ConfigMap"}));
+    }
+
+    #[test]
+    fn zero_valued_unknown_fields_are_skipped_but_data_is_refused() {
+        let tm = [field(1, 2, b"v1"), field(2, 2, b"Namespace")].concat();
+        let zero = [field(1, 2, &field(1, 2, b"ns")), field(9, 0, &[0])].concat();
+        let body = [MAGIC.to_vec(), field(1, 2, &tm), field(2, 2, &zero)].concat();
+        assert_eq!(decode(&body).expect("decode")["metadata"]["name"], "ns");
+        let data = [field(1, 2, &field(1, 2, b"ns")), field(9, 0, &[1])].concat();
+        let body = [MAGIC.to_vec(), field(1, 2, &tm), field(2, 2, &data)].concat();
+        assert!(decode(&body).unwrap_err().contains("field 9"));
     }
 
     #[test]

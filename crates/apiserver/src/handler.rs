@@ -150,9 +150,13 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         _ => (ns, plural, name, sub),
     };
     let rt = skiff_api::registry::find(group, version, plural).ok_or_else(ApiError::no_such_path)?;
-    if sub.is_some() {
-        return Err(ApiError::no_such_path());
-    }
+    let status_only = match sub {
+        None => false,
+        Some("status") if rt.status => true,
+        Some("scale") if rt.scale => false,
+        Some(_) => return Err(ApiError::no_such_path()),
+    };
+    let scale = sub == Some("scale");
     let ns = if rt.namespaced { ns } else { None };
     let q = query_map(&req);
     let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
@@ -171,7 +175,49 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         Some("Warn") | Some("") | None => FieldValidation::Warn,
         Some(other) => return Err(ApiError::bad_request(format!("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"))),
     };
+    let reply = |r: Result<(Value, Vec<String>), ApiError>| -> Result<Resp, ApiError> {
+        let (obj, warnings) = r?;
+        let body = if scale { scale_of(&obj) } else { obj };
+        Ok(with_warnings(json_response(200, &body), &warnings))
+    };
     match (method, name) {
+        (Method::GET, Some(name)) if scale => {
+            let key = rt.key(ns.as_deref(), name);
+            let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+            Ok(json_response(200, &scale_of(&with_rv(&kv.value, kv.mod_revision)?)))
+        }
+        (Method::PUT | Method::PATCH, Some(name)) if scale => {
+            let body_v = decode(&body, if req_is_patch(&ctype) { "application/json" } else { &ctype })?;
+            let ct = ctype.split(';').next().unwrap_or_default().trim().to_string();
+            let is_patch = req_is_patch(&ctype);
+            reply(update(state, rt, ns.as_deref(), name, |cur| {
+                let mut sc = scale_of(cur);
+                if is_patch {
+                    match ct.as_str() {
+                        "application/json-patch+json" => patch::json_patch(&mut sc, &body_v).map_err(|e| ApiError::new(422, "Invalid", e))?,
+                        "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut sc, &body_v),
+                        other => return Err(ApiError::unsupported_media_type(other)),
+                    }
+                } else {
+                    if let Some(rv) = body_v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                        if Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                            return Err(ApiError::conflict(rt, name));
+                        }
+                    }
+                    sc = body_v.clone();
+                }
+                let replicas = sc.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                if replicas < 0 {
+                    return Err(ApiError::new(422, "Invalid", format!("Scale.autoscaling {name:?} is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0")));
+                }
+                let mut n = cur.clone();
+                n["spec"]["replicas"] = json!(replicas);
+                if let Some(m) = n["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                Ok(n)
+            }, &manager, dry_run, fv, false).await)
+        }
         (Method::GET, Some(name)) => get(state, rt, ns.as_deref(), name, &accept).await,
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -185,12 +231,12 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         (Method::PUT, Some(name)) => {
             let obj = decode(&body, &ctype)?;
-            update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run, fv).await
+            reply(update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run, fv, status_only).await)
         }
         (Method::PATCH, Some(name)) => {
             let p = decode(&body, "application/json")?;
             let ct = ctype.split(';').next().unwrap_or_default().trim().to_string();
-            update(state, rt, ns.as_deref(), name, |cur| {
+            reply(update(state, rt, ns.as_deref(), name, |cur| {
                 let mut new = cur.clone();
                 match ct.as_str() {
                     "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", e))?,
@@ -199,7 +245,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
                 Ok(new)
-            }, &manager, dry_run, fv).await
+            }, &manager, dry_run, fv, status_only).await)
         }
         (Method::DELETE, Some(name)) => delete(state, rt, ns.as_deref(), name, dry_run).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
@@ -221,16 +267,46 @@ fn openapi_docs() -> &'static std::collections::BTreeMap<String, (String, Bytes)
     })
 }
 
+fn req_is_patch(ctype: &str) -> bool {
+    ctype.contains("patch")
+}
+
+/// The `autoscaling/v1` `Scale` view of a scalable object.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| LabelSelector::from_label_selector(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
 fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
     let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
     if rts.is_empty() {
         return Err(ApiError::no_such_path());
     }
-    let resources: Vec<Value> = rts.iter().map(|r| json!({
-        "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-        "verbs": ["create", "delete", "get", "list", "patch", "update"],
-        "shortNames": r.short_names, "categories": r.categories,
-    })).collect();
+    let mut resources: Vec<Value> = Vec::new();
+    for r in &rts {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            "shortNames": r.short_names, "categories": r.categories,
+        }));
+        if r.status {
+            resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if r.scale {
+            resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
+    }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Ok(json_response(200, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})))
 }
@@ -522,7 +598,8 @@ async fn update(
     manager: &str,
     dry_run: bool,
     fv: FieldValidation,
-) -> Result<Resp, ApiError> {
+    status_only: bool,
+) -> Result<(Value, Vec<String>), ApiError> {
     let mut warnings = Vec::new();
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -537,6 +614,19 @@ async fn update(
     if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
+    if status_only {
+        // A status write changes status and nothing else.
+        let status = new.get("status").cloned();
+        new = old.clone();
+        match status {
+            Some(st) => new["status"] = st,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
     for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
         match old["metadata"].get(f) {
             Some(v) => new["metadata"][f] = v.clone(),
@@ -547,7 +637,7 @@ async fn update(
             }
         }
     }
-    if rt.status {
+    if rt.status && !status_only {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -588,14 +678,14 @@ async fn update(
         m.remove("managedFields");
     }
     if unchanged_new == unchanged_old || dry_run {
-        return Ok(with_warnings(json_response(200, if dry_run { &new } else { &old }), &warnings));
+        return Ok((if dry_run { new } else { old }, warnings));
     }
     if let Some(m) = new["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
     let kv = state.store.update(&key, Bytes::from(new.to_string()), kv.mod_revision).await.map_err(|e| store_err(rt, name, e))?;
     new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-    Ok(with_warnings(json_response(200, &new), &warnings))
+    Ok((new, warnings))
 }
 
 async fn delete(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, dry_run: bool) -> Result<Resp, ApiError> {

@@ -152,3 +152,18 @@ fn unknown_fields_are_refused_under_strict_and_warned_otherwise() {
     assert!(out.contains("configmap/cfg created"), "{out}");
     assert!(err.contains(r#"unknown field "metadata.bogus""#), "{err}");
 }
+
+#[test]
+fn scale_and_status_subresources() {
+    let s = start();
+    ok(&s, &["create", "deployment", "web", "--image=nginx:1.25", "--replicas=2"]);
+    assert_eq!(ok(&s, &["scale", "deployment", "web", "--replicas=5"]).trim(), "deployment.apps/web scaled");
+    assert_eq!(ok(&s, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]), "5 2");
+    // A status write changes status only; a main-resource write never changes status.
+    ok(&s, &["patch", "deploy", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":5,"readyReplicas":3},"spec":{"replicas":1}}"#]);
+    assert_eq!(ok(&s, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.status.readyReplicas}"]), "5 3");
+    ok(&s, &["patch", "deploy", "web", "--type=merge", "-p", r#"{"status":{"readyReplicas":0}}"#]);
+    assert_eq!(ok(&s, &["get", "deploy", "web", "-o", "jsonpath={.status.readyReplicas}"]), "3");
+    let (success, _, err) = kubectl(&s, &["scale", "deployment", "web", "--replicas=-1"]);
+    assert!(!success, "negative replicas must be refused: {err}");
+}
