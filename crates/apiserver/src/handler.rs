@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 use skiff_api::selector::{FieldSelector, LabelSelector};
@@ -19,15 +21,19 @@ pub(crate) struct State {
     pub(crate) store: Arc<dyn Store>,
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<UnsyncBoxBody<Bytes, std::convert::Infallible>>;
+
+fn full(b: Bytes) -> UnsyncBoxBody<Bytes, std::convert::Infallible> {
+    Full::new(b).boxed_unsync()
+}
 
 fn json_response(code: u16, v: &Value) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_default();
     Response::builder()
         .status(code)
         .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(full(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 fn error(e: &ApiError) -> Resp {
@@ -99,7 +105,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                 "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH })})))
         }
         ["livez"] | ["readyz"] | ["healthz"] if is_get => {
-            return Ok(Response::builder().status(200).header("Content-Type", "text/plain").body(Full::new(Bytes::from_static(b"ok"))).unwrap_or_default())
+            return Ok(Response::builder().status(200).header("Content-Type", "text/plain").body(full(Bytes::from_static(b"ok"))).unwrap_or_else(|_| Response::new(full(Bytes::new()))))
         }
         ["api"] if is_get => {
             return Ok(json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -124,8 +130,8 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
             return Ok(Response::builder()
                 .status(200)
                 .header("Content-Type", "application/json")
-                .body(Full::new(doc.clone()))
-                .unwrap_or_default());
+                .body(full(doc.clone()))
+                .unwrap_or_else(|_| Response::new(full(Bytes::new()))));
         }
         ["api", v] if is_get => return resource_list("", v),
         ["apis", g, v] if is_get => return resource_list(g, v),
@@ -221,7 +227,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         (Method::GET, Some(name)) => get(state, rt, ns.as_deref(), name, &accept).await,
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return Err(ApiError::method_not_allowed("watch is not served yet"));
+                return watch(state, rt, ns.as_deref(), &q, &accept).await;
             }
             list(state, rt, ns.as_deref(), &q, &accept).await
         }
@@ -412,6 +418,84 @@ enum FieldValidation {
     Warn,
     /// Drop them silently.
     Ignore,
+}
+
+/// Streams watch events as newline-delimited JSON, straight from the store
+/// (the watch cache that will serve this without a store watch per client
+/// is still to come).
+async fn watch(
+    state: &State,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    q: &std::collections::HashMap<String, String>,
+    accept: &str,
+) -> Result<Resp, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
+    let prefix = match ns {
+        Some(ns) => format!("{}{ns}/", rt.key_prefix()),
+        None => rt.key_prefix(),
+    };
+    let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let mut initial: Vec<(&'static str, Value)> = Vec::new();
+    let from = if rv.is_empty() || rv == "0" {
+        // Unset or 0: the current state as ADDED events, then changes.
+        let page = state.store.list(&prefix, ListOptions::default()).await.map_err(|e| store_err(rt, "", e))?;
+        for kv in &page.items {
+            initial.push(("ADDED", with_rv(&kv.value, kv.mod_revision)?));
+        }
+        page.revision + 1
+    } else {
+        rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))? + 1
+    };
+    let table = wants_table(accept);
+    let timeout = std::time::Duration::from_secs(q.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
+    let render = move |ty: &str, obj: Value| -> Option<Bytes> {
+        if !(labels.matches(&obj) && fields.matches(&obj)) {
+            return None;
+        }
+        let obj = if table {
+            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            table::table(rt.kind, &[&obj], table::IncludeObject::Metadata, &rv, None, chrono::Utc::now())
+        } else {
+            obj
+        };
+        let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).ok()?;
+        line.push(b'\n');
+        Some(Bytes::from(line))
+    };
+    let events: futures::stream::BoxStream<'static, Bytes> = match state.store.watch(&prefix, from).await {
+        Ok(stream) => {
+            // The stream ends at the first store error (the client re-lists).
+            let live = stream.take_while(|ev| std::future::ready(ev.is_ok())).filter_map(|ev| async move {
+                let ev = ev.ok()?;
+                let mut obj: Value = serde_json::from_slice(&ev.kv.value).ok()?;
+                obj["metadata"]["resourceVersion"] = json!(ev.kv.mod_revision.to_string());
+                let ty = match ev.kind {
+                    skiff_store::EventKind::Delete => "DELETED",
+                    skiff_store::EventKind::Put if ev.created => "ADDED",
+                    _ => "MODIFIED",
+                };
+                Some((ty, obj))
+            });
+            futures::stream::iter(initial).chain(live).filter_map(move |(ty, obj)| std::future::ready(render(ty, obj))).boxed()
+        }
+        Err(StoreError::Compacted { requested, compacted }) => {
+            // As Kubernetes does: 200, then one ERROR event carrying a 410.
+            let status = ApiError::expired(format!("too old resource version: {} ({compacted})", requested - 1)).to_status();
+            let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+            line.push(b'\n');
+            futures::stream::iter([Bytes::from(line)]).boxed()
+        }
+        Err(e) => return Err(store_err(rt, "", e)),
+    };
+    let deadline = tokio::time::sleep(timeout);
+    let body = events.take_until(deadline).map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    Response::builder()
+        .status(200)
+        .header("Content-Type", "application/json")
+        .body(BodyExt::boxed_unsync(StreamBody::new(body)))
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Decodes through the Rust type (type errors are 400s) and checks

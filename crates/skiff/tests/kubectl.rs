@@ -167,3 +167,29 @@ fn scale_and_status_subresources() {
     let (success, _, err) = kubectl(&s, &["scale", "deployment", "web", "--replicas=-1"]);
     assert!(!success, "negative replicas must be refused: {err}");
 }
+
+#[test]
+fn kubectl_get_watch_streams_changes() {
+    let s = start();
+    ok(&s, &["create", "configmap", "a", "--from-literal=k=1"]);
+    let mut w = Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["get", "configmaps", "-w", "--request-timeout=20s", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl -w");
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&s, &["create", "configmap", "b", "--from-literal=k=1"]);
+    ok(&s, &["delete", "configmap", "a"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = w.kill();
+    let out = w.wait_with_output().expect("output");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    // The initial list, then the create and the delete as they happened.
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert_eq!(lines[0], "configmap/a");
+    assert!(lines.contains(&"configmap/b".to_string()), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| *l == "configmap/a").count(), 2, "{lines:?}");
+}
