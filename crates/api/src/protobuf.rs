@@ -146,7 +146,9 @@ fn string(b: &[u8]) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 in string field".to_string())
 }
 
-fn base64(b: &[u8]) -> String {
+/// Standard (RFC 4648, padded) base64: how Kubernetes' JSON carries bytes.
+/// Small enough that a dependency would cost more than it saves.
+pub fn base64(b: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
     for chunk in b.chunks(3) {

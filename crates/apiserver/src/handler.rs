@@ -656,21 +656,9 @@ fn secret_string_data(obj: &mut Value) {
     let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
     if let Some(map) = sd.as_object() {
         for (k, v) in map {
-            obj["data"][k] = json!(b64(v.as_str().unwrap_or_default().as_bytes()));
+            obj["data"][k] = json!(skiff_api::protobuf::base64(v.as_str().unwrap_or_default().as_bytes()));
         }
     }
-}
-
-fn b64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | u32::from(x) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 async fn update(
