@@ -160,6 +160,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         None => false,
         Some("status") if rt.status => true,
         Some("scale") if rt.scale => false,
+        Some("binding") if rt.kind == "Pod" => false,
         Some(_) => return Err(ApiError::no_such_path()),
     };
     let scale = sub == Some("scale");
@@ -222,7 +223,33 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     m.remove("resourceVersion");
                 }
                 Ok(n)
-            }, &manager, dry_run, fv, false).await)
+            }, &manager, dry_run, fv, Scope::Main).await)
+        }
+        (Method::POST, Some(name)) if sub == Some("binding") => {
+            let binding = decode(&body, &ctype)?;
+            let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            if node.is_empty() {
+                return Err(ApiError::invalid(rt, name, vec![skiff_api::FieldError::required("target.name", "")]));
+            }
+            update(state, rt, ns.as_deref(), name, |cur| {
+                if cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+                    let have = cur.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+                    return Err(ApiError::conflict_with(rt, name, &format!("pod {name} is already assigned to node {have:?}")));
+                }
+                if cur.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+                    return Err(ApiError::conflict_with(rt, name, "pod is being deleted, cannot be assigned to a host"));
+                }
+                let mut n = cur.clone();
+                n["spec"]["nodeName"] = json!(node);
+                // Binding also records the condition, through the status the
+                // main-resource write would otherwise preserve.
+                let mut conds: Vec<Value> = n.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+                n["status"]["conditions"] = json!(conds);
+                Ok(n)
+            }, &manager, dry_run, fv, Scope::All).await?;
+            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
         }
         (Method::GET, Some(name)) => get(state, rt, ns.as_deref(), name, &accept).await,
         (Method::GET, None) => {
@@ -237,7 +264,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         (Method::PUT, Some(name)) => {
             let obj = decode(&body, &ctype)?;
-            reply(update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run, fv, status_only).await)
+            reply(update(state, rt, ns.as_deref(), name, |_| Ok(obj.clone()), &manager, dry_run, fv, if status_only { Scope::Status } else { Scope::Main }).await)
         }
         (Method::PATCH, Some(name)) => {
             let p = decode(&body, "application/json")?;
@@ -251,7 +278,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
                 Ok(new)
-            }, &manager, dry_run, fv, status_only).await)
+            }, &manager, dry_run, fv, if status_only { Scope::Status } else { Scope::Main }).await)
         }
         (Method::DELETE, Some(name)) => delete(state, rt, ns.as_deref(), name, dry_run).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
@@ -308,6 +335,9 @@ fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
         }));
         if r.status {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if r.kind == "Pod" {
+            resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
         }
         if r.scale {
             resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
@@ -407,6 +437,17 @@ async fn list(state: &State, rt: &ResourceType, ns: Option<&str>, q: &std::colle
         meta["continue"] = json!(n);
     }
     Ok(json_response(200, &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})))
+}
+
+/// Which parts of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The main resource: everything but status.
+    Main,
+    /// The status subresource: status only.
+    Status,
+    /// Server-internal writes that set both (pods/binding).
+    All,
 }
 
 /// What to do with fields the type does not declare (`?fieldValidation=`).
@@ -670,7 +711,7 @@ async fn update(
     manager: &str,
     dry_run: bool,
     fv: FieldValidation,
-    status_only: bool,
+    scope: Scope,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let mut warnings = Vec::new();
     let key = rt.key(ns, name);
@@ -686,7 +727,7 @@ async fn update(
     if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
-    if status_only {
+    if scope == Scope::Status {
         // A status write changes status and nothing else.
         let status = new.get("status").cloned();
         new = old.clone();
@@ -709,7 +750,7 @@ async fn update(
             }
         }
     }
-    if rt.status && !status_only {
+    if rt.status && scope == Scope::Main {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {

@@ -193,3 +193,22 @@ fn kubectl_get_watch_streams_changes() {
     assert!(lines.contains(&"configmap/b".to_string()), "{lines:?}");
     assert_eq!(lines.iter().filter(|l| *l == "configmap/a").count(), 2, "{lines:?}");
 }
+
+#[test]
+fn pod_binding_assigns_a_node_once() {
+    let s = start();
+    ok(&s, &["run", "p", "--image=busybox:1.36"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binding = dir.path().join("binding.json");
+    std::fs::write(&binding, r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#).expect("write");
+    let b = binding.to_str().expect("utf8");
+    ok(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
+    assert_eq!(
+        ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}"]),
+        "node-a True"
+    );
+    // A second binding is a conflict, and the pod stays where it is.
+    let (success, _, err) = kubectl(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
+    assert!(!success && err.contains("already assigned"), "{err}");
+    assert_eq!(ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
+}
