@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use skiff_api::protobuf::base64;
+use skiff_api::base64;
 use skiff_store::{SqliteOptions, SqliteStore, Store};
 
 struct Figures {

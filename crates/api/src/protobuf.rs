@@ -10,6 +10,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::base64;
+
 /// The magic prefix of Kubernetes' protobuf envelope.
 pub const MAGIC: &[u8] = b"k8s\0";
 
@@ -144,24 +146,6 @@ impl<'a> Reader<'a> {
 
 fn string(b: &[u8]) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 in string field".to_string())
-}
-
-/// Standard (RFC 4648, padded) base64: how Kubernetes' JSON carries bytes.
-/// Small enough that a dependency would cost more than it saves.
-pub fn base64(b: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | u32::from(x) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn map_entry(b: &[u8], value: T) -> Result<(String, Value), String> {

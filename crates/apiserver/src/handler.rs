@@ -143,17 +143,14 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         _ => return Err(ApiError::no_such_path()),
     };
     // namespaces/{ns}/{plural}/... or {plural}/...
+    // `namespaces/{name}[/status|/finalize]` is a namespace object itself;
+    // `namespaces/{ns}/{plural}/…` is inside one; `{plural}/…` is not.
     let (ns, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if group.is_empty() || !ns.is_empty() => {
-            (Some(ns.to_string()), *plural, tail.first().copied(), tail.get(1).copied())
-        }
+        ["namespaces", n] => (None, "namespaces", Some(*n), None),
+        ["namespaces", n, sub @ ("status" | "finalize")] => (None, "namespaces", Some(*n), Some(*sub)),
+        ["namespaces", ns, plural, tail @ ..] => (Some(ns.to_string()), *plural, tail.first().copied(), tail.get(1).copied()),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return Err(ApiError::no_such_path()),
-    };
-    // `namespaces/{name}` is the namespace object itself.
-    let (ns, plural, name, sub) = match (rest, ns.as_deref()) {
-        (["namespaces", n], _) | (["namespaces", n, "status" | "finalize"], _) => (None, "namespaces", Some(*n), rest.get(2).copied()),
-        _ => (ns, plural, name, sub),
     };
     let rt = skiff_api::registry::find(group, version, plural).ok_or_else(ApiError::no_such_path)?;
     let status_only = match sub {
@@ -697,7 +694,7 @@ fn secret_string_data(obj: &mut Value) {
     let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
     if let Some(map) = sd.as_object() {
         for (k, v) in map {
-            obj["data"][k] = json!(skiff_api::protobuf::base64(v.as_str().unwrap_or_default().as_bytes()));
+            obj["data"][k] = json!(skiff_api::base64(v.as_str().unwrap_or_default().as_bytes()));
         }
     }
 }

@@ -61,6 +61,13 @@ fn kubectl(s: &Server, args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Writes a manifest into `dir` and returns its path for `-f`.
+fn manifest(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write manifest");
+    path.to_string_lossy().into_owned()
+}
+
 fn ok(s: &Server, args: &[&str]) -> String {
     let (success, out, err) = kubectl(s, args);
     assert!(success, "kubectl {args:?} failed: {err}");
@@ -103,9 +110,8 @@ fn kubectl_creates_gets_and_deletes() {
 fn bad_input_gets_a_status_and_nothing_is_stored() {
     let s = start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: a\n").expect("write");
-    let (success, _, err) = kubectl(&s, &["create", "-f", bad.to_str().expect("utf8")]);
+    let bad = manifest(&dir, "bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: a\n");
+    let (success, _, err) = kubectl(&s, &["create", "-f", &bad]);
     assert!(!success);
     assert!(err.contains(r#"Pod "Bad_Name" is invalid"#) && err.contains("spec.containers[0].image: Required value"), "{err}");
     assert_eq!(ok(&s, &["get", "pods", "-o", "name"]).trim(), "");
@@ -139,9 +145,7 @@ fn kubectl_apply_creates_then_is_unchanged_then_configures() {
 fn unknown_fields_are_refused_under_strict_and_warned_otherwise() {
     let s = start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("cm.yaml");
-    std::fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  bogus: 1\ndata:\n  a: b\n").expect("write");
-    let f = file.to_str().expect("utf8");
+    let f = &manifest(&dir, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  bogus: 1\ndata:\n  a: b\n");
     // kubectl's default --validate=strict asks the server for Strict.
     let (success, _, err) = kubectl(&s, &["create", "-f", f]);
     assert!(!success && err.contains(r#"strict decoding error: unknown field "metadata.bogus""#), "{err}");
@@ -199,9 +203,7 @@ fn pod_binding_assigns_a_node_once() {
     let s = start();
     ok(&s, &["run", "p", "--image=busybox:1.36"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let binding = dir.path().join("binding.json");
-    std::fs::write(&binding, r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#).expect("write");
-    let b = binding.to_str().expect("utf8");
+    let b = &manifest(&dir, "binding.json", r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#);
     ok(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
     assert_eq!(
         ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}"]),
