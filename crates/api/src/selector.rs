@@ -207,6 +207,44 @@ impl FieldSelector {
     }
 }
 
+/// The part of an object that label and field selectors look at: name,
+/// namespace, labels and the kind's selectable fields. Caches keep this
+/// instead of the whole parsed object.
+pub fn selectable(kind: &str, obj: &Value) -> Value {
+    let mut out = serde_json::json!({"metadata": {
+        "name": obj.pointer("/metadata/name"),
+        "namespace": obj.pointer("/metadata/namespace"),
+        "labels": obj.pointer("/metadata/labels"),
+    }});
+    let paths: &[&str] = match kind {
+        "Pod" => &["/spec/nodeName", "/spec/restartPolicy", "/spec/schedulerName", "/spec/serviceAccountName", "/spec/hostNetwork", "/status/phase", "/status/podIP", "/status/nominatedNodeName"],
+        "Event" => &["/involvedObject", "/regarding", "/reason", "/reportingComponent", "/source", "/type"],
+        "Secret" => &["/type"],
+        "Node" => &["/spec/unschedulable"],
+        "Namespace" => &["/status/phase"],
+        "ReplicaSet" | "ReplicationController" => &["/status/replicas"],
+        "Job" => &["/status/successful"],
+        _ => &[],
+    };
+    for p in paths {
+        if let Some(v) = obj.pointer(p) {
+            let mut cur = &mut out;
+            let parts: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                if i + 1 == parts.len() {
+                    cur[*part] = v.clone();
+                } else {
+                    if !cur.get(*part).is_some_and(Value::is_object) {
+                        cur[*part] = serde_json::json!({});
+                    }
+                    cur = &mut cur[*part];
+                }
+            }
+        }
+    }
+    out
+}
+
 fn supported_field(kind: &str, field: &str) -> bool {
     if matches!(field, "metadata.name" | "metadata.namespace") {
         return true;

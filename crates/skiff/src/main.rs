@@ -27,6 +27,12 @@ enum Command {
         /// HTTPS port.
         #[arg(long, default_value_t = 6443)]
         secure_port: u16,
+        /// kube-apiserver's static token file: CSV `token,user,uid[,"groups"]`.
+        #[arg(long)]
+        token_auth_file: Option<PathBuf>,
+        /// Seconds between compactions of the store's history.
+        #[arg(long, default_value_t = 60)]
+        compaction_interval: u64,
     },
 }
 
@@ -43,14 +49,20 @@ fn default_data_dir() -> PathBuf {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     match Cli::parse().command {
-        Command::Server { data_dir, bind_address, secure_port } => {
+        Command::Server { data_dir, bind_address, secure_port, token_auth_file, compaction_interval } => {
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             // The kubeconfig names certificate files; kubectl resolves relative
             // paths against the kubeconfig's folder, so they must be absolute.
             let data_dir = std::path::absolute(&data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
             let store = skiff_store::SqliteStore::open(data_dir.join("state.db"), Default::default()).context("opening the store")?;
-            let cfg = skiff_apiserver::Config { data_dir, bind_address, secure_port };
+            let cfg = skiff_apiserver::Config {
+                data_dir,
+                bind_address,
+                secure_port,
+                token_auth_file,
+                compaction_interval: std::time::Duration::from_secs(compaction_interval.max(1)),
+            };
             let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
             tracing::info!(address = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "API server ready; admin kubeconfig written");
             let shutdown = async {

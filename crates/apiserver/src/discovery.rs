@@ -1,0 +1,203 @@
+//! Discovery: `/api`, `/apis`, resource lists, aggregated discovery and OpenAPI v3.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use skiff_api::{ApiError, ResourceType, RESOURCES};
+
+use crate::respond::{json_response, Resp};
+
+/// The OpenAPI v3 documents by group-version path, with their hashes,
+/// generated once on first use (they only depend on the served types).
+pub(crate) fn openapi_docs() -> &'static std::collections::BTreeMap<String, (String, Bytes)> {
+    static DOCS: std::sync::OnceLock<std::collections::BTreeMap<String, (String, Bytes)>> = std::sync::OnceLock::new();
+    DOCS.get_or_init(|| {
+        skiff_api::registry::group_versions()
+            .into_iter()
+            .filter_map(|(g, v)| {
+                let doc = serde_json::to_vec(&skiff_api::openapi::group_version_document(g, v)?).ok()?;
+                Some((skiff_api::openapi::gv_path(g, v), (skiff_api::openapi::hash(&doc), Bytes::from(doc))))
+            })
+            .collect()
+    })
+}
+
+/// Verbs every served resource supports.
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// The subresources of a resource: (name, group, version, kind, verbs).
+fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'static str, Vec<&'static str>)> {
+    let mut out = Vec::new();
+    if r.status {
+        out.push(("status".to_string(), r.group, r.version, r.kind, vec!["get", "patch", "update"]));
+    }
+    if r.kind == "Pod" {
+        out.push(("binding".to_string(), "", "v1", "Binding", vec!["create"]));
+    }
+    if r.kind == "Namespace" {
+        out.push(("finalize".to_string(), "", "v1", "Namespace", vec!["update"]));
+    }
+    if r.scale {
+        out.push(("scale".to_string(), "autoscaling", "v1", "Scale", vec!["get", "patch", "update"]));
+    }
+    out
+}
+
+/// `GET /api/{v}` or `/apis/{g}/{v}`: an `APIResourceList`.
+pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
+    let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    if rts.is_empty() {
+        return Err(ApiError::no_such_path());
+    }
+    let mut resources: Vec<Value> = Vec::new();
+    for r in &rts {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": VERBS, "shortNames": r.short_names, "categories": r.categories,
+        }));
+        for (sub, g, v, kind, verbs) in subresources(r) {
+            let mut e = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if g != r.group || v != r.version {
+                e["group"] = json!(g);
+                e["version"] = json!(v);
+            }
+            resources.push(e);
+        }
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Ok(json_response(200, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})))
+}
+
+/// The aggregated discovery version the client asked for first (`v2` or
+/// `v2beta1`, which kubectl 1.27–1.29 send), if it asked for it at all.
+fn aggregated_version(accept: &str) -> Option<&'static str> {
+    for part in accept.split(',') {
+        let part = part.trim();
+        if !part.contains("as=APIGroupDiscoveryList") || !part.contains("g=apidiscovery.k8s.io") {
+            if part.starts_with("application/json") {
+                return None;
+            }
+            continue;
+        }
+        if part.contains("v=v2beta1") {
+            return Some("v2beta1");
+        }
+        if part.contains("v=v2") {
+            return Some("v2");
+        }
+    }
+    None
+}
+
+/// One group of an `APIGroupDiscoveryList`.
+fn discovery_group(group: &str) -> Value {
+    let versions: Vec<Value> = skiff_api::registry::group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| {
+            let resources: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == g && r.version == v)
+                .map(|r| {
+                    let subs: Vec<Value> = subresources(r)
+                        .into_iter()
+                        .map(|(sub, sg, sv, kind, verbs)| json!({"subresource": sub, "responseKind": {"group": sg, "version": sv, "kind": kind}, "verbs": verbs}))
+                        .collect();
+                    json!({
+                        "resource": r.plural, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": r.singular,
+                        "verbs": VERBS, "shortNames": r.short_names, "categories": r.categories, "subresources": subs,
+                    })
+                })
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+}
+
+/// Serves the discovery and OpenAPI paths, or `None` for other paths.
+pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError>> {
+    let aggregated = |groups: Vec<Value>, version: &str| {
+        let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": groups});
+        let mut r = json_response(200, &body);
+        if let Ok(ct) = hyper::header::HeaderValue::from_str(&format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")) {
+            r.headers_mut().insert("Content-Type", ct);
+        }
+        r
+    };
+    Some(Ok(match segs {
+        ["api"] => match aggregated_version(accept) {
+            Some(v) => aggregated(vec![discovery_group("")], v),
+            None => json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})),
+        },
+        ["apis"] => {
+            let mut names: Vec<&str> = Vec::new();
+            for (g, _) in skiff_api::registry::group_versions() {
+                if !g.is_empty() && !names.contains(&g) {
+                    names.push(g);
+                }
+            }
+            match aggregated_version(accept) {
+                Some(v) => aggregated(names.into_iter().map(discovery_group).collect(), v),
+                None => {
+                    let groups: Vec<Value> = skiff_api::registry::group_versions()
+                        .into_iter()
+                        .filter(|(g, _)| !g.is_empty())
+                        .map(|(g, v)| {
+                            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                            json!({"name": g, "versions": [gv], "preferredVersion": gv})
+                        })
+                        .collect();
+                    json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+                }
+            }
+        }
+        ["api", v] => return Some(resource_list("", v)),
+        ["apis", g] => {
+            let versions: Vec<Value> = skiff_api::registry::group_versions()
+                .into_iter()
+                .filter(|(gg, _)| gg == g)
+                .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            let Some(pref) = versions.first().cloned() else { return Some(Err(ApiError::no_such_path())) };
+            json_response(200, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": versions, "preferredVersion": pref}))
+        }
+        ["apis", g, v] => return Some(resource_list(g, v)),
+        ["openapi", "v3"] => {
+            let paths: serde_json::Map<String, Value> = openapi_docs()
+                .iter()
+                .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
+                .collect();
+            json_response(200, &json!({"paths": paths}))
+        }
+        ["openapi", "v3", gv @ ..] => match openapi_docs().get(&gv.join("/")) {
+            Some((_, doc)) => crate::respond::bytes_response(200, doc.clone()),
+            None => return Some(Err(ApiError::no_such_path())),
+        },
+        _ => return None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_is_chosen_by_the_first_acceptable_type() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(kubectl), Some("v2"));
+        assert_eq!(aggregated_version("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"), Some("v2beta1"));
+        assert_eq!(aggregated_version("application/json, */*"), None);
+        assert_eq!(aggregated_version(""), None);
+    }
+
+    #[test]
+    fn apps_group_declares_scale_as_autoscaling() {
+        let g = discovery_group("apps");
+        let deploy = g["versions"][0]["resources"].as_array().and_then(|r| r.iter().find(|r| r["resource"] == "deployments")).cloned().unwrap_or_default();
+        let scale = deploy["subresources"].as_array().and_then(|s| s.iter().find(|s| s["subresource"] == "scale")).cloned().unwrap_or_default();
+        assert_eq!(scale["responseKind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+        assert_eq!(deploy["scope"], "Namespaced");
+        assert!(deploy["shortNames"].as_array().is_some_and(|s| s.contains(&json!("deploy"))));
+    }
+}

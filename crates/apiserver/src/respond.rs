@@ -1,0 +1,69 @@
+//! Response helpers: JSON bodies, Status errors, warnings.
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::Response;
+use serde_json::{json, Value};
+use skiff_api::{ApiError, ResourceType};
+use skiff_store::StoreError;
+
+/// The response type of every handler.
+pub(crate) type Resp = Response<UnsyncBoxBody<Bytes, std::convert::Infallible>>;
+
+/// A body of bytes.
+pub(crate) fn full(b: Bytes) -> UnsyncBoxBody<Bytes, std::convert::Infallible> {
+    Full::new(b).boxed_unsync()
+}
+
+/// A JSON response.
+pub(crate) fn json_response(code: u16, v: &Value) -> Resp {
+    bytes_response(code, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+/// A response whose body is already JSON.
+pub(crate) fn bytes_response(code: u16, body: Bytes) -> Resp {
+    Response::builder()
+        .status(code)
+        .header("Content-Type", "application/json")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// A `Status` response for an error.
+pub(crate) fn error(e: &ApiError) -> Resp {
+    json_response(e.code, &e.to_status())
+}
+
+/// Maps a store error to the API error a client sees.
+pub(crate) fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) => ApiError::not_found(rt, name),
+        StoreError::AlreadyExists(_) => ApiError::already_exists(rt, name),
+        StoreError::Conflict { .. } => ApiError::conflict(rt, name),
+        StoreError::Compacted { requested, compacted } => {
+            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Adds `Warning: 299 - "…"` headers, which kubectl prints.
+pub(crate) fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
+    for w in warnings {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - {w:?}")) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}
+
+pub(crate) fn with_rv(value: &[u8], rev: i64) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["metadata"]["resourceVersion"] = json!(rev.to_string());
+    Ok(v)
+}
