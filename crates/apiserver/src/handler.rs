@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 use skiff_api::selector::{FieldSelector, LabelSelector};
@@ -407,11 +407,27 @@ fn scale_of(obj: &Value) -> Value {
 }
 
 async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
-        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    /// Past the limit the rest is read and dropped (up to this much), so
+    /// the client, still sending, can read the 413 instead of a reset.
+    const DRAIN: usize = 64 * 1024 * 1024;
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > MAX_BODY + DRAIN {
+                break;
+            }
+        }
     }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(buf.freeze())
 }
 
 fn decode(body: &[u8], ctype: &str) -> Result<Value, ApiError> {

@@ -1,78 +1,11 @@
 //! End to end: `skiff server` in a temp dir on a free port, driven by the
 //! real kubectl through the admin kubeconfig the server writes.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-struct Server {
-    child: Child,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // End only the process this test started, by its pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["server", "--data-dir"])
-        .arg(dir.path())
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn skiff");
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "skiff server did not write its kubeconfig");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, kubeconfig, _dir: dir }
-}
-
-fn kubectl_bin() -> &'static str {
-    if Path::new("/usr/bin/kubectl").exists() {
-        "/usr/bin/kubectl"
-    } else {
-        "kubectl"
-    }
-}
-
-fn kubectl(s: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl must be installed (CI installs it)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Writes a manifest into `dir` and returns its path for `-f`.
-fn manifest(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
-    let path = dir.path().join(name);
-    std::fs::write(&path, contents).expect("write manifest");
-    path.to_string_lossy().into_owned()
-}
-
-fn ok(s: &Server, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(s, args);
-    assert!(success, "kubectl {args:?} failed: {err}");
-    out
-}
+use common::{kubectl, kubectl_bin, manifest, ok, start};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn kubectl_creates_gets_and_deletes() {
@@ -213,4 +146,120 @@ fn pod_binding_assigns_a_node_once() {
     let (success, _, err) = kubectl(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
     assert!(!success && err.contains("already assigned"), "{err}");
     assert_eq!(ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
+}
+
+const DEPLOY: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: busybox}]
+";
+
+#[test]
+fn server_side_apply_conflicts_until_forced() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = manifest(&dir, "d.yaml", DEPLOY);
+    assert!(ok(&s, &["apply", "--server-side", "-f", &f]).contains("serverside-applied"));
+    ok(&s, &["scale", "deploy/web", "--replicas=5"]);
+    let (success, _, err) = kubectl(&s, &["apply", "--server-side", "-f", &f]);
+    assert!(!success, "a field another manager owns conflicts");
+    assert!(err.contains("conflict") && err.contains(".spec.replicas"), "{err}");
+    assert_eq!(ok(&s, &["get", "deploy/web", "-o", "jsonpath={.spec.replicas}"]), "5", "nothing written on conflict");
+    ok(&s, &["apply", "--server-side", "--force-conflicts", "-f", &f]);
+    assert_eq!(ok(&s, &["get", "deploy/web", "-o", "jsonpath={.spec.replicas}"]), "2");
+    let managers = ok(&s, &["get", "deploy/web", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].operation}"]);
+    assert!(managers.contains("Apply"), "{managers}");
+}
+
+#[test]
+fn discovery_explain_describe_and_annotate() {
+    let s = start();
+    let res = ok(&s, &["api-resources"]);
+    for line in ["deployments", "deploy", "apps/v1", "statefulsets", "sts", "endpointslices", "leases"] {
+        assert!(res.contains(line), "api-resources lists {line}: {res}");
+    }
+    let explain = ok(&s, &["explain", "deployment.spec.strategy"]);
+    assert!(explain.contains("rollingUpdate"), "{explain}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(&s, &["apply", "-f", &manifest(&dir, "d.yaml", DEPLOY)]);
+    ok(&s, &["annotate", "deploy/web", "team=storage"]);
+    let described = ok(&s, &["describe", "deployment", "web"]);
+    assert!(described.contains("team: storage") || described.contains("team=storage"), "{described}");
+    assert!(described.contains("Replicas:") && described.contains("2 desired"), "{described}");
+    let all = ok(&s, &["get", "all"]);
+    assert!(all.contains("deployment.apps/web"), "get all uses categories: {all}");
+    ok(&s, &["create", "namespace", "other"]);
+    ok(&s, &["create", "configmap", "cfg", "-n", "other", "--from-literal=a=b"]);
+    let everywhere = ok(&s, &["get", "cm", "-A"]);
+    assert!(everywhere.contains("other") && everywhere.contains("cfg"), "{everywhere}");
+    let by_field = ok(&s, &["get", "ns", "--field-selector", "metadata.name=other", "-o", "name"]);
+    assert_eq!(by_field.trim(), "namespace/other");
+}
+
+#[test]
+fn every_kubectl_version_discovers_and_lists() {
+    let s = start();
+    for minor in 27..=33 {
+        let bin = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+        if !std::path::Path::new(&bin).exists() {
+            assert!(std::env::var("CI").is_err(), "{bin} is missing under CI");
+            continue;
+        }
+        let (success, out, err) = common::kubectl_with(&bin, &s, &["get", "deploy,sts,cm,ns", "-A"]);
+        assert!(success, "kubectl 1.{minor}: {err}");
+        assert!(out.contains("kube-system"), "kubectl 1.{minor}: {out}");
+        let (success, out, err) = common::kubectl_with(&bin, &s, &["api-resources", "--api-group=apps"]);
+        assert!(success && out.contains("deployments"), "kubectl 1.{minor} api-resources: {out} {err}");
+    }
+}
+
+#[test]
+fn bearer_tokens_authenticate_and_metrics_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "s3cret,alice,1001,\"dev,ops\"\n").expect("tokens");
+    let s = common::start_with(&["--token-auth-file", tokens.to_str().expect("utf-8 path")]);
+    let server = format!("https://127.0.0.1:{}", s.port);
+    let ca = s.dir.path().join("pki/ca.crt");
+    let run = |token: &str, args: &[&str]| {
+        let out = Command::new(kubectl_bin())
+            .args(["--server", &server, "--certificate-authority", ca.to_str().expect("utf-8"), "--token", token])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (success, out, err) = run("s3cret", &["get", "ns", "-o", "name"]);
+    assert!(success && out.contains("namespace/default"), "{err}");
+    let (success, _, err) = run("wrong", &["get", "ns"]);
+    assert!(!success && err.contains("Unauthorized"), "{err}");
+    let (success, metrics, err) = run("s3cret", &["get", "--raw", "/metrics"]);
+    assert!(success, "{err}");
+    assert!(metrics.contains("apiserver_request_total{verb=\"list\",resource=\"namespaces\",code=\"200\"}"), "{metrics}");
+}
+
+#[test]
+fn delete_collection_and_namespace_termination() {
+    let s = start();
+    ok(&s, &["create", "configmap", "one", "--from-literal=a=b"]);
+    ok(&s, &["create", "configmap", "two", "--from-literal=a=b"]);
+    ok(&s, &["label", "cm", "one", "two", "tier=x"]);
+    let out = ok(&s, &["get", "--raw", "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx"]);
+    assert!(out.contains("\"one\"") && out.contains("\"two\""));
+    // kubectl has no deletecollection verb; the raw API does.
+    let (success, _, err) = kubectl(&s, &["delete", "--raw", "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx"]);
+    assert!(success, "{err}");
+    assert_eq!(ok(&s, &["get", "cm", "-l", "tier=x", "-o", "name"]).trim(), "");
+    ok(&s, &["create", "namespace", "doomed"]);
+    ok(&s, &["delete", "namespace", "doomed", "--wait=false"]);
+    assert_eq!(ok(&s, &["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    let (success, _, err) = kubectl(&s, &["create", "configmap", "late", "-n", "doomed"]);
+    assert!(!success && err.contains("being terminated"), "{err}");
 }

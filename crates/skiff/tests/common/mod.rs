@@ -1,0 +1,117 @@
+//! Shared by the end-to-end tests: a `skiff server` of their own in a temp
+//! dir on a free port, and kubectl pointed at it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `skiff server` this test started (and alone stops, by pid).
+pub struct Server {
+    child: Child,
+    /// The admin kubeconfig the server wrote.
+    pub kubeconfig: PathBuf,
+    /// The HTTPS port.
+    pub port: u16,
+    args: Vec<String>,
+    /// The data dir (kept across restarts).
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
+    let _ = std::fs::remove_file(dir.join("admin.kubeconfig"));
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--data-dir"])
+        .arg(dir)
+        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn skiff");
+    let kubeconfig = dir.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(Instant::now() < deadline, "skiff server did not write its kubeconfig");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// Starts a server with extra flags.
+pub fn start_with(args: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let child = spawn(dir.path(), port, &args);
+    Server { child, kubeconfig: dir.path().join("admin.kubeconfig"), port, args, dir }
+}
+
+/// Starts a server with default flags.
+pub fn start() -> Server {
+    start_with(&[])
+}
+
+impl Server {
+    /// Kills the server (SIGKILL) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), self.port, &self.args);
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub fn kubectl_bin() -> &'static str {
+    if Path::new("/usr/bin/kubectl").exists() {
+        "/usr/bin/kubectl"
+    } else {
+        "kubectl"
+    }
+}
+
+/// Runs kubectl against the server: (success, stdout, stderr).
+pub fn kubectl(s: &Server, args: &[&str]) -> (bool, String, String) {
+    kubectl_with(kubectl_bin(), s, args)
+}
+
+/// Runs a given kubectl binary against the server.
+pub fn kubectl_with(bin: &str, s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl must be installed (CI installs it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes a manifest into `dir` and returns its path for `-f`.
+pub fn manifest(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write manifest");
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs kubectl and insists it succeeds.
+pub fn ok(s: &Server, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(s, args);
+    assert!(success, "kubectl {args:?} failed: {err}");
+    out
+}
