@@ -9,91 +9,10 @@
 //!
 //! Run: `cargo run --release -p skiff-bench --bin store [-- N]`.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use bytes::Bytes;
-use skiff_api::base64;
+use skiff_bench::{etcd_puts, ms, run_clients, start_etcd};
 use skiff_store::{SqliteOptions, SqliteStore, Store};
-
-struct Figures {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn summarize(mut lat: Vec<Duration>, elapsed: Duration) -> Figures {
-    lat.sort();
-    let pick = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    Figures { rate: lat.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.5), p99: pick(0.99) }
-}
-
-async fn run_clients<F, Fut>(total: usize, clients: usize, op: F) -> anyhow::Result<Figures>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = c;
-            while i < total {
-                let t = Instant::now();
-                op(i).await?;
-                lat.push(t.elapsed());
-                i += clients;
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    Ok(summarize(all, start.elapsed()))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Etcd(Child);
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_etcd(dir: &std::path::Path) -> anyhow::Result<(Etcd, String)> {
-    let (client, peer) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client}");
-    let child = Command::new("etcd")
-        .args(["--data-dir", &dir.join("etcd").to_string_lossy()])
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting etcd (apt-get install etcd-server)")?;
-    let etcd = Etcd(child);
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok((etcd, url));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("etcd did not become healthy")
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -119,27 +38,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let e = match &etcd {
-            Ok((_, url)) => {
-                let http = reqwest::Client::new();
-                let (url, val) = (url.clone(), base64(&value));
-                Some(
-                    run_clients(n, clients, move |i| {
-                        let (http, url, val) = (http.clone(), url.clone(), val.clone());
-                        async move {
-                            let key = base64(format!("/registry/pods/c{clients}/p{i}").as_bytes());
-                            let r = http.post(format!("{url}/v3/kv/put")).json(&serde_json::json!({"key": key, "value": val})).send().await?;
-                            if !r.status().is_success() {
-                                bail!("etcd put: {}", r.status());
-                            }
-                            Ok(())
-                        }
-                    })
-                    .await?,
-                )
-            }
+            Ok((_, url)) => Some(etcd_puts(url, n, clients, &format!("c{clients}")).await?),
             Err(_) => None,
         };
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match e {
             Some(e) => println!("{clients:>8} {:>14.0} {:>10.2} {:>10.2} {:>14.0} {:>10.2} {:>10.2} {:>7.2}x", s.rate, ms(s.p50), ms(s.p99), e.rate, ms(e.p50), ms(e.p99), s.rate / e.rate),
             None => println!("{clients:>8} {:>14.0} {:>10.2} {:>10.2}", s.rate, ms(s.p50), ms(s.p99)),

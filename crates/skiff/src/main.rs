@@ -7,6 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+// The API server allocates many small JSON values per request; glibc's
+// malloc spent ~10% of server CPU in consolidation under load (perf), and
+// mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "A Kubernetes-compatible container orchestrator")]
 struct Cli {
