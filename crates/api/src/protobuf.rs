@@ -20,6 +20,10 @@ enum T {
     Str,
     Int,
     Bool,
+    /// A pointer int (`*int32`): present only when set, zero included.
+    OptInt,
+    /// A pointer bool.
+    OptBool,
     Bytes,
     Msg(&'static [F]),
     /// A message with one `string` field 1 (Quantity).
@@ -36,11 +40,11 @@ enum T {
 /// One field: number, JSON name, type, repeated.
 type F = (u32, &'static str, T, bool);
 
-const OWNER_REF: &[F] = &[(1, "kind", T::Str, false), (3, "name", T::Str, false), (4, "uid", T::Str, false), (5, "apiVersion", T::Str, false), (6, "controller", T::Bool, false), (7, "blockOwnerDeletion", T::Bool, false)];
+const OWNER_REF: &[F] = &[(1, "kind", T::Str, false), (3, "name", T::Str, false), (4, "uid", T::Str, false), (5, "apiVersion", T::Str, false), (6, "controller", T::OptBool, false), (7, "blockOwnerDeletion", T::OptBool, false)];
 const OBJECT_META: &[F] = &[
     (1, "name", T::Str, false), (2, "generateName", T::Str, false), (3, "namespace", T::Str, false), (4, "selfLink", T::Str, false),
     (5, "uid", T::Str, false), (6, "resourceVersion", T::Str, false), (7, "generation", T::Int, false), (8, "creationTimestamp", T::Time, false),
-    (9, "deletionTimestamp", T::Time, false), (10, "deletionGracePeriodSeconds", T::Int, false), (11, "labels", T::MapStr, false),
+    (9, "deletionTimestamp", T::Time, false), (10, "deletionGracePeriodSeconds", T::OptInt, false), (11, "labels", T::MapStr, false),
     (12, "annotations", T::MapStr, false), (13, "ownerReferences", T::Msg(OWNER_REF), true), (14, "finalizers", T::Str, true),
 ];
 const LABEL_SELECTOR_REQ: &[F] = &[(1, "key", T::Str, false), (2, "operator", T::Str, false), (3, "values", T::Str, true)];
@@ -55,8 +59,8 @@ const CONTAINER: &[F] = &[
     (16, "stdin", T::Bool, false), (17, "stdinOnce", T::Bool, false), (18, "tty", T::Bool, false), (20, "terminationMessagePolicy", T::Str, false),
 ];
 const POD_SPEC: &[F] = &[
-    (2, "containers", T::Msg(CONTAINER), true), (3, "restartPolicy", T::Str, false), (4, "terminationGracePeriodSeconds", T::Int, false),
-    (5, "activeDeadlineSeconds", T::Int, false), (6, "dnsPolicy", T::Str, false), (7, "nodeSelector", T::MapStr, false),
+    (2, "containers", T::Msg(CONTAINER), true), (3, "restartPolicy", T::Str, false), (4, "terminationGracePeriodSeconds", T::OptInt, false),
+    (5, "activeDeadlineSeconds", T::OptInt, false), (6, "dnsPolicy", T::Str, false), (7, "nodeSelector", T::MapStr, false),
     (8, "serviceAccountName", T::Str, false), (9, "serviceAccount", T::Str, false), (10, "nodeName", T::Str, false),
     (11, "hostNetwork", T::Bool, false), (16, "hostname", T::Str, false), (17, "subdomain", T::Str, false),
     (19, "schedulerName", T::Str, false), (20, "initContainers", T::Msg(CONTAINER), true),
@@ -65,9 +69,9 @@ const POD_TEMPLATE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "s
 const ROLLING_UPDATE: &[F] = &[(1, "maxUnavailable", T::IntOrString, false), (2, "maxSurge", T::IntOrString, false)];
 const STRATEGY: &[F] = &[(1, "type", T::Str, false), (2, "rollingUpdate", T::Msg(ROLLING_UPDATE), false)];
 const DEPLOYMENT_SPEC: &[F] = &[
-    (1, "replicas", T::Int, false), (2, "selector", T::Msg(LABEL_SELECTOR), false), (3, "template", T::Msg(POD_TEMPLATE), false),
-    (4, "strategy", T::Msg(STRATEGY), false), (5, "minReadySeconds", T::Int, false), (6, "revisionHistoryLimit", T::Int, false),
-    (7, "paused", T::Bool, false), (9, "progressDeadlineSeconds", T::Int, false),
+    (1, "replicas", T::OptInt, false), (2, "selector", T::Msg(LABEL_SELECTOR), false), (3, "template", T::Msg(POD_TEMPLATE), false),
+    (4, "strategy", T::Msg(STRATEGY), false), (5, "minReadySeconds", T::Int, false), (6, "revisionHistoryLimit", T::OptInt, false),
+    (7, "paused", T::Bool, false), (9, "progressDeadlineSeconds", T::OptInt, false),
 ];
 /// Status of a new object is ignored by the server, so it is read loosely.
 const ANY_STATUS: &[F] = &[];
@@ -75,8 +79,8 @@ const DEPLOYMENT: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spe
 const NAMESPACE_SPEC: &[F] = &[(1, "finalizers", T::Str, true)];
 const NAMESPACE_STATUS: &[F] = &[(1, "phase", T::Str, false)];
 const NAMESPACE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(NAMESPACE_SPEC), false), (3, "status", T::Msg(NAMESPACE_STATUS), false)];
-const CONFIGMAP: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapStr, false), (3, "binaryData", T::MapBytes, false), (4, "immutable", T::Bool, false)];
-const SECRET: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapBytes, false), (3, "type", T::Str, false), (4, "stringData", T::MapStr, false), (5, "immutable", T::Bool, false)];
+const CONFIGMAP: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapStr, false), (3, "binaryData", T::MapBytes, false), (4, "immutable", T::OptBool, false)];
+const SECRET: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapBytes, false), (3, "type", T::Str, false), (4, "stringData", T::MapStr, false), (5, "immutable", T::OptBool, false)];
 
 fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
@@ -172,14 +176,19 @@ fn scalar(r: &mut Reader<'_>, wire: u8, ty: T, name: &str) -> Result<Value, Stri
     Ok(match (ty, wire) {
         (T::Str, 2) => json!(string(r.bytes()?)?),
         (T::Bytes, 2) => json!(base64(r.bytes()?)),
-        (T::Int, 0) => json!(r.varint()? as i64),
-        (T::Bool, 0) => json!(r.varint()? != 0),
+        (T::Int | T::OptInt, 0) => json!(r.varint()? as i64),
+        (T::Bool | T::OptBool, 0) => json!(r.varint()? != 0),
         (T::Msg(schema), 2) => message(r.bytes()?, schema)?,
         (T::Quantity, 2) => message(r.bytes()?, &[(1, "s", T::Str, false)])?.get("s").cloned().unwrap_or(json!("0")),
         (T::Time, 2) => {
             let t = message(r.bytes()?, &[(1, "s", T::Int, false), (2, "n", T::Int, false)])?;
             let secs = t.get("s").and_then(Value::as_i64).unwrap_or(0);
-            json!(chrono::DateTime::from_timestamp(secs, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            // Go's zero time (or an unset one) is null in JSON.
+            if secs <= 0 {
+                Value::Null
+            } else {
+                json!(chrono::DateTime::from_timestamp(secs, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            }
         }
         (T::IntOrString, 2) => {
             let v = message(r.bytes()?, &[(1, "type", T::Int, false), (2, "i", T::Int, false), (3, "s", T::Str, false)])?;
@@ -233,8 +242,11 @@ fn message(b: &[u8], schema: &[F]) -> Result<Value, String> {
             }
             _ => {
                 let v = scalar(&mut r, wire, ty, name)?;
-                // Go's `omitempty`: an empty optional string is no value.
-                if v != json!("") {
+                // Go's marshaller writes non-pointer fields even at their
+                // zero value, which `omitempty` leaves out of JSON: drop
+                // them, so protobuf and JSON bodies store the same object.
+                let zero = matches!(ty, T::Str | T::Int | T::Bool | T::Time) && (v == json!("") || v == json!(0) || v == json!(false) || v.is_null());
+                if !zero {
                     out.insert(name.to_string(), v);
                 }
             }

@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub(crate) tokens: TokenFile,
     /// Flips to true when the server shuts down (ends watches).
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Seconds of the default not-ready and unreachable tolerations.
+    pub(crate) toleration_seconds: (i64, i64),
 }
 
 /// Creates the namespaces every cluster has.
@@ -228,6 +230,13 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p).map_err(ApiError::bad_request)?,
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
+                // Only a resourceVersion the patch itself names is a
+                // precondition; otherwise lost races are retried.
+                if !pins_resource_version(&p) {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                }
                 Ok(new)
             }, &opts).await)
         }
@@ -238,6 +247,15 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         (Method::DELETE, None) => delete_collection(state, rt, ns, &prefix, &body, &q).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// Whether a patch names `metadata.resourceVersion` (a JSON patch through
+/// any operation on that path).
+fn pins_resource_version(p: &Value) -> bool {
+    match p {
+        Value::Array(ops) => ops.iter().any(|op| op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")),
+        other => other.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null()),
     }
 }
 

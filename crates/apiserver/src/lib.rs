@@ -61,6 +61,11 @@ pub struct Config {
     /// How often the store's history is compacted; each compaction keeps
     /// at least one interval of history for watches to resume from.
     pub compaction_interval: std::time::Duration,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute`
+    /// toleration added to every pod (kube-apiserver's DefaultTolerationSeconds).
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable:NoExecute`.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 /// A bound, ready-to-serve API server.
@@ -74,6 +79,9 @@ pub struct ApiServer {
     pub local_addr: SocketAddr,
     /// Path of the admin kubeconfig written for this server.
     pub kubeconfig: PathBuf,
+    pki: ClusterPki,
+    pki_dir: PathBuf,
+    server: String,
 }
 
 fn host_name() -> String {
@@ -91,7 +99,6 @@ impl ApiServer {
             names.push(cfg.bind_address.to_string());
         }
         let serving = pki.load_or_issue("apiserver", |p| p.issue_server("kube-apiserver", &names))?;
-        pki.load_or_issue("admin", |p| p.issue_client("admin", Some("system:masters")))?;
         let tls = pki.server_tls(&serving, &[b"http/1.1"])?;
         let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port)).await?;
         let local_addr = listener.local_addr()?;
@@ -101,20 +108,37 @@ impl ApiServer {
         };
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let cache = cache::WatchCache::start(store.clone(), shutdown_rx.clone()).await?;
-        let state = Arc::new(handler::State { store, cache, metrics: metrics::Metrics::new(), tokens, shutdown: shutdown_rx });
+        let state = Arc::new(handler::State {
+            store,
+            cache,
+            metrics: metrics::Metrics::new(),
+            tokens,
+            shutdown: shutdown_rx,
+            toleration_seconds: (cfg.default_not_ready_toleration_seconds, cfg.default_unreachable_toleration_seconds),
+        });
         handler::bootstrap(&state).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+        let server = format!("https://{host}:{}", local_addr.port());
         let kubeconfig = cfg.data_dir.join("admin.kubeconfig");
-        let p = |f: &str| pki_dir.join(f).display().to_string();
+        let me = Self { listener, tls: tokio_rustls::TlsAcceptor::from(tls), state, shutdown, compaction_interval: cfg.compaction_interval, local_addr, kubeconfig: kubeconfig.clone(), pki, pki_dir, server };
+        me.write_kubeconfig(&kubeconfig, "admin", "admin", Some("system:masters"))?;
+        Ok(me)
+    }
+
+    /// Writes a kubeconfig for a component: a client certificate for `user`
+    /// (in `group`) signed by the cluster CA, and this server's address.
+    pub fn write_kubeconfig(&self, path: &std::path::Path, cert_name: &str, user: &str, group: Option<&str>) -> Result<(), ServerError> {
+        self.pki.load_or_issue(cert_name, |p| p.issue_client(user, group))?;
+        let p = |f: &str| self.pki_dir.join(f).display().to_string();
         let doc = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: https://{host}:{port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\ncurrent-context: skiff\n",
-            port = local_addr.port(),
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user}\n    namespace: default\ncurrent-context: skiff\n",
+            server = self.server,
             ca = p("ca.crt"),
-            crt = p("admin.crt"),
-            key = p("admin.key"),
+            crt = p(&format!("{cert_name}.crt")),
+            key = p(&format!("{cert_name}.key")),
         );
-        std::fs::write(&kubeconfig, doc)?;
-        Ok(Self { listener, tls: tokio_rustls::TlsAcceptor::from(tls), state, shutdown, compaction_interval: cfg.compaction_interval, local_addr, kubeconfig })
+        std::fs::write(path, doc)?;
+        Ok(())
     }
 
     /// Serves until `shutdown` resolves.

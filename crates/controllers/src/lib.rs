@@ -1,0 +1,79 @@
+//! skiff's kube-controller-manager: each controller is a reconcile loop
+//! (kube-runtime's `Controller`: informers, a deduplicating work queue,
+//! rate-limited retries) over the API, in its own folder, as in
+//! Kubernetes' `pkg/controller/*`. All run under one leader-election Lease.
+
+#![deny(missing_docs)]
+
+pub mod deployment;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod serviceaccount;
+mod util;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Errors of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// An object could not be (de)serialized.
+    #[error(transparent)]
+    Serde(#[from] serde_json::Error),
+    /// Something the object says is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the controller manager runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hold the `kube-system/kube-controller-manager` Lease while running.
+    pub leader_elect: bool,
+    /// Identity for leader election.
+    pub identity: String,
+    /// The range node podCIDRs come from (`--cluster-cidr`).
+    pub cluster_cidr: String,
+    /// A node whose Lease is older than this is NotReady (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        Self { leader_elect: true, identity: format!("{host}_{}", rand::random::<u32>()), cluster_cidr: "10.42.0.0/16".into(), node_monitor_grace_period: Duration::from_secs(40) }
+    }
+}
+
+/// Runs every controller until `shutdown` flips to true.
+pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<bool>) {
+    let work = {
+        let (client, opts, shutdown) = (client.clone(), opts.clone(), shutdown.clone());
+        move || {
+            let (client, opts, shutdown) = (client.clone(), opts.clone(), shutdown.clone());
+            async move {
+                tokio::join!(
+                    replicaset::run(client.clone(), shutdown.clone()),
+                    deployment::run(client.clone(), shutdown.clone()),
+                    garbagecollector::run(client.clone(), shutdown.clone()),
+                    namespace::run(client.clone(), shutdown.clone()),
+                    serviceaccount::run(client.clone(), shutdown.clone()),
+                    nodeipam::run(client.clone(), &opts.cluster_cidr, shutdown.clone()),
+                    nodelifecycle::run(client.clone(), opts.node_monitor_grace_period, shutdown.clone()),
+                );
+            }
+        }
+    };
+    if opts.leader_elect {
+        skiff_runtime::leader::lead(client, "kube-system", "kube-controller-manager", &opts.identity, Default::default(), shutdown, work).await;
+    } else {
+        work().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! Helpers the controllers share: owner references, shutdown futures,
+//! error policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::controller::Action;
+use kube::Resource;
+use tokio::sync::watch;
+
+/// Resolves when `shutdown` flips to true.
+pub(crate) fn on_shutdown(mut shutdown: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A controller `OwnerReference` pointing at `owner`.
+pub(crate) fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The uid of the controller owning `obj`, if any.
+pub(crate) fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
+    obj.meta().owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
+}
+
+/// Retry failed reconciles with a short backoff (kube-runtime adds jitter
+/// and per-object deduplication).
+pub(crate) fn retry<K>(_obj: Arc<K>, err: &crate::Error, _ctx: Arc<impl Sized>) -> Action {
+    tracing::debug!(error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Whether an API error is 404.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API error is 409.
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
