@@ -168,8 +168,8 @@ fn template(spec: &mut Map<String, Value>, restart: &str) {
 }
 
 /// Pod spec defaults. `is_pod` adds what admission adds to real pods (not
-/// templates): the service account and the default not-ready/unreachable
-/// tolerations.
+/// templates): the service account. (The default not-ready/unreachable
+/// tolerations are the API server's, with its configured seconds.)
 pub fn pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     if is_pod {
         default(spec, "restartPolicy", json!("Always"));
@@ -185,18 +185,6 @@ pub fn pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
         default(spec, "serviceAccountName", json!("default"));
         if let Some(sa) = spec.get("serviceAccountName").cloned() {
             default(spec, "serviceAccount", sa);
-        }
-        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
-        if let Value::Array(list) = tolerations {
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-                let has = list.iter().any(|t| {
-                    t.get("key").and_then(Value::as_str) == Some(key)
-                        && t.get("effect").and_then(Value::as_str).is_none_or(|e| e == "NoExecute")
-                });
-                if !has {
-                    list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-                }
-            }
         }
     }
     for field in ["containers", "initContainers"] {
@@ -290,7 +278,8 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["spec"]["containers"][0]["terminationMessagePath"], "/dev/termination-log");
-        assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
+        // The not-ready/unreachable tolerations are admission's (the API server's), not defaults.
+        assert!(pod["spec"].get("tolerations").is_none());
     }
 
     #[test]

@@ -33,12 +33,13 @@ pub struct Config {
     pub memory: String,
     /// Pod capacity per node.
     pub pods: u32,
+    /// The nodes' Lease duration; they renew every quarter of it, as the
+    /// kubelet does (40 s → every 10 s).
+    pub lease_duration_seconds: u32,
 }
 
 /// Label every simulated node carries.
 pub const SIMULATED_LABEL: &str = "node.skiff.dev/simulated";
-/// How often leases are renewed (the kubelet's default).
-const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How many API writes the simulator keeps in flight.
 const IN_FLIGHT: usize = 64;
 
@@ -117,9 +118,10 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
     tracing::info!(count = cfg.count, prefix = %cfg.prefix, "simulated nodes registered");
 
     let renewals = {
-        let (leases, names) = (leases.clone(), names.clone());
+        let (leases, names, cfg) = (leases.clone(), names.clone(), cfg.clone());
         async move {
-            let mut tick = tokio::time::interval(LEASE_RENEW);
+            let every = Duration::from_millis((cfg.lease_duration_seconds.max(1) as u64 * 1000 / 4).max(250));
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -204,7 +206,7 @@ async fn register(nodes: &Api<Node>, leases: &Api<Lease>, name: &str, i: usize, 
     nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(node_status(i, cfg))).await?;
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": name, "ownerReferences": []},
-        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": skiff_runtime::micro_now()}
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": cfg.lease_duration_seconds, "renewTime": skiff_runtime::micro_now()}
     }))
     .map_err(kube::Error::SerdeError)?;
     match leases.create(&PostParams::default(), &lease).await {

@@ -70,6 +70,9 @@ enum Command {
         /// Pods per node.
         #[arg(long, default_value_t = 110)]
         pods: u32,
+        /// Node Lease duration in seconds; renewed every quarter of it.
+        #[arg(long, default_value_t = 40)]
+        lease_duration_seconds: u32,
     },
 }
 
@@ -177,9 +180,9 @@ async fn main() -> anyhow::Result<()> {
             skiff_controllers::run(client, controllers.options(leader_elect), shutdown).await;
             Ok(())
         }
-        Command::SimNodes { kubeconfig, count, prefix, cpu, memory, pods } => {
+        Command::SimNodes { kubeconfig, count, prefix, cpu, memory, pods, lease_duration_seconds } => {
             let client = skiff_runtime::client(&kubeconfig).await?;
-            skiff_simnodes::run(client, skiff_simnodes::Config { count, prefix, cpu, memory, pods }, shutdown).await?;
+            skiff_simnodes::run(client, skiff_simnodes::Config { count, prefix, cpu, memory, pods, lease_duration_seconds }, shutdown).await?;
             Ok(())
         }
     }

@@ -270,7 +270,8 @@ async fn perform(client: &kube::Client, w: Work) -> Result<(), kube::Error> {
         }
         Work::Unlink { node, owner } => {
             let refs: Vec<&OwnerReference> = node.owners.iter().filter(|o| o.uid != owner).collect();
-            let p = json!({"metadata": {"ownerReferences": refs}});
+            // No owners left is no `ownerReferences` at all, as Kubernetes stores it.
+            let p = if refs.is_empty() { json!({"metadata": {"ownerReferences": null}}) } else { json!({"metadata": {"ownerReferences": refs}}) };
             ok(api_for(client, &node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&p)).await.map(|_| ()))
         }
         Work::Unfinalize { uid, node, finalizer } => {

@@ -115,3 +115,52 @@ pub fn ok(s: &Server, args: &[&str]) -> String {
     assert!(success, "kubectl {args:?} failed: {err}");
     out
 }
+
+/// A running `skiff sim-nodes` this test started.
+pub struct SimNodes {
+    child: Child,
+}
+
+impl Drop for SimNodes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SimNodes {
+    /// Kills the process (SIGKILL): its nodes stop renewing their leases.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `skiff sim-nodes` against the server and waits until its nodes
+/// are Ready.
+pub fn sim_nodes(s: &Server, count: usize, prefix: &str, extra: &[&str]) -> SimNodes {
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["sim-nodes", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .args(["--count", &count.to_string(), "--prefix", prefix])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sim-nodes");
+    let nodes = SimNodes { child };
+    wait_for(s, 30, |s| {
+        let (_, out, _) = kubectl(s, &["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
+        out.lines().filter(|l| l.starts_with(prefix) && l.ends_with("True")).count() == count
+    });
+    nodes
+}
+
+/// Polls `check` every 100 ms until it holds; panics after `secs`.
+pub fn wait_for(s: &Server, secs: u64, check: impl Fn(&Server) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check(s) {
+        assert!(Instant::now() < deadline, "condition not reached in {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

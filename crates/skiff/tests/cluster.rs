@@ -1,0 +1,216 @@
+//! End to end: `skiff server` (API server, scheduler, controllers) with
+//! `skiff sim-nodes`, driven by the real kubectl and the `kube` client:
+//! Deployments converge, roll and roll back, garbage is collected, pods
+//! are placed where Kubernetes would place them, failed nodes' pods are
+//! replaced.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::{kubectl, manifest, ok, sim_nodes, start_with, wait_for, Server};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, WatchEvent, WatchParams};
+
+fn lines(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn running_pods(s: &Server, selector: &str) -> Vec<String> {
+    let out = ok(s, &["get", "pods", "-l", selector, "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}"]);
+    lines(&out)
+}
+
+#[test]
+fn deployment_reaches_its_replicas_and_gc_removes_what_it_owned() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "sim-", &[]);
+    ok(&s, &["create", "deployment", "web", "--image=nginx:1", "--replicas=5"]);
+    ok(&s, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(running_pods(&s, "app=web").len(), 5);
+    let ips = ok(&s, &["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"]);
+    assert!(lines(&ips).iter().all(|ip| ip.starts_with("10.42.")), "pod IPs from node podCIDRs: {ips}");
+    // Every namespace has its default ServiceAccount.
+    ok(&s, &["get", "serviceaccount", "default", "-n", "kube-system"]);
+
+    ok(&s, &["delete", "deployment", "web", "--cascade=orphan"]);
+    wait_for(&s, 30, |s| kubectl(s, &["get", "deployment", "web"]).2.contains("NotFound"));
+    let rs = ok(&s, &["get", "rs", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.ownerReferences}"]);
+    assert!(rs.trim().is_empty(), "orphaned ReplicaSet has no owner: {rs}");
+    assert_eq!(running_pods(&s, "app=web").len(), 5, "orphaned pods are kept");
+
+    // A new Deployment adopts the orphans; deleting it (background) takes
+    // its ReplicaSets and pods with it.
+    ok(&s, &["create", "deployment", "web", "--image=nginx:1", "--replicas=5"]);
+    ok(&s, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    ok(&s, &["delete", "deployment", "web"]);
+    wait_for(&s, 30, |s| ok(s, &["get", "rs,pods", "-l", "app=web", "-o", "name"]).trim().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_respects_max_unavailable_and_undo_restores() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = manifest(&dir, "d.yaml", "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: roll
+spec:
+  replicas: 6
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 1, maxSurge: 1}
+  selector: {matchLabels: {app: roll}}
+  template:
+    metadata: {labels: {app: roll}}
+    spec:
+      containers: [{name: app, image: 'app:1'}]
+");
+    ok(&s, &["apply", "-f", &f]);
+    ok(&s, &["rollout", "status", "deployment/roll", "--timeout=60s"]);
+
+    // Watch pods through the rollout: available (ready, not terminating)
+    // never drops below replicas - maxUnavailable = 5.
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config")).expect("client");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let list = pods.list(&kube::api::ListParams::default().labels("app=roll")).await.expect("list");
+    let rv = list.metadata.resource_version.clone().unwrap_or_default();
+    let mut ready: BTreeMap<String, bool> = list.items.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), skiff_ready(p))).collect();
+    let mut stream = pods.watch(&WatchParams::default().labels("app=roll").timeout(60), &rv).await.expect("watch").boxed();
+    let kubeconfig = s.kubeconfig.clone();
+    let roll = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::kubectl_bin()).arg("--kubeconfig").arg(&kubeconfig).args(["set", "image", "deployment/roll", "app=app:2"]).output()
+    });
+    let mut min_available = usize::MAX;
+    let mut images_done = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !images_done {
+        let ev = tokio::time::timeout_at(deadline, stream.next()).await.expect("rollout finished in time").expect("stream open").expect("event");
+        match ev {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                ready.insert(p.metadata.name.clone().unwrap_or_default(), skiff_ready(&p));
+            }
+            WatchEvent::Deleted(p) => {
+                ready.remove(&p.metadata.name.clone().unwrap_or_default());
+            }
+            _ => {}
+        }
+        let available = ready.values().filter(|r| **r).count();
+        min_available = min_available.min(available);
+        let (_, images, _) = kubectl(&s, &["get", "pods", "-l", "app=roll", "-o", "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}x{end}{.items[*].spec.containers[0].image}"]);
+        images_done = !images.contains("app:1") && images.matches("app:2").count() == 6 && available == 6;
+    }
+    roll.await.expect("join").expect("kubectl set image");
+    assert!(min_available >= 5, "never more than maxUnavailable=1 pod down; lowest available was {min_available}");
+    ok(&s, &["rollout", "status", "deployment/roll", "--timeout=60s"]);
+
+    ok(&s, &["rollout", "undo", "deployment/roll"]);
+    ok(&s, &["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    let image = ok(&s, &["get", "deployment/roll", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "app:1");
+    let rs = ok(&s, &["get", "rs", "-l", "app=roll", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(lines(&rs).len(), 2, "undo reuses the first ReplicaSet: {rs}");
+    let history = ok(&s, &["rollout", "history", "deployment/roll"]);
+    assert!(history.contains('2') && history.contains('3') && !history.lines().any(|l| l.trim_start().starts_with("1 ")), "revision 1 became 3: {history}");
+}
+
+fn skiff_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[test]
+fn scheduling_honours_selectors_taints_requests_and_anti_affinity() {
+    let s = start_with(&[]);
+    let _small = sim_nodes(&s, 2, "small-", &["--cpu", "1", "--memory", "2Gi"]);
+    let _big = sim_nodes(&s, 1, "big-", &["--cpu", "16", "--memory", "64Gi"]);
+    ok(&s, &["label", "node", "big-0", "disk=ssd"]);
+    ok(&s, &["taint", "node", "small-1", "dedicated=gpu:NoSchedule"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = |name: &str, extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: 500m}}}}}}]\n{extra}");
+    ok(&s, &["apply", "-f", &manifest(&dir, "ssd.yaml", &pod("ssd", "  nodeSelector: {disk: ssd}\n"))]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "gpu.yaml", &pod("gpu", "  nodeSelector: {kubernetes.io/hostname: small-1}\n  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n"))]);
+    let huge = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers: [{name: c, image: x, resources: {requests: {cpu: '32'}}}]\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "huge.yaml", huge)]);
+    wait_for(&s, 30, |s| ok(s, &["get", "pod", "ssd", "gpu", "-o", "jsonpath={.items[*].spec.nodeName}"]).split_whitespace().count() == 2);
+    assert_eq!(ok(&s, &["get", "pod", "ssd", "-o", "jsonpath={.spec.nodeName}"]), "big-0");
+    assert_eq!(ok(&s, &["get", "pod", "gpu", "-o", "jsonpath={.spec.nodeName}"]), "small-1");
+    // Nothing has 32 CPUs; the taint keeps small-1 out.
+    wait_for(&s, 30, |s| ok(s, &["get", "pod", "huge", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]).contains("nodes are available"));
+    let msg = ok(&s, &["get", "pod", "huge", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]);
+    assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu.");
+    assert_eq!(ok(&s, &["get", "pod", "huge", "-o", "jsonpath={.status.phase}"]), "Pending");
+    let events = ok(&s, &["get", "events", "--field-selector", "involvedObject.name=huge,reason=FailedScheduling", "-o", "jsonpath={.items[0].message}"]);
+    assert!(events.contains("Insufficient cpu"), "{events}");
+    // Required anti-affinity: one per host, the fourth stays Pending.
+    let anti = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: spread\nspec:\n  replicas: 4\n  selector: {matchLabels: {app: spread}}\n  template:\n    metadata: {labels: {app: spread}}\n    spec:\n      tolerations: [{key: dedicated, operator: Exists}]\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {labelSelector: {matchLabels: {app: spread}}, topologyKey: kubernetes.io/hostname}\n      containers: [{name: c, image: x}]\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "anti.yaml", anti)]);
+    wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].spec.nodeName}"])).len() == 3);
+    let hosts: HashSet<String> = lines(&ok(&s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].spec.nodeName}"])).into_iter().collect();
+    assert_eq!(hosts.len(), 3, "one per node");
+    wait_for(&s, 30, |s| ok(s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].status.conditions[?(@.type==\"PodScheduled\")].message}"]).contains("didn't match pod anti-affinity rules"));
+}
+
+#[test]
+fn namespace_deletion_removes_its_content() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 1, "sim-", &[]);
+    ok(&s, &["create", "namespace", "team"]);
+    ok(&s, &["create", "deployment", "app", "--image=x", "--replicas=2", "-n", "team"]);
+    ok(&s, &["create", "configmap", "cfg", "-n", "team", "--from-literal=a=b"]);
+    ok(&s, &["rollout", "status", "deployment/app", "-n", "team", "--timeout=60s"]);
+    ok(&s, &["delete", "namespace", "team", "--timeout=60s"]);
+    let (found, _, err) = kubectl(&s, &["get", "namespace", "team"]);
+    assert!(!found && err.contains("NotFound"), "{err}");
+    let left = ok(&s, &["get", "pods,rs,deploy,cm", "-n", "team", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
+}
+
+#[test]
+fn failed_nodes_go_not_ready_and_their_pods_are_replaced() {
+    let s = start_with(&["--node-monitor-grace-period", "3", "--default-unreachable-toleration-seconds", "2", "--default-not-ready-toleration-seconds", "2"]);
+    let fast = ["--lease-duration-seconds", "2"];
+    let mut doomed = sim_nodes(&s, 2, "doomed-", &fast);
+    ok(&s, &["create", "deployment", "svc", "--image=x", "--replicas=4"]);
+    ok(&s, &["rollout", "status", "deployment/svc", "--timeout=60s"]);
+    let _healthy = sim_nodes(&s, 2, "healthy-", &fast);
+    doomed.kill();
+    wait_for(&s, 30, |s| {
+        let st = ok(s, &["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"]);
+        st.contains("doomed-0=Unknown") && st.contains("doomed-1=Unknown")
+    });
+    let taints = ok(&s, &["get", "node", "doomed-0", "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert!(taints.contains("node.kubernetes.io/unreachable"), "{taints}");
+    wait_for(&s, 60, |s| {
+        let out = ok(s, &["get", "pods", "-l", "app=svc", "-o", "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName}{\" \"}{.metadata.deletionTimestamp}{\"\\n\"}{end}"]);
+        out.lines().filter(|l| l.starts_with("healthy-") && l.trim_end().split(' ').count() == 1).count() == 4
+    });
+}
+
+#[test]
+fn two_schedulers_never_bind_a_pod_twice() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "sim-", &[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["scheduler", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("second scheduler");
+    ok(&s, &["create", "deployment", "many", "--image=x", "--replicas=40"]);
+    ok(&s, &["rollout", "status", "deployment/many", "--timeout=60s"]);
+    let _ = second.kill();
+    let _ = second.wait();
+    let scheduled = ok(&s, &["get", "events", "--field-selector", "reason=Scheduled", "-o", "jsonpath={range .items[*]}{.involvedObject.name}{\"\\n\"}{end}"]);
+    let names: Vec<&str> = scheduled.lines().filter(|l| l.starts_with("many-")).collect();
+    let unique: HashSet<&&str> = names.iter().collect();
+    assert_eq!(names.len(), 40, "one Scheduled event per pod");
+    assert_eq!(unique.len(), 40, "no pod scheduled twice");
+    let holder = ok(&s, &["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(!holder.is_empty());
+}
