@@ -93,7 +93,6 @@ pub async fn start_etcd(dir: &std::path::Path) -> anyhow::Result<(Etcd, String)>
     bail!("etcd did not become healthy")
 }
 
-
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -74,7 +74,16 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => None,
         };
         match e {
-            Some(e) => println!("{clients:>8} {:>12.0} {:>9.2} {:>9.2} {:>14.0} {:>9.2} {:>9.2} {:>7.2}x", s.rate, ms(s.p50), ms(s.p99), e.rate, ms(e.p50), ms(e.p99), s.rate / e.rate),
+            Some(e) => println!(
+                "{clients:>8} {:>12.0} {:>9.2} {:>9.2} {:>14.0} {:>9.2} {:>9.2} {:>7.2}x",
+                s.rate,
+                ms(s.p50),
+                ms(s.p99),
+                e.rate,
+                ms(e.p50),
+                ms(e.p99),
+                s.rate / e.rate
+            ),
             None => println!("{clients:>8} {:>12.0} {:>9.2} {:>9.2}", s.rate, ms(s.p50), ms(s.p99)),
         }
     }

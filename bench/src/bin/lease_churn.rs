@@ -57,7 +57,17 @@ async fn main() -> anyhow::Result<()> {
             let disk = (size(&data.join("state.db")) + size(&data.join("state.db-wal"))) as f64 / 1e6;
             let f = summarize(std::mem::take(&mut lat), Duration::from_secs(60));
             let rss = rss_kib(skiff.child.id())? as f64 / 1024.0;
-            println!("{:>6} {:>12.2} {:>10.2} {:>12} {:>7.2}x {:>10.2} {:>10.2} {:>9.1}", start.elapsed().as_secs(), disk, live, renewals, disk / live, ms(f.p50), ms(f.p99), rss);
+            println!(
+                "{:>6} {:>12.2} {:>10.2} {:>12} {:>7.2}x {:>10.2} {:>10.2} {:>9.1}",
+                start.elapsed().as_secs(),
+                disk,
+                live,
+                renewals,
+                disk / live,
+                ms(f.p50),
+                ms(f.p99),
+                rss
+            );
         }
     }
     Ok(())

@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo run --release -p skiff-bench --bin store [-- N]`.
 
-
 use bytes::Bytes;
 use skiff_bench::{etcd_puts, ms, run_clients, start_etcd};
 use skiff_store::{SqliteOptions, SqliteStore, Store};
@@ -42,7 +41,16 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => None,
         };
         match e {
-            Some(e) => println!("{clients:>8} {:>14.0} {:>10.2} {:>10.2} {:>14.0} {:>10.2} {:>10.2} {:>7.2}x", s.rate, ms(s.p50), ms(s.p99), e.rate, ms(e.p50), ms(e.p99), s.rate / e.rate),
+            Some(e) => println!(
+                "{clients:>8} {:>14.0} {:>10.2} {:>10.2} {:>14.0} {:>10.2} {:>10.2} {:>7.2}x",
+                s.rate,
+                ms(s.p50),
+                ms(s.p99),
+                e.rate,
+                ms(e.p50),
+                ms(e.p99),
+                s.rate / e.rate
+            ),
             None => println!("{clients:>8} {:>14.0} {:>10.2} {:>10.2}", s.rate, ms(s.p50), ms(s.p99)),
         }
     }

@@ -234,11 +234,7 @@ pub fn pull_policy(image: &str) -> &'static str {
 
 /// The Kubernetes QoS class of a pod spec.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|f| spec.get(*f).and_then(Value::as_array))
-        .flatten()
-        .collect();
+    let containers: Vec<&Value> = ["containers", "initContainers"].iter().filter_map(|f| spec.get(*f).and_then(Value::as_array)).flatten().collect();
     let mut any = false;
     let mut guaranteed = true;
     for c in &containers {
@@ -270,7 +266,8 @@ mod tests {
 
     #[test]
     fn pod_defaults_match_kubernetes() {
-        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "nginx:1.25", "ports": [{"containerPort": 80}]}]}});
+        let mut pod =
+            json!({"spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "nginx:1.25", "ports": [{"containerPort": 80}]}]}});
         apply("Pod", &mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
@@ -295,7 +292,10 @@ mod tests {
     #[test]
     fn qos_classes() {
         assert_eq!(qos_class(&json!({"containers": [{"name": "a"}]})), "BestEffort");
-        assert_eq!(qos_class(&json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]})), "Guaranteed");
+        assert_eq!(
+            qos_class(&json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]})),
+            "Guaranteed"
+        );
         assert_eq!(qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})), "Burstable");
     }
 }

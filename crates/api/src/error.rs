@@ -51,11 +51,7 @@ impl FieldError {
     }
     /// An unsupported value.
     pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&'static str]) -> Self {
-        Self {
-            field: field.into(),
-            kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()),
-            detail: String::new(),
-        }
+        Self { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()), detail: String::new() }
     }
     /// A forbidden value or change.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -143,10 +139,7 @@ impl ApiError {
     }
     /// 404 NotFound for an object.
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            details: Some(details(rt, name)),
-            ..Self::new(404, "NotFound", format!("{} {name:?} not found", rt.qualified()))
-        }
+        Self { details: Some(details(rt, name)), ..Self::new(404, "NotFound", format!("{} {name:?} not found", rt.qualified())) }
     }
     /// 404 NotFound for a path that serves nothing.
     pub fn no_such_path() -> Self {
@@ -158,25 +151,15 @@ impl ApiError {
     }
     /// 409 AlreadyExists.
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            details: Some(details(rt, name)),
-            ..Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", rt.qualified()))
-        }
+        Self { details: Some(details(rt, name)), ..Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", rt.qualified())) }
     }
     /// 409 Conflict: the object changed since the client read it.
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
-        Self::conflict_with(
-            rt,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
+        Self::conflict_with(rt, name, "the object has been modified; please apply your changes to the latest version and try again")
     }
     /// 409 Conflict with a given explanation.
     pub fn conflict_with(rt: &ResourceType, name: &str, why: &str) -> Self {
-        Self {
-            details: Some(details(rt, name)),
-            ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} {name:?}: {why}", rt.qualified()))
-        }
+        Self { details: Some(details(rt, name)), ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} {name:?}: {why}", rt.qualified())) }
     }
     /// 410 Gone (reason `Expired`): a resource version or continue token is
     /// older than what is retained.
@@ -193,15 +176,8 @@ impl ApiError {
     }
     /// 422 Invalid with field errors.
     pub fn invalid(rt: &ResourceType, name: &str, errors: Vec<FieldError>) -> Self {
-        let list = if errors.len() == 1 {
-            errors[0].to_string()
-        } else {
-            format!("[{}]", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
-        };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
-            .collect();
+        let list = if errors.len() == 1 { errors[0].to_string() } else { format!("[{}]", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")) };
+        let causes: Vec<Value> = errors.iter().map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field})).collect();
         Self {
             details: Some(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})),
             ..Self::new(422, "Invalid", format!("{} {name:?} is invalid: {list}", rt.kind))

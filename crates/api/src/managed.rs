@@ -45,8 +45,16 @@ pub struct Conflict {
 
 /// Metadata fields that are never owned.
 const UNOWNED_META: &[&str] = &[
-    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink",
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
 ];
 
 /// The leaf fields `v` sets.
@@ -85,28 +93,26 @@ fn walk(field: &str, v: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
                 out.insert(p);
             }
         }
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
-            match merge_key(field, items) {
-                Some(mk) => {
-                    for item in items {
-                        let key = item.get(mk).cloned().unwrap_or(Value::Null);
-                        let mut kp = prefix.clone();
-                        kp.push(format!("k:{}", json!({ mk: key })));
-                        let mut dot = kp.clone();
-                        dot.push(".".into());
-                        out.insert(dot);
-                        if let Some(im) = item.as_object() {
-                            for (k, c) in im {
-                                walk(k, c, &mut kp, out);
-                            }
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => match merge_key(field, items) {
+            Some(mk) => {
+                for item in items {
+                    let key = item.get(mk).cloned().unwrap_or(Value::Null);
+                    let mut kp = prefix.clone();
+                    kp.push(format!("k:{}", json!({ mk: key })));
+                    let mut dot = kp.clone();
+                    dot.push(".".into());
+                    out.insert(dot);
+                    if let Some(im) = item.as_object() {
+                        for (k, c) in im {
+                            walk(k, c, &mut kp, out);
                         }
                     }
                 }
-                None => {
-                    out.insert(prefix.clone());
-                }
             }
-        }
+            None => {
+                out.insert(prefix.clone());
+            }
+        },
         _ => {
             out.insert(prefix.clone());
         }
@@ -289,14 +295,7 @@ pub fn render_path(path: &[String]) -> String {
     s
 }
 
-fn entry_mut<'a>(
-    entries: &'a mut Vec<ManagedEntry>,
-    manager: &str,
-    operation: &str,
-    api_version: &str,
-    subresource: &str,
-    now: &str,
-) -> &'a mut ManagedEntry {
+fn entry_mut<'a>(entries: &'a mut Vec<ManagedEntry>, manager: &str, operation: &str, api_version: &str, subresource: &str, now: &str) -> &'a mut ManagedEntry {
     let pos = entries.iter().position(|e| e.manager == manager && e.operation == operation && e.subresource == subresource);
     let i = match pos {
         Some(i) => i,
@@ -323,11 +322,7 @@ fn entry_mut<'a>(
 pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, subresource: &str, now: &str) {
     let mut entries = old.map(read_entries).unwrap_or_default();
     let new_fields = fields_of(new);
-    let changed: FieldSet = new_fields
-        .iter()
-        .filter(|p| old.is_none_or(|o| get_at(o, p) != get_at(new, p)))
-        .cloned()
-        .collect();
+    let changed: FieldSet = new_fields.iter().filter(|p| old.is_none_or(|o| get_at(o, p) != get_at(new, p))).cloned().collect();
     for e in entries.iter_mut() {
         e.fields.retain(|p| new_fields.contains(p) && !changed.contains(p));
     }
@@ -341,14 +336,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ver
 /// Server-side apply of `applied` by `manager` over `current` (`None` when
 /// the object does not exist yet). Returns the merged object with its
 /// managed fields, or the conflicts when `force` is false.
-pub fn apply(
-    current: Option<&Value>,
-    applied: &Value,
-    manager: &str,
-    api_version: &str,
-    force: bool,
-    now: &str,
-) -> Result<Value, Vec<Conflict>> {
+pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, api_version: &str, force: bool, now: &str) -> Result<Value, Vec<Conflict>> {
     let mut entries = current.map(read_entries).unwrap_or_default();
     let applied_fields = fields_of(applied);
     let empty = json!({});
@@ -378,11 +366,7 @@ pub fn apply(
     let mut new = cur.clone();
     // Fields this manager applied before but no longer does are removed,
     // unless someone else also owns them.
-    let previous: FieldSet = entries
-        .iter()
-        .find(|e| e.manager == manager && e.operation == "Apply")
-        .map(|e| e.fields.clone())
-        .unwrap_or_default();
+    let previous: FieldSet = entries.iter().find(|e| e.manager == manager && e.operation == "Apply").map(|e| e.fields.clone()).unwrap_or_default();
     let mut dropped: Vec<&FieldPath> = previous
         .difference(&applied_fields)
         .filter(|p| !entries.iter().any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(*p)))

@@ -20,8 +20,7 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 /// ports (`containerPort`) from service ports (`port`).
 pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets"
-        | "resourceClaims" => "name",
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "conditions" | "addresses" => "type",
@@ -60,12 +59,8 @@ pub fn strategic_merge(doc: &mut Value, patch: &Value) -> Result<(), String> {
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
-        ),
-        Value::Array(a) => Value::Array(
-            a.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect(),
-        ),
+        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect()),
         other => other.clone(),
     }
 }

@@ -40,47 +40,102 @@ enum T {
 /// One field: number, JSON name, type, repeated.
 type F = (u32, &'static str, T, bool);
 
-const OWNER_REF: &[F] = &[(1, "kind", T::Str, false), (3, "name", T::Str, false), (4, "uid", T::Str, false), (5, "apiVersion", T::Str, false), (6, "controller", T::OptBool, false), (7, "blockOwnerDeletion", T::OptBool, false)];
+const OWNER_REF: &[F] = &[
+    (1, "kind", T::Str, false),
+    (3, "name", T::Str, false),
+    (4, "uid", T::Str, false),
+    (5, "apiVersion", T::Str, false),
+    (6, "controller", T::OptBool, false),
+    (7, "blockOwnerDeletion", T::OptBool, false),
+];
 const OBJECT_META: &[F] = &[
-    (1, "name", T::Str, false), (2, "generateName", T::Str, false), (3, "namespace", T::Str, false), (4, "selfLink", T::Str, false),
-    (5, "uid", T::Str, false), (6, "resourceVersion", T::Str, false), (7, "generation", T::Int, false), (8, "creationTimestamp", T::Time, false),
-    (9, "deletionTimestamp", T::Time, false), (10, "deletionGracePeriodSeconds", T::OptInt, false), (11, "labels", T::MapStr, false),
-    (12, "annotations", T::MapStr, false), (13, "ownerReferences", T::Msg(OWNER_REF), true), (14, "finalizers", T::Str, true),
+    (1, "name", T::Str, false),
+    (2, "generateName", T::Str, false),
+    (3, "namespace", T::Str, false),
+    (4, "selfLink", T::Str, false),
+    (5, "uid", T::Str, false),
+    (6, "resourceVersion", T::Str, false),
+    (7, "generation", T::Int, false),
+    (8, "creationTimestamp", T::Time, false),
+    (9, "deletionTimestamp", T::Time, false),
+    (10, "deletionGracePeriodSeconds", T::OptInt, false),
+    (11, "labels", T::MapStr, false),
+    (12, "annotations", T::MapStr, false),
+    (13, "ownerReferences", T::Msg(OWNER_REF), true),
+    (14, "finalizers", T::Str, true),
 ];
 const LABEL_SELECTOR_REQ: &[F] = &[(1, "key", T::Str, false), (2, "operator", T::Str, false), (3, "values", T::Str, true)];
 const LABEL_SELECTOR: &[F] = &[(1, "matchLabels", T::MapStr, false), (2, "matchExpressions", T::Msg(LABEL_SELECTOR_REQ), true)];
-const CONTAINER_PORT: &[F] = &[(1, "name", T::Str, false), (2, "hostPort", T::Int, false), (3, "containerPort", T::Int, false), (4, "protocol", T::Str, false), (5, "hostIP", T::Str, false)];
+const CONTAINER_PORT: &[F] = &[
+    (1, "name", T::Str, false),
+    (2, "hostPort", T::Int, false),
+    (3, "containerPort", T::Int, false),
+    (4, "protocol", T::Str, false),
+    (5, "hostIP", T::Str, false),
+];
 const ENV_VAR: &[F] = &[(1, "name", T::Str, false), (2, "value", T::Str, false)];
 const RESOURCES: &[F] = &[(1, "limits", T::MapQuantity, false), (2, "requests", T::MapQuantity, false)];
 const CONTAINER: &[F] = &[
-    (1, "name", T::Str, false), (2, "image", T::Str, false), (3, "command", T::Str, true), (4, "args", T::Str, true),
-    (5, "workingDir", T::Str, false), (6, "ports", T::Msg(CONTAINER_PORT), true), (7, "env", T::Msg(ENV_VAR), true),
-    (8, "resources", T::Msg(RESOURCES), false), (13, "terminationMessagePath", T::Str, false), (14, "imagePullPolicy", T::Str, false),
-    (16, "stdin", T::Bool, false), (17, "stdinOnce", T::Bool, false), (18, "tty", T::Bool, false), (20, "terminationMessagePolicy", T::Str, false),
+    (1, "name", T::Str, false),
+    (2, "image", T::Str, false),
+    (3, "command", T::Str, true),
+    (4, "args", T::Str, true),
+    (5, "workingDir", T::Str, false),
+    (6, "ports", T::Msg(CONTAINER_PORT), true),
+    (7, "env", T::Msg(ENV_VAR), true),
+    (8, "resources", T::Msg(RESOURCES), false),
+    (13, "terminationMessagePath", T::Str, false),
+    (14, "imagePullPolicy", T::Str, false),
+    (16, "stdin", T::Bool, false),
+    (17, "stdinOnce", T::Bool, false),
+    (18, "tty", T::Bool, false),
+    (20, "terminationMessagePolicy", T::Str, false),
 ];
 const POD_SPEC: &[F] = &[
-    (2, "containers", T::Msg(CONTAINER), true), (3, "restartPolicy", T::Str, false), (4, "terminationGracePeriodSeconds", T::OptInt, false),
-    (5, "activeDeadlineSeconds", T::OptInt, false), (6, "dnsPolicy", T::Str, false), (7, "nodeSelector", T::MapStr, false),
-    (8, "serviceAccountName", T::Str, false), (9, "serviceAccount", T::Str, false), (10, "nodeName", T::Str, false),
-    (11, "hostNetwork", T::Bool, false), (16, "hostname", T::Str, false), (17, "subdomain", T::Str, false),
-    (19, "schedulerName", T::Str, false), (20, "initContainers", T::Msg(CONTAINER), true),
+    (2, "containers", T::Msg(CONTAINER), true),
+    (3, "restartPolicy", T::Str, false),
+    (4, "terminationGracePeriodSeconds", T::OptInt, false),
+    (5, "activeDeadlineSeconds", T::OptInt, false),
+    (6, "dnsPolicy", T::Str, false),
+    (7, "nodeSelector", T::MapStr, false),
+    (8, "serviceAccountName", T::Str, false),
+    (9, "serviceAccount", T::Str, false),
+    (10, "nodeName", T::Str, false),
+    (11, "hostNetwork", T::Bool, false),
+    (16, "hostname", T::Str, false),
+    (17, "subdomain", T::Str, false),
+    (19, "schedulerName", T::Str, false),
+    (20, "initContainers", T::Msg(CONTAINER), true),
 ];
 const POD_TEMPLATE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(POD_SPEC), false)];
 const ROLLING_UPDATE: &[F] = &[(1, "maxUnavailable", T::IntOrString, false), (2, "maxSurge", T::IntOrString, false)];
 const STRATEGY: &[F] = &[(1, "type", T::Str, false), (2, "rollingUpdate", T::Msg(ROLLING_UPDATE), false)];
 const DEPLOYMENT_SPEC: &[F] = &[
-    (1, "replicas", T::OptInt, false), (2, "selector", T::Msg(LABEL_SELECTOR), false), (3, "template", T::Msg(POD_TEMPLATE), false),
-    (4, "strategy", T::Msg(STRATEGY), false), (5, "minReadySeconds", T::Int, false), (6, "revisionHistoryLimit", T::OptInt, false),
-    (7, "paused", T::Bool, false), (9, "progressDeadlineSeconds", T::OptInt, false),
+    (1, "replicas", T::OptInt, false),
+    (2, "selector", T::Msg(LABEL_SELECTOR), false),
+    (3, "template", T::Msg(POD_TEMPLATE), false),
+    (4, "strategy", T::Msg(STRATEGY), false),
+    (5, "minReadySeconds", T::Int, false),
+    (6, "revisionHistoryLimit", T::OptInt, false),
+    (7, "paused", T::Bool, false),
+    (9, "progressDeadlineSeconds", T::OptInt, false),
 ];
 /// Status of a new object is ignored by the server, so it is read loosely.
 const ANY_STATUS: &[F] = &[];
 const DEPLOYMENT: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(DEPLOYMENT_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
 const NAMESPACE_SPEC: &[F] = &[(1, "finalizers", T::Str, true)];
 const NAMESPACE_STATUS: &[F] = &[(1, "phase", T::Str, false)];
-const NAMESPACE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(NAMESPACE_SPEC), false), (3, "status", T::Msg(NAMESPACE_STATUS), false)];
-const CONFIGMAP: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapStr, false), (3, "binaryData", T::MapBytes, false), (4, "immutable", T::OptBool, false)];
-const SECRET: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapBytes, false), (3, "type", T::Str, false), (4, "stringData", T::MapStr, false), (5, "immutable", T::OptBool, false)];
+const NAMESPACE: &[F] =
+    &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(NAMESPACE_SPEC), false), (3, "status", T::Msg(NAMESPACE_STATUS), false)];
+const CONFIGMAP: &[F] =
+    &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "data", T::MapStr, false), (3, "binaryData", T::MapBytes, false), (4, "immutable", T::OptBool, false)];
+const SECRET: &[F] = &[
+    (1, "metadata", T::Msg(OBJECT_META), false),
+    (2, "data", T::MapBytes, false),
+    (3, "type", T::Str, false),
+    (4, "stringData", T::MapStr, false),
+    (5, "immutable", T::OptBool, false),
+];
 
 fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
@@ -230,7 +285,11 @@ fn message(b: &[u8], schema: &[F]) -> Result<Value, String> {
         };
         match ty {
             T::MapStr | T::MapBytes | T::MapQuantity => {
-                let vt = match ty { T::MapBytes => T::Bytes, T::MapQuantity => T::Quantity, _ => T::Str };
+                let vt = match ty {
+                    T::MapBytes => T::Bytes,
+                    T::MapQuantity => T::Quantity,
+                    _ => T::Str,
+                };
                 let (k, v) = map_entry(r.bytes()?, vt)?;
                 out.entry(name).or_insert_with(|| json!({}))[k] = v;
             }
@@ -270,8 +329,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     let api_version = type_meta.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     let kind = type_meta.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let schema = schema_for(&api_version, &kind)
-        .ok_or_else(|| format!("protobuf bodies of {api_version}, Kind={kind} are not supported; send JSON"))?;
+    let schema = schema_for(&api_version, &kind).ok_or_else(|| format!("protobuf bodies of {api_version}, Kind={kind} are not supported; send JSON"))?;
     let mut obj = message(raw, schema)?;
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);

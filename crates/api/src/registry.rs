@@ -83,10 +83,7 @@ impl ResourceType {
     /// Whether a write to the main resource changes the generation when its
     /// spec changes (Kubernetes tracks it for workloads and a few others).
     pub fn tracks_generation(&self) -> bool {
-        matches!(
-            self.kind,
-            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "PodDisruptionBudget"
-        )
+        matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "PodDisruptionBudget")
     }
 }
 

@@ -59,13 +59,7 @@ impl LabelSelector {
         }
         for e in v.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
             let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
-            let values: Vec<String> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
+            let values: Vec<String> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
             let op = e.get("operator").and_then(Value::as_str).unwrap_or_default();
             reqs.push(match op {
                 "In" if !values.is_empty() => Requirement::In(key, values),
@@ -73,9 +67,7 @@ impl LabelSelector {
                 "Exists" if values.is_empty() => Requirement::Exists(key),
                 "DoesNotExist" if values.is_empty() => Requirement::DoesNotExist(key),
                 "In" | "NotIn" => return Err("for 'in', 'notin' operators, values set can't be empty".into()),
-                "Exists" | "DoesNotExist" => {
-                    return Err("values set must be empty for exists and does not exist".into())
-                }
+                "Exists" | "DoesNotExist" => return Err("values set must be empty for exists and does not exist".into()),
                 other => return Err(format!("{other:?} is not a valid label selector operator")),
             });
         }
@@ -130,11 +122,8 @@ impl std::fmt::Display for LabelSelector {
 }
 
 fn parse_set(s: &str) -> Result<Vec<String>, String> {
-    let inner = s
-        .trim()
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: found {s:?}, expected: '('"))?;
+    let inner =
+        s.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| format!("unable to parse requirement: found {s:?}, expected: '('"))?;
     Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
@@ -217,7 +206,16 @@ pub fn selectable(kind: &str, obj: &Value) -> Value {
         "labels": obj.pointer("/metadata/labels"),
     }});
     let paths: &[&str] = match kind {
-        "Pod" => &["/spec/nodeName", "/spec/restartPolicy", "/spec/schedulerName", "/spec/serviceAccountName", "/spec/hostNetwork", "/status/phase", "/status/podIP", "/status/nominatedNodeName"],
+        "Pod" => &[
+            "/spec/nodeName",
+            "/spec/restartPolicy",
+            "/spec/schedulerName",
+            "/spec/serviceAccountName",
+            "/spec/hostNetwork",
+            "/status/phase",
+            "/status/podIP",
+            "/status/nominatedNodeName",
+        ],
         "Event" => &["/involvedObject", "/regarding", "/reason", "/reportingComponent", "/source", "/type"],
         "Secret" => &["/type"],
         "Node" => &["/spec/unschedulable"],
@@ -262,9 +260,7 @@ fn supported_field(kind: &str, field: &str) -> bool {
                 | "status.nominatedNodeName"
         ),
         "Event" => {
-            field.starts_with("involvedObject.")
-                || field.starts_with("regarding.")
-                || matches!(field, "reason" | "reportingComponent" | "source" | "type")
+            field.starts_with("involvedObject.") || field.starts_with("regarding.") || matches!(field, "reason" | "reportingComponent" | "source" | "type")
         }
         "Secret" => field == "type",
         "Node" => field == "spec.unschedulable",

@@ -14,20 +14,36 @@ pub fn human_duration(secs: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{}d", h / 24) } else { format!("{}d{}h", h / 24, h % 24) }
+        if h % 24 == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{}h", h / 24, h % 24)
+        }
     } else if h < 24 * 365 * 2 {
         format!("{}d", h / 24)
     } else if h < 24 * 365 * 8 {
         let d = h / 24;
-        if d % 365 == 0 { format!("{}y", d / 365) } else { format!("{}y{}d", d / 365, d % 365) }
+        if d % 365 == 0 {
+            format!("{}y", d / 365)
+        } else {
+            format!("{}y{}d", d / 365, d % 365)
+        }
     } else {
         format!("{}y", h / 24 / 365)
     }
@@ -45,23 +61,110 @@ struct Col(&'static str, &'static str, u8);
 fn columns(kind: &str) -> Vec<Col> {
     let c = |n, t, p| Col(n, t, p);
     match kind {
-        "Pod" => vec![c("Name", "string", 0), c("Ready", "string", 0), c("Status", "string", 0), c("Restarts", "string", 0), c("Age", "string", 0), c("IP", "string", 1), c("Node", "string", 1), c("Nominated Node", "string", 1), c("Readiness Gates", "string", 1)],
-        "Deployment" => vec![c("Name", "string", 0), c("Ready", "string", 0), c("Up-to-date", "integer", 0), c("Available", "integer", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1), c("Selector", "string", 1)],
-        "ReplicaSet" => vec![c("Name", "string", 0), c("Desired", "integer", 0), c("Current", "integer", 0), c("Ready", "integer", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1), c("Selector", "string", 1)],
+        "Pod" => vec![
+            c("Name", "string", 0),
+            c("Ready", "string", 0),
+            c("Status", "string", 0),
+            c("Restarts", "string", 0),
+            c("Age", "string", 0),
+            c("IP", "string", 1),
+            c("Node", "string", 1),
+            c("Nominated Node", "string", 1),
+            c("Readiness Gates", "string", 1),
+        ],
+        "Deployment" => vec![
+            c("Name", "string", 0),
+            c("Ready", "string", 0),
+            c("Up-to-date", "integer", 0),
+            c("Available", "integer", 0),
+            c("Age", "string", 0),
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
+        "ReplicaSet" => vec![
+            c("Name", "string", 0),
+            c("Desired", "integer", 0),
+            c("Current", "integer", 0),
+            c("Ready", "integer", 0),
+            c("Age", "string", 0),
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
         "StatefulSet" => vec![c("Name", "string", 0), c("Ready", "string", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1)],
-        "DaemonSet" => vec![c("Name", "string", 0), c("Desired", "integer", 0), c("Current", "integer", 0), c("Ready", "integer", 0), c("Up-to-date", "integer", 0), c("Available", "integer", 0), c("Node Selector", "string", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1), c("Selector", "string", 1)],
-        "Service" => vec![c("Name", "string", 0), c("Type", "string", 0), c("Cluster-IP", "string", 0), c("External-IP", "string", 0), c("Port(s)", "string", 0), c("Age", "string", 0), c("Selector", "string", 1)],
+        "DaemonSet" => vec![
+            c("Name", "string", 0),
+            c("Desired", "integer", 0),
+            c("Current", "integer", 0),
+            c("Ready", "integer", 0),
+            c("Up-to-date", "integer", 0),
+            c("Available", "integer", 0),
+            c("Node Selector", "string", 0),
+            c("Age", "string", 0),
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
+        "Service" => vec![
+            c("Name", "string", 0),
+            c("Type", "string", 0),
+            c("Cluster-IP", "string", 0),
+            c("External-IP", "string", 0),
+            c("Port(s)", "string", 0),
+            c("Age", "string", 0),
+            c("Selector", "string", 1),
+        ],
         "Namespace" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Age", "string", 0)],
-        "Node" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Roles", "string", 0), c("Age", "string", 0), c("Version", "string", 0), c("Internal-IP", "string", 1), c("External-IP", "string", 1), c("OS-Image", "string", 1), c("Kernel-Version", "string", 1), c("Container-Runtime", "string", 1)],
+        "Node" => vec![
+            c("Name", "string", 0),
+            c("Status", "string", 0),
+            c("Roles", "string", 0),
+            c("Age", "string", 0),
+            c("Version", "string", 0),
+            c("Internal-IP", "string", 1),
+            c("External-IP", "string", 1),
+            c("OS-Image", "string", 1),
+            c("Kernel-Version", "string", 1),
+            c("Container-Runtime", "string", 1),
+        ],
         "ConfigMap" => vec![c("Name", "string", 0), c("Data", "string", 0), c("Age", "string", 0)],
         "Secret" => vec![c("Name", "string", 0), c("Type", "string", 0), c("Data", "string", 0), c("Age", "string", 0)],
         "Endpoints" => vec![c("Name", "string", 0), c("Endpoints", "string", 0), c("Age", "string", 0)],
         "Event" => vec![c("Last Seen", "string", 0), c("Type", "string", 0), c("Reason", "string", 0), c("Object", "string", 0), c("Message", "string", 0)],
-        "Job" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Completions", "string", 0), c("Duration", "string", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1), c("Selector", "string", 1)],
-        "CronJob" => vec![c("Name", "string", 0), c("Schedule", "string", 0), c("Timezone", "string", 0), c("Suspend", "boolean", 0), c("Active", "integer", 0), c("Last Schedule", "string", 0), c("Age", "string", 0), c("Containers", "string", 1), c("Images", "string", 1), c("Selector", "string", 1)],
+        "Job" => vec![
+            c("Name", "string", 0),
+            c("Status", "string", 0),
+            c("Completions", "string", 0),
+            c("Duration", "string", 0),
+            c("Age", "string", 0),
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
+        "CronJob" => vec![
+            c("Name", "string", 0),
+            c("Schedule", "string", 0),
+            c("Timezone", "string", 0),
+            c("Suspend", "boolean", 0),
+            c("Active", "integer", 0),
+            c("Last Schedule", "string", 0),
+            c("Age", "string", 0),
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
         "Lease" => vec![c("Name", "string", 0), c("Holder", "string", 0), c("Age", "string", 0)],
         "ServiceAccount" => vec![c("Name", "string", 0), c("Secrets", "string", 0), c("Age", "string", 0)],
-        "PersistentVolumeClaim" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Volume", "string", 0), c("Capacity", "string", 0), c("Access Modes", "string", 0), c("StorageClass", "string", 0), c("Age", "string", 0)],
+        "PersistentVolumeClaim" => vec![
+            c("Name", "string", 0),
+            c("Status", "string", 0),
+            c("Volume", "string", 0),
+            c("Capacity", "string", 0),
+            c("Access Modes", "string", 0),
+            c("StorageClass", "string", 0),
+            c("Age", "string", 0),
+        ],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
 }
@@ -79,7 +182,11 @@ fn int(v: Option<&Value>) -> i64 {
 }
 
 fn or_none(x: String) -> String {
-    if x.is_empty() { "<none>".into() } else { x }
+    if x.is_empty() {
+        "<none>".into()
+    } else {
+        x
+    }
 }
 
 fn containers_images(tpl: Option<&Value>) -> (String, String) {
@@ -97,8 +204,7 @@ fn selector_string(sel: Option<&Value>) -> String {
 }
 
 fn map_selector(sel: Option<&Value>) -> String {
-    let parts: Vec<String> =
-        sel.and_then(Value::as_object).into_iter().flatten().map(|(k, v)| format!("{k}={}", s(Some(v)))).collect();
+    let parts: Vec<String> = sel.and_then(Value::as_object).into_iter().flatten().map(|(k, v)| format!("{k}={}", s(Some(v)))).collect();
     or_none(parts.join(","))
 }
 
@@ -121,7 +227,11 @@ pub fn pod_status(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         reason = if pod.pointer("/status/reason").and_then(Value::as_str) == Some("NodeLost") { "Unknown".into() } else { "Terminating".into() };
     }
-    if reason.is_empty() { "Pending".into() } else { reason }
+    if reason.is_empty() {
+        "Pending".into()
+    } else {
+        reason
+    }
 }
 
 fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -136,20 +246,43 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             let total = g("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
             let ready = statuses.into_iter().flatten().filter(|c| c.get("ready") == Some(&Value::Bool(true))).count();
             let restarts: i64 = statuses.into_iter().flatten().map(|c| int(c.get("restartCount"))).sum();
-            vec![name, json!(format!("{ready}/{total}")), json!(pod_status(o)), json!(restarts.to_string()), json!(created),
-                 json!(or_none(s(g("/status/podIP")))), json!(or_none(s(g("/spec/nodeName")))),
-                 json!(or_none(s(g("/status/nominatedNodeName")))), json!("<none>")]
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                json!(created),
+                json!(or_none(s(g("/status/podIP")))),
+                json!(or_none(s(g("/spec/nodeName")))),
+                json!(or_none(s(g("/status/nominatedNodeName")))),
+                json!("<none>"),
+            ]
         }
         "Deployment" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
-            vec![name, json!(format!("{}/{}", int(g("/status/readyReplicas")), int(g("/spec/replicas")))),
-                 json!(int(g("/status/updatedReplicas"))), json!(int(g("/status/availableReplicas"))), json!(created),
-                 json!(c), json!(i), json!(selector_string(g("/spec/selector")))]
+            vec![
+                name,
+                json!(format!("{}/{}", int(g("/status/readyReplicas")), int(g("/spec/replicas")))),
+                json!(int(g("/status/updatedReplicas"))),
+                json!(int(g("/status/availableReplicas"))),
+                json!(created),
+                json!(c),
+                json!(i),
+                json!(selector_string(g("/spec/selector"))),
+            ]
         }
         "ReplicaSet" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
-            vec![name, json!(int(g("/spec/replicas"))), json!(int(g("/status/replicas"))), json!(int(g("/status/readyReplicas"))),
-                 json!(created), json!(c), json!(i), json!(selector_string(g("/spec/selector")))]
+            vec![
+                name,
+                json!(int(g("/spec/replicas"))),
+                json!(int(g("/status/replicas"))),
+                json!(int(g("/status/readyReplicas"))),
+                json!(created),
+                json!(c),
+                json!(i),
+                json!(selector_string(g("/spec/selector"))),
+            ]
         }
         "StatefulSet" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
@@ -157,39 +290,92 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "DaemonSet" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
-            vec![name, json!(int(g("/status/desiredNumberScheduled"))), json!(int(g("/status/currentNumberScheduled"))),
-                 json!(int(g("/status/numberReady"))), json!(int(g("/status/updatedNumberScheduled"))),
-                 json!(int(g("/status/numberAvailable"))), json!(map_selector(g("/spec/template/spec/nodeSelector"))),
-                 json!(created), json!(c), json!(i), json!(selector_string(g("/spec/selector")))]
+            vec![
+                name,
+                json!(int(g("/status/desiredNumberScheduled"))),
+                json!(int(g("/status/currentNumberScheduled"))),
+                json!(int(g("/status/numberReady"))),
+                json!(int(g("/status/updatedNumberScheduled"))),
+                json!(int(g("/status/numberAvailable"))),
+                json!(map_selector(g("/spec/template/spec/nodeSelector"))),
+                json!(created),
+                json!(c),
+                json!(i),
+                json!(selector_string(g("/spec/selector"))),
+            ]
         }
         "Service" => {
             let ty = s(g("/spec/type"));
-            let ports: Vec<String> = g("/spec/ports").and_then(Value::as_array).into_iter().flatten().map(|p| {
-                let np = p.get("nodePort").and_then(Value::as_i64).map(|n| format!(":{n}")).unwrap_or_default();
-                format!("{}{np}/{}", int(p.get("port")), s(p.get("protocol")))
-            }).collect();
-            let external: Vec<String> = g("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten()
-                .map(|i| s(i.get("ip")).to_string()).chain(g("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().map(|v| s(Some(v)))).collect();
-            let ext = if ty == "ExternalName" { s(g("/spec/externalName")) } else if external.is_empty() { if ty == "LoadBalancer" { "<pending>".into() } else { "<none>".into() } } else { external.join(",") };
+            let ports: Vec<String> = g("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let np = p.get("nodePort").and_then(Value::as_i64).map(|n| format!(":{n}")).unwrap_or_default();
+                    format!("{}{np}/{}", int(p.get("port")), s(p.get("protocol")))
+                })
+                .collect();
+            let external: Vec<String> = g("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|i| s(i.get("ip")).to_string())
+                .chain(g("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().map(|v| s(Some(v))))
+                .collect();
+            let ext = if ty == "ExternalName" {
+                s(g("/spec/externalName"))
+            } else if external.is_empty() {
+                if ty == "LoadBalancer" {
+                    "<pending>".into()
+                } else {
+                    "<none>".into()
+                }
+            } else {
+                external.join(",")
+            };
             let cip = s(g("/spec/clusterIP"));
             vec![name, json!(ty), json!(or_none(cip)), json!(ext), json!(or_none(ports.join(","))), json!(created), json!(map_selector(g("/spec/selector")))]
         }
         "Namespace" => vec![name, json!(s(g("/status/phase"))), json!(created)],
         "Node" => {
-            let ready = g("/status/conditions").and_then(Value::as_array).into_iter().flatten()
+            let ready = g("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
                 .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-                .map(|c| if c.get("status").and_then(Value::as_str) == Some("True") { "Ready" } else { "NotReady" }).unwrap_or("Unknown");
+                .map(|c| if c.get("status").and_then(Value::as_str) == Some("True") { "Ready" } else { "NotReady" })
+                .unwrap_or("Unknown");
             let mut status = ready.to_string();
             if g("/spec/unschedulable") == Some(&Value::Bool(true)) {
                 status.push_str(",SchedulingDisabled");
             }
-            let roles: Vec<String> = g("/metadata/labels").and_then(Value::as_object).into_iter().flatten()
-                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string)).collect();
-            let addr = |t: &str| g("/status/addresses").and_then(Value::as_array).into_iter().flatten()
-                .find(|a| a.get("type").and_then(Value::as_str) == Some(t)).map(|a| s(a.get("address"))).unwrap_or_else(|| "<none>".into());
-            vec![name, json!(status), json!(or_none(roles.join(","))), json!(created), json!(s(g("/status/nodeInfo/kubeletVersion"))),
-                 json!(addr("InternalIP")), json!(addr("ExternalIP")), json!(or_none(s(g("/status/nodeInfo/osImage")))),
-                 json!(or_none(s(g("/status/nodeInfo/kernelVersion")))), json!(or_none(s(g("/status/nodeInfo/containerRuntimeVersion"))))]
+            let roles: Vec<String> = g("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+                .collect();
+            let addr = |t: &str| {
+                g("/status/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a.get("type").and_then(Value::as_str) == Some(t))
+                    .map(|a| s(a.get("address")))
+                    .unwrap_or_else(|| "<none>".into())
+            };
+            vec![
+                name,
+                json!(status),
+                json!(or_none(roles.join(","))),
+                json!(created),
+                json!(s(g("/status/nodeInfo/kubeletVersion"))),
+                json!(addr("InternalIP")),
+                json!(addr("ExternalIP")),
+                json!(or_none(s(g("/status/nodeInfo/osImage")))),
+                json!(or_none(s(g("/status/nodeInfo/kernelVersion")))),
+                json!(or_none(s(g("/status/nodeInfo/containerRuntimeVersion")))),
+            ]
         }
         "ConfigMap" => {
             let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len()) + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
@@ -215,12 +401,15 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             let last = o.get("lastTimestamp").filter(|v| !v.is_null()).or_else(|| o.get("eventTime")).or_else(|| o.pointer("/metadata/creationTimestamp"));
             let obj = o.get("involvedObject").or_else(|| o.get("regarding"));
             let kind_name = obj.map(|i| format!("{}/{}", s(i.get("kind")).to_lowercase(), s(i.get("name")))).unwrap_or_default();
-            vec![json!(age(last, now)), json!(s(o.get("type"))), json!(s(o.get("reason"))), json!(kind_name),
-                 json!(s(o.get("message")).trim_end())]
+            vec![json!(age(last, now)), json!(s(o.get("type"))), json!(s(o.get("reason"))), json!(kind_name), json!(s(o.get("message")).trim_end())]
         }
         "Job" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
-            let complete = st.and_then(|s| s.get("conditions")).and_then(Value::as_array).into_iter().flatten()
+            let complete = st
+                .and_then(|s| s.get("conditions"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
                 .find(|c| c.get("status").and_then(Value::as_str) == Some("True"))
                 .map(|c| s(c.get("type")));
             let status = match complete.as_deref() {
@@ -247,18 +436,43 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             let (c, i) = containers_images(g("/spec/jobTemplate/spec/template/spec"));
             let active = g("/status/active").and_then(Value::as_array).map_or(0, Vec::len);
             let last = g("/status/lastScheduleTime").map(|t| age(Some(t), now)).unwrap_or_else(|| "<none>".into());
-            vec![name, json!(s(g("/spec/schedule"))), json!(or_none(s(g("/spec/timeZone")))), json!(g("/spec/suspend") == Some(&Value::Bool(true))),
-                 json!(active), json!(last), json!(created), json!(c), json!(i), json!(selector_string(g("/spec/jobTemplate/spec/selector")))]
+            vec![
+                name,
+                json!(s(g("/spec/schedule"))),
+                json!(or_none(s(g("/spec/timeZone")))),
+                json!(g("/spec/suspend") == Some(&Value::Bool(true))),
+                json!(active),
+                json!(last),
+                json!(created),
+                json!(c),
+                json!(i),
+                json!(selector_string(g("/spec/jobTemplate/spec/selector"))),
+            ]
         }
         "Lease" => vec![name, json!(or_none(s(g("/spec/holderIdentity")))), json!(created)],
         "ServiceAccount" => vec![name, json!(g("/secrets").and_then(Value::as_array).map_or(0, Vec::len).to_string()), json!(created)],
         "PersistentVolumeClaim" => {
-            let modes: Vec<String> = g("/status/accessModes").and_then(Value::as_array).into_iter().flatten().map(|m| match m.as_str() {
-                Some("ReadWriteOnce") => "RWO".to_string(), Some("ReadOnlyMany") => "ROX".to_string(),
-                Some("ReadWriteMany") => "RWX".to_string(), Some("ReadWriteOncePod") => "RWOP".to_string(), _ => s(Some(m)),
-            }).collect();
-            vec![name, json!(s(g("/status/phase"))), json!(s(g("/spec/volumeName"))), json!(s(g("/status/capacity/storage"))),
-                 json!(modes.join(",")), json!(or_none(s(g("/spec/storageClassName")))), json!(created)]
+            let modes: Vec<String> = g("/status/accessModes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|m| match m.as_str() {
+                    Some("ReadWriteOnce") => "RWO".to_string(),
+                    Some("ReadOnlyMany") => "ROX".to_string(),
+                    Some("ReadWriteMany") => "RWX".to_string(),
+                    Some("ReadWriteOncePod") => "RWOP".to_string(),
+                    _ => s(Some(m)),
+                })
+                .collect();
+            vec![
+                name,
+                json!(s(g("/status/phase"))),
+                json!(s(g("/spec/volumeName"))),
+                json!(s(g("/status/capacity/storage"))),
+                json!(modes.join(",")),
+                json!(or_none(s(g("/spec/storageClassName")))),
+                json!(created),
+            ]
         }
         _ => vec![name, json!(created)],
     }
@@ -322,7 +536,16 @@ mod tests {
 
     #[test]
     fn human_durations_match_kubectl() {
-        for (s, want) in [(5, "5s"), (119, "119s"), (150, "2m30s"), (600, "10m"), (3 * 3600 + 60, "3h1m"), (30 * 3600, "30h"), (3 * 86400 + 3600, "3d1h"), (400 * 86400, "400d")] {
+        for (s, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (30 * 3600, "30h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (400 * 86400, "400d"),
+        ] {
             assert_eq!(human_duration(s), want);
         }
     }

@@ -24,19 +24,16 @@ fn is_alnum_lower(c: u8) -> bool {
 /// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && is_alnum_lower(b[0])
-        && is_alnum_lower(b[b.len() - 1])
-        && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
+    !b.is_empty() && b.len() <= 63 && is_alnum_lower(b[0]) && is_alnum_lower(b[b.len() - 1]) && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
 }
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(|l| {
-        let b = l.as_bytes();
-        !b.is_empty() && is_alnum_lower(b[0]) && is_alnum_lower(b[b.len() - 1]) && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
-    })
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty() && is_alnum_lower(b[0]) && is_alnum_lower(b[b.len() - 1]) && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
+        })
 }
 
 /// RFC 1035 label: like an RFC 1123 label but starting with a letter.
@@ -159,7 +156,11 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(map) = obj.get(field).and_then(Value::as_object) {
                     for k in map.keys() {
-                        let ok = !k.is_empty() && k.len() <= 253 && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) && k != "." && k != "..";
+                        let ok = !k.is_empty()
+                            && k.len() <= 253
+                            && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                            && k != "."
+                            && k != "..";
                         if !ok {
                             errs.push(FieldError::invalid(format!("{field}[{k}]"), k.as_str(), CONFIG_KEY_MSG));
                         }
@@ -183,8 +184,7 @@ pub fn valid_schedule(s: &str) -> bool {
         return matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly");
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5
-        && fields.iter().all(|f| f.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'*' | b'/' | b',' | b'-' | b'?')))
+    fields.len() == 5 && fields.iter().all(|f| f.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'*' | b'/' | b',' | b'-' | b'?')))
 }
 
 fn workload(spec: Option<&Value>, errs: &mut Vec<FieldError>, restart: &[&'static str], needs_selector: bool) {
@@ -200,18 +200,12 @@ fn workload(spec: Option<&Value>, errs: &mut Vec<FieldError>, restart: &[&'stati
     let labels = spec.pointer("/template/metadata/labels");
     match spec.get("selector") {
         Some(sel) if !sel.is_null() => match LabelSelector::from_label_selector(sel) {
-            Ok(s) if s.is_empty() => {
-                errs.push(FieldError::invalid("spec.selector", sel.clone(), "empty selector is invalid for deployment"))
-            }
+            Ok(s) if s.is_empty() => errs.push(FieldError::invalid("spec.selector", sel.clone(), "empty selector is invalid for deployment")),
             Ok(s) => {
                 let empty = serde_json::Map::new();
                 let map = labels.and_then(Value::as_object).unwrap_or(&empty);
                 if !s.matches_map(map) {
-                    errs.push(FieldError::invalid(
-                        "spec.template.metadata.labels",
-                        Value::Object(map.clone()),
-                        "`selector` does not match template `labels`",
-                    ));
+                    errs.push(FieldError::invalid("spec.template.metadata.labels", Value::Object(map.clone()), "`selector` does not match template `labels`"));
                 }
             }
             Err(e) => errs.push(FieldError::invalid("spec.selector", sel.clone(), e)),
@@ -269,13 +263,8 @@ pub fn pod_spec(path: &str, spec: &Value, errs: &mut Vec<FieldError>, restart: &
         errs.push(FieldError::required(format!("{path}.containers"), ""));
     }
     let mut names = BTreeSet::new();
-    let volumes: BTreeSet<&str> = spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .collect();
+    let volumes: BTreeSet<&str> =
+        spec.get("volumes").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.get("name").and_then(Value::as_str)).collect();
     for (i, v) in spec.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
         if name.is_empty() {
@@ -365,21 +354,17 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
             immutable("spec.selector", new.pointer("/spec/selector"), old.pointer("/spec/selector"), errs);
             immutable("spec.completionMode", new.pointer("/spec/completionMode"), old.pointer("/spec/completionMode"), errs);
         }
-        "Service" => {
-            if old.pointer("/spec/clusterIP").and_then(Value::as_str).is_some_and(|ip| !ip.is_empty()) {
-                immutable("spec.clusterIP", new.pointer("/spec/clusterIP"), old.pointer("/spec/clusterIP"), errs);
-            }
+        "Service" if old.pointer("/spec/clusterIP").and_then(Value::as_str).is_some_and(|ip| !ip.is_empty()) => {
+            immutable("spec.clusterIP", new.pointer("/spec/clusterIP"), old.pointer("/spec/clusterIP"), errs);
         }
-        "ConfigMap" | "Secret" => {
-            if old.get("immutable") == Some(&Value::Bool(true)) {
-                for f in ["data", "binaryData"] {
-                    if new.get(f) != old.get(f) {
-                        errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
-                    }
+        "ConfigMap" | "Secret" if old.get("immutable") == Some(&Value::Bool(true)) => {
+            for f in ["data", "binaryData"] {
+                if new.get(f) != old.get(f) {
+                    errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
                 }
-                if new.get("immutable") != old.get("immutable") {
-                    errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
-                }
+            }
+            if new.get("immutable") != old.get("immutable") {
+                errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
             }
         }
         "Pod" => pod_update(new, old, errs),
@@ -451,7 +436,11 @@ mod tests {
     #[test]
     fn pod_errors_name_their_fields() {
         let pods = find("", "v1", "pods").expect("pods");
-        let errs = validate(pods, &json!({"metadata": {"name": "Bad_Name"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "a"}, {"name": "a", "image": "x"}]}}), None);
+        let errs = validate(
+            pods,
+            &json!({"metadata": {"name": "Bad_Name"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "a"}, {"name": "a", "image": "x"}]}}),
+            None,
+        );
         let rendered: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(rendered.iter().any(|e| e.starts_with("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain")), "{rendered:?}");
         assert!(rendered.contains(&"spec.containers[0].image: Required value".to_string()), "{rendered:?}");

@@ -332,14 +332,7 @@ impl WatchCache {
 
     /// Matching objects under `prefix`, after the key `start_after`, at
     /// most `limit` (0 = all).
-    pub(crate) fn list(
-        &self,
-        rt: &ResourceType,
-        prefix: &str,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: usize,
-    ) -> Snapshot {
+    pub(crate) fn list(&self, rt: &ResourceType, prefix: &str, labels: &LabelSelector, fields: &FieldSelector, limit: usize) -> Snapshot {
         let Some(rc) = self.resource(rt) else { return Snapshot { rev: self.revision(), items: Vec::new(), more: false } };
         let Ok(inner) = rc.inner.read() else { return Snapshot { rev: self.revision(), items: Vec::new(), more: false } };
         let rev = inner.rev.max(*self.seen.borrow());

@@ -128,7 +128,10 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
     Some(Ok(match segs {
         ["api"] => match aggregated_version(accept) {
             Some(v) => aggregated(vec![discovery_group("")], v),
-            None => json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})),
+            None => json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+            ),
         },
         ["apis"] => {
             let mut names: Vec<&str> = Vec::new();
@@ -164,10 +167,8 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
         }
         ["apis", g, v] => return Some(resource_list(g, v)),
         ["openapi", "v3"] => {
-            let paths: serde_json::Map<String, Value> = openapi_docs()
-                .iter()
-                .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
-                .collect();
+            let paths: serde_json::Map<String, Value> =
+                openapi_docs().iter().map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}))).collect();
             json_response(200, &json!({"paths": paths}))
         }
         ["openapi", "v3", gv @ ..] => match openapi_docs().get(&gv.join("/")) {

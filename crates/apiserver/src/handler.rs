@@ -107,10 +107,7 @@ fn request_info(req: &Request<hyper::body::Incoming>) -> (&'static str, String) 
 }
 
 fn query_map(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+    req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
@@ -124,10 +121,13 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
     let accept = header(&req, "accept");
     match segs.as_slice() {
         ["version"] if is_get => {
-            return Ok(json_response(200, &json!({
+            return Ok(json_response(
+                200,
+                &json!({
                 "major": "1", "minor": skiff_api::KUBERNETES_MINOR, "gitVersion": skiff_api::KUBERNETES_VERSION,
                 "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "rustc",
-                "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH })})))
+                "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH })}),
+            ))
         }
         ["livez"] | ["readyz"] | ["healthz"] if is_get => return Ok(text(200, "ok".to_string())),
         ["metrics"] if is_get => return Ok(text(200, state.metrics.render(state.store.current_revision()))),
@@ -183,7 +183,9 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
     let manager = match q.get("fieldManager") {
         Some(m) if m.chars().count() > 128 => return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes")),
         Some(m) => m.clone(),
-        None if apply => return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")),
+        None if apply => {
+            return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"))
+        }
         None => agent.to_string(),
     };
     let opts = WriteOptions { manager, dry_run: q.get("dryRun").is_some_and(|d| d == "All"), validation, scope, apply: false };
@@ -199,7 +201,8 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
     let ns = ns.as_deref();
     match (method, name) {
         (Method::GET, Some(name)) if scale => {
-            let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| crate::respond::store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+            let kv =
+                state.store.get(&rt.key(ns, name)).await.map_err(|e| crate::respond::store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
             Ok(json_response(200, &scale_of(&with_rv(&kv.value, kv.mod_revision)?)))
         }
         (Method::PUT | Method::PATCH, Some(name)) if scale => reply(write_scale(state, rt, ns, name, &body, &ct, &opts).await),
@@ -222,23 +225,33 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         (Method::PATCH, Some(name)) if apply => server_side_apply(state, rt, ns, name, &body, &q, opts).await,
         (Method::PATCH, Some(name)) => {
             let p: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            reply(crate::write::update(state, rt, ns, name, |cur| {
-                let mut new = cur.clone();
-                match ct.as_str() {
-                    "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", e))?,
-                    "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
-                    "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p).map_err(ApiError::bad_request)?,
-                    other => return Err(ApiError::unsupported_media_type(other)),
-                }
-                // Only a resourceVersion the patch itself names is a
-                // precondition; otherwise lost races are retried.
-                if !pins_resource_version(&p) {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove("resourceVersion");
-                    }
-                }
-                Ok(new)
-            }, &opts).await)
+            reply(
+                crate::write::update(
+                    state,
+                    rt,
+                    ns,
+                    name,
+                    |cur| {
+                        let mut new = cur.clone();
+                        match ct.as_str() {
+                            "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", e))?,
+                            "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
+                            "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p).map_err(ApiError::bad_request)?,
+                            other => return Err(ApiError::unsupported_media_type(other)),
+                        }
+                        // Only a resourceVersion the patch itself names is a
+                        // precondition; otherwise lost races are retried.
+                        if !pins_resource_version(&p) {
+                            if let Some(m) = new["metadata"].as_object_mut() {
+                                m.remove("resourceVersion");
+                            }
+                        }
+                        Ok(new)
+                    },
+                    &opts,
+                )
+                .await,
+            )
         }
         (Method::DELETE, Some(name)) => {
             let del = DeleteOptions::parse(&body, &q)?;
@@ -279,7 +292,14 @@ fn deleted_body(rt: &ResourceType, gone: bool, obj: Value) -> Value {
 }
 
 /// `DELETE` on a collection: every object matching the selectors.
-async fn delete_collection(state: &State, rt: &ResourceType, ns: Option<&str>, prefix: &str, body: &[u8], q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+async fn delete_collection(
+    state: &State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    prefix: &str,
+    body: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
     let del = DeleteOptions::parse(body, q)?;
@@ -294,14 +314,25 @@ async fn delete_collection(state: &State, rt: &ResourceType, ns: Option<&str>, p
             Err(e) => return Err(e),
         }
     }
-    Ok(json_response(200, &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": state.cache.revision().to_string()}, "items": items})))
+    Ok(json_response(
+        200,
+        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": state.cache.revision().to_string()}, "items": items}),
+    ))
 }
 
 /// `PATCH` with `application/apply-patch+yaml`: server-side apply. Creates
 /// the object when it does not exist (201), else merges the applied
 /// configuration, refusing with 409 fields another manager owns unless
 /// `force=true`.
-async fn server_side_apply(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, body: &[u8], q: &HashMap<String, String>, mut opts: WriteOptions) -> Result<Resp, ApiError> {
+async fn server_side_apply(
+    state: &State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    body: &[u8],
+    q: &HashMap<String, String>,
+    mut opts: WriteOptions,
+) -> Result<Resp, ApiError> {
     let applied = decode(body, "application/yaml")?;
     let force = q.get("force").is_some_and(|f| f == "true");
     opts.apply = true;
@@ -324,13 +355,21 @@ async fn server_side_apply(state: &State, rt: &ResourceType, ns: Option<&str>, n
             other => return other,
         }
     }
-    let (obj, w) = crate::write::update(state, rt, ns, name, |cur| {
-        let mut base = cur.clone();
-        if let Some(m) = base["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        managed::apply(Some(&base), &applied, &opts.manager, &api_version, force, &now()).map_err(|c| apply_conflict(rt, name, &c))
-    }, &opts).await?;
+    let (obj, w) = crate::write::update(
+        state,
+        rt,
+        ns,
+        name,
+        |cur| {
+            let mut base = cur.clone();
+            if let Some(m) = base["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            managed::apply(Some(&base), &applied, &opts.manager, &api_version, force, &now()).map_err(|c| apply_conflict(rt, name, &c))
+        },
+        &opts,
+    )
+    .await?;
     warnings.extend(w);
     Ok(with_warnings(json_response(200, &obj), &warnings))
 }
@@ -346,36 +385,56 @@ fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[managed::Conflict]
 }
 
 /// `PUT`/`PATCH …/scale`: changes `spec.replicas` of the parent.
-async fn write_scale(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, body: &[u8], ct: &str, opts: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+async fn write_scale(
+    state: &State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    body: &[u8],
+    ct: &str,
+    opts: &WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
     let is_patch = ct.contains("patch");
     let body_v = decode(body, if is_patch { "application/json" } else { ct })?;
-    crate::write::update(state, rt, ns, name, |cur| {
-        let mut sc = scale_of(cur);
-        if is_patch {
-            match ct {
-                "application/json-patch+json" => patch::json_patch(&mut sc, &body_v).map_err(|e| ApiError::new(422, "Invalid", e))?,
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut sc, &body_v),
-                other => return Err(ApiError::unsupported_media_type(other)),
-            }
-        } else {
-            if let Some(rv) = body_v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-                if Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                    return Err(ApiError::conflict(rt, name));
+    crate::write::update(
+        state,
+        rt,
+        ns,
+        name,
+        |cur| {
+            let mut sc = scale_of(cur);
+            if is_patch {
+                match ct {
+                    "application/json-patch+json" => patch::json_patch(&mut sc, &body_v).map_err(|e| ApiError::new(422, "Invalid", e))?,
+                    "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut sc, &body_v),
+                    other => return Err(ApiError::unsupported_media_type(other)),
                 }
+            } else {
+                if let Some(rv) = body_v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                    if Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                        return Err(ApiError::conflict(rt, name));
+                    }
+                }
+                sc = body_v.clone();
             }
-            sc = body_v.clone();
-        }
-        let replicas = sc.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
-        if replicas < 0 {
-            return Err(ApiError::new(422, "Invalid", format!("Scale.autoscaling {name:?} is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0")));
-        }
-        let mut n = cur.clone();
-        n["spec"]["replicas"] = json!(replicas);
-        if let Some(m) = n["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        Ok(n)
-    }, opts).await
+            let replicas = sc.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("Scale.autoscaling {name:?} is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
+                ));
+            }
+            let mut n = cur.clone();
+            n["spec"]["replicas"] = json!(replicas);
+            if let Some(m) = n["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            Ok(n)
+        },
+        opts,
+    )
+    .await
 }
 
 /// `POST pods/{name}/binding`: sets `spec.nodeName` once and records
@@ -386,34 +445,38 @@ async fn bind(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, bo
     if node.is_empty() {
         return Err(ApiError::invalid(rt, name, vec![skiff_api::FieldError::required("target.name", "")]));
     }
-    crate::write::update(state, rt, ns, name, |cur| {
-        if let Some(have) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict_with(rt, name, &format!("pod {name} is already assigned to node {have:?}")));
-        }
-        if cur.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::conflict_with(rt, name, "pod is being deleted, cannot be assigned to a host"));
-        }
-        let mut n = cur.clone();
-        n["spec"]["nodeName"] = json!(node);
-        let mut conds: Vec<Value> = n.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-        conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
-        n["status"]["conditions"] = json!(conds);
-        if let Some(m) = n["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        Ok(n)
-    }, opts).await?;
+    crate::write::update(
+        state,
+        rt,
+        ns,
+        name,
+        |cur| {
+            if let Some(have) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict_with(rt, name, &format!("pod {name} is already assigned to node {have:?}")));
+            }
+            if cur.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+                return Err(ApiError::conflict_with(rt, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            let mut n = cur.clone();
+            n["spec"]["nodeName"] = json!(node);
+            let mut conds: Vec<Value> = n.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+            n["status"]["conditions"] = json!(conds);
+            if let Some(m) = n["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            Ok(n)
+        },
+        opts,
+    )
+    .await?;
     Ok(())
 }
 
 /// The `autoscaling/v1` `Scale` view of a scalable object.
 fn scale_of(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector")
-        .and_then(|s| LabelSelector::from_label_selector(s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let selector = obj.pointer("/spec/selector").and_then(|s| LabelSelector::from_label_selector(s).ok()).map(|s| s.to_string()).unwrap_or_default();
     let meta = &obj["metadata"];
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",

@@ -120,7 +120,18 @@ impl ApiServer {
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
         let server = format!("https://{host}:{}", local_addr.port());
         let kubeconfig = cfg.data_dir.join("admin.kubeconfig");
-        let me = Self { listener, tls: tokio_rustls::TlsAcceptor::from(tls), state, shutdown, compaction_interval: cfg.compaction_interval, local_addr, kubeconfig: kubeconfig.clone(), pki, pki_dir, server };
+        let me = Self {
+            listener,
+            tls: tokio_rustls::TlsAcceptor::from(tls),
+            state,
+            shutdown,
+            compaction_interval: cfg.compaction_interval,
+            local_addr,
+            kubeconfig: kubeconfig.clone(),
+            pki,
+            pki_dir,
+            server,
+        };
         me.write_kubeconfig(&kubeconfig, "admin", "admin", Some("system:masters"))?;
         Ok(me)
     }
@@ -158,19 +169,12 @@ impl ApiServer {
             let (tls, state) = (self.tls.clone(), self.state.clone());
             tokio::spawn(async move {
                 let Ok(stream) = tls.accept(tcp).await else { return };
-                let identity = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| skiff_pki::identity_of(c.as_ref()));
+                let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
                 let svc = hyper::service::service_fn(move |req| {
                     let (state, identity) = (state.clone(), identity.clone());
                     async move { Ok::<_, std::convert::Infallible>(handler::handle(&state, identity, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     }

@@ -49,7 +49,13 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
     } else {
         match (rvm, rv_num) {
             ("Exact", Some(rev)) if rev > 0 => from_store(state, rt, &prefix, rev, None, &labels, &fields, limit).await?,
-            ("Exact", _) => return Err(ApiError::new(422, "Invalid", "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".to_string())),
+            ("Exact", _) => {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".to_string(),
+                ))
+            }
             ("" | "NotOlderThan", _) => {
                 let at_least = match rv_num {
                     None => state.cache.store_revision(),
@@ -66,7 +72,10 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
     if wants_table(accept) {
         let objs: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect();
         let refs: Vec<&Value> = objs.iter().collect();
-        return Ok(json_response(200, &table::table(rt.kind, &refs, table::IncludeObject::Metadata, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now())));
+        return Ok(json_response(
+            200,
+            &table::table(rt.kind, &refs, table::IncludeObject::Metadata, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now()),
+        ));
     }
     // Items are spliced in as stored JSON, not re-serialized.
     let mut meta = json!({"resourceVersion": page.rev.to_string()});
@@ -94,12 +103,23 @@ struct Page {
 
 /// A page read from the store at `rev`, filtered by the selectors.
 #[allow(clippy::too_many_arguments)]
-async fn from_store(state: &State, rt: &ResourceType, prefix: &str, rev: i64, mut start_after: Option<String>, labels: &LabelSelector, fields: &FieldSelector, limit: usize) -> Result<Page, ApiError> {
+async fn from_store(
+    state: &State,
+    rt: &ResourceType,
+    prefix: &str,
+    rev: i64,
+    mut start_after: Option<String>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    limit: usize,
+) -> Result<Page, ApiError> {
     let mut items = Vec::new();
     let mut next = None;
     loop {
         let page = state.store.list(prefix, ListOptions { revision: Some(rev), start_after: start_after.clone(), limit }).await.map_err(|e| match e {
-            StoreError::Compacted { .. } => ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+            StoreError::Compacted { .. } => ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ),
             e => store_err(rt, "", e),
         })?;
         for kv in &page.items {

@@ -23,11 +23,7 @@ pub(crate) fn json_response(code: u16, v: &Value) -> Resp {
 
 /// A response whose body is already JSON.
 pub(crate) fn bytes_response(code: u16, body: Bytes) -> Resp {
-    Response::builder()
-        .status(code)
-        .header("Content-Type", "application/json")
-        .body(full(body))
-        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    Response::builder().status(code).header("Content-Type", "application/json").body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 /// A `Status` response for an error.
@@ -41,9 +37,7 @@ pub(crate) fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiErro
         StoreError::NotFound(_) => ApiError::not_found(rt, name),
         StoreError::AlreadyExists(_) => ApiError::already_exists(rt, name),
         StoreError::Conflict { .. } => ApiError::conflict(rt, name),
-        StoreError::Compacted { requested, compacted } => {
-            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
-        }
+        StoreError::Compacted { requested, compacted } => ApiError::expired(format!("too old resource version: {requested} ({compacted})")),
         other => ApiError::internal(other.to_string()),
     }
 }

@@ -34,13 +34,7 @@ pub(crate) enum FieldValidation {
 
 /// Decodes through the Rust type (type errors are 400s) and checks
 /// apiVersion/kind and the namespace against the URL.
-fn normalize(
-    rt: &ResourceType,
-    ns: Option<&str>,
-    mut obj: Value,
-    validation: FieldValidation,
-    warnings: &mut Vec<String>,
-) -> Result<Value, ApiError> {
+fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value, validation: FieldValidation, warnings: &mut Vec<String>) -> Result<Value, ApiError> {
     let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
     for (field, want) in [("apiVersion", rt.api_version()), ("kind", rt.kind.to_string())] {
         match obj.get(field).and_then(Value::as_str) {
@@ -60,7 +54,8 @@ fn normalize(
         }
     }
     let input = obj.clone();
-    let mut v = (rt.normalize)(obj).map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", rt.kind, rt.version, rt.kind)))?;
+    let mut v =
+        (rt.normalize)(obj).map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", rt.kind, rt.version, rt.kind)))?;
     let mut unknown = Vec::new();
     unknown_fields(&input, &v, "", &mut unknown);
     if !unknown.is_empty() {
@@ -147,7 +142,9 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
         return Err(ApiError::no_such_path());
     }
     let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
-    let Some(meta) = meta else { return Err(ApiError::invalid(rt, "", vec![skiff_api::FieldError::required("metadata.name", "name or generateName is required")])) };
+    let Some(meta) = meta else {
+        return Err(ApiError::invalid(rt, "", vec![skiff_api::FieldError::required("metadata.name", "name or generateName is required")]));
+    };
     if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
         if let Some(g) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
             let name = format!("{g}{}", random_suffix());
@@ -460,7 +457,11 @@ impl DeleteOptions {
             }
         }
         if o.grace_period.is_some_and(|g| g < 0) {
-            return Err(ApiError::new(422, "Invalid", "DeleteOptions.meta.k8s.io \"\" is invalid: gracePeriodSeconds: Invalid value: must be >= 0".to_string()));
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "DeleteOptions.meta.k8s.io \"\" is invalid: gracePeriodSeconds: Invalid value: must be >= 0".to_string(),
+            ));
         }
         Ok(o)
     }
@@ -493,7 +494,12 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
     }
     if let Some(rv) = &opts.resource_version {
         if *rv != kv.mod_revision.to_string() {
-            return Err(ApiError::conflict_with(rt, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)).into());
+            return Err(ApiError::conflict_with(
+                rt,
+                name,
+                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision),
+            )
+            .into());
         }
     }
     let policy_finalizer = match opts.propagation.as_deref() {

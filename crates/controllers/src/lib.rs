@@ -48,7 +48,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        Self { leader_elect: true, identity: format!("{host}_{}", rand::random::<u32>()), cluster_cidr: "10.42.0.0/16".into(), node_monitor_grace_period: Duration::from_secs(40) }
+        Self {
+            leader_elect: true,
+            identity: format!("{host}_{}", rand::random::<u32>()),
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_monitor_grace_period: Duration::from_secs(40),
+        }
     }
 }
 

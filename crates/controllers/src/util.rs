@@ -10,12 +10,10 @@ use kube::Resource;
 use tokio::sync::watch;
 
 /// Resolves when `shutdown` flips to true.
-pub(crate) fn on_shutdown(mut shutdown: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                return;
-            }
+pub(crate) async fn on_shutdown(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -8,10 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 /// Errors of certificate handling.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +92,7 @@ impl ClusterPki {
             dn.push(DnType::CommonName, "skiff-ca");
             params.distinguished_name = dn;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages =
-                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             validity(&mut params, CA_DAYS);
             let cert = params.self_signed(&key_pair)?;
             let pair = CertPair { cert_pem: cert.pem(), key_pem: key_pair.serialize_pem() };
@@ -188,9 +184,8 @@ impl ClusterPki {
             .allow_unauthenticated()
             .build()
             .map_err(|e| tls(&e))?;
-        let key = rustls_pemfile::private_key(&mut serving.key_pem.as_bytes())
-            .map_err(|e| tls(&e))?
-            .ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
+        let key =
+            rustls_pemfile::private_key(&mut serving.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(&e))?
@@ -203,9 +198,7 @@ impl ClusterPki {
 }
 
 fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::Tls(e.to_string()))
+    rustls_pemfile::certs(&mut pem.as_bytes()).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| PkiError::Tls(e.to_string()))
 }
 
 /// The user a verified client certificate names: CN is the user name, each O

@@ -81,7 +81,8 @@ mod tests {
     #[test]
     fn label_selectors_follow_kubernetes() {
         let sel: LabelSelector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"},
-            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}]})).expect("sel");
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}]}))
+        .expect("sel");
         let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
         assert!(label_selector_matches(&sel, &l(&[("app", "web"), ("tier", "a")])));
         assert!(!label_selector_matches(&sel, &l(&[("app", "web"), ("tier", "c")])));

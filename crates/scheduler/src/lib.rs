@@ -100,7 +100,13 @@ impl Scheduler {
     fn on_pod(&mut self, pod: Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
-        let has_anti = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()).is_some_and(|t| !t.is_empty());
+        let has_anti = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .is_some_and(|t| !t.is_empty());
         match node {
             Some(node) => {
                 self.pending.remove(&uid);
@@ -175,9 +181,10 @@ impl Scheduler {
                 let message = fit.to_string();
                 self.queue.unschedulable(&uid);
                 self.recorder.record(&*pod, EventType::Warning, "FailedScheduling", &message);
-                let already = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message.as_str()))
-                });
+                let already =
+                    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                        cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message.as_str()))
+                    });
                 if !already {
                     let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
                     let name = pod.metadata.name.clone().unwrap_or_default();

@@ -192,9 +192,8 @@ async fn bad_input_is_a_4xx_status_and_nothing_is_stored() {
     let client = client(&s).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let before = api.list(&ListParams::default()).await.expect("list").items.len();
-    let post = |body: Vec<u8>| {
-        http::Request::post("/api/v1/namespaces/default/configmaps").header("Content-Type", "application/json").body(body).expect("request")
-    };
+    let post =
+        |body: Vec<u8>| http::Request::post("/api/v1/namespaces/default/configmaps").header("Content-Type", "application/json").body(body).expect("request");
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"{not json".to_vec(), 400, "malformed JSON"),
         (br#"{"metadata": {"name": "x"}, "data": {"k": 5}}"#.to_vec(), 400, "wrong type"),
@@ -294,7 +293,8 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
     }
     assert!(acked.len() >= 300, "writes were acknowledged before the kill");
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let names: std::collections::HashSet<String> = api.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: std::collections::HashSet<String> =
+        api.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|c| c.metadata.name).collect();
     let lost: Vec<&String> = acked.iter().map(|(n, _)| n).filter(|n| !names.contains(*n)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     let highest = acked.iter().map(|(_, rv)| *rv).max().unwrap_or(0);

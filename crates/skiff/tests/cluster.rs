@@ -54,7 +54,10 @@ async fn rolling_update_respects_max_unavailable_and_undo_restores() {
     let s = start_with(&[]);
     let _nodes = sim_nodes(&s, 3, "sim-", &[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = manifest(&dir, "d.yaml", "apiVersion: apps/v1
+    let f = manifest(
+        &dir,
+        "d.yaml",
+        "apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: roll
@@ -68,7 +71,8 @@ spec:
     metadata: {labels: {app: roll}}
     spec:
       containers: [{name: app, image: 'app:1'}]
-");
+",
+    );
     ok(&s, &["apply", "-f", &f]);
     ok(&s, &["rollout", "status", "deployment/roll", "--timeout=60s"]);
 
@@ -101,7 +105,10 @@ spec:
         }
         let available = ready.values().filter(|r| **r).count();
         min_available = min_available.min(available);
-        let (_, images, _) = kubectl(&s, &["get", "pods", "-l", "app=roll", "-o", "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}x{end}{.items[*].spec.containers[0].image}"]);
+        let (_, images, _) = kubectl(
+            &s,
+            &["get", "pods", "-l", "app=roll", "-o", "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}x{end}{.items[*].spec.containers[0].image}"],
+        );
         images_done = !images.contains("app:1") && images.matches("app:2").count() == 6 && available == 6;
     }
     roll.await.expect("join").expect("kubectl set image");
@@ -131,16 +138,34 @@ fn scheduling_honours_selectors_taints_requests_and_anti_affinity() {
     ok(&s, &["label", "node", "big-0", "disk=ssd"]);
     ok(&s, &["taint", "node", "small-1", "dedicated=gpu:NoSchedule"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let pod = |name: &str, extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: 500m}}}}}}]\n{extra}");
+    let pod = |name: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: 500m}}}}}}]\n{extra}")
+    };
     ok(&s, &["apply", "-f", &manifest(&dir, "ssd.yaml", &pod("ssd", "  nodeSelector: {disk: ssd}\n"))]);
-    ok(&s, &["apply", "-f", &manifest(&dir, "gpu.yaml", &pod("gpu", "  nodeSelector: {kubernetes.io/hostname: small-1}\n  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n"))]);
+    ok(
+        &s,
+        &[
+            "apply",
+            "-f",
+            &manifest(
+                &dir,
+                "gpu.yaml",
+                &pod(
+                    "gpu",
+                    "  nodeSelector: {kubernetes.io/hostname: small-1}\n  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n",
+                ),
+            ),
+        ],
+    );
     let huge = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers: [{name: c, image: x, resources: {requests: {cpu: '32'}}}]\n";
     ok(&s, &["apply", "-f", &manifest(&dir, "huge.yaml", huge)]);
     wait_for(&s, 30, |s| ok(s, &["get", "pod", "ssd", "gpu", "-o", "jsonpath={.items[*].spec.nodeName}"]).split_whitespace().count() == 2);
     assert_eq!(ok(&s, &["get", "pod", "ssd", "-o", "jsonpath={.spec.nodeName}"]), "big-0");
     assert_eq!(ok(&s, &["get", "pod", "gpu", "-o", "jsonpath={.spec.nodeName}"]), "small-1");
     // Nothing has 32 CPUs; the taint keeps small-1 out.
-    wait_for(&s, 30, |s| ok(s, &["get", "pod", "huge", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]).contains("nodes are available"));
+    wait_for(&s, 30, |s| {
+        ok(s, &["get", "pod", "huge", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]).contains("nodes are available")
+    });
     let msg = ok(&s, &["get", "pod", "huge", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]);
     assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu.");
     assert_eq!(ok(&s, &["get", "pod", "huge", "-o", "jsonpath={.status.phase}"]), "Pending");
@@ -152,7 +177,10 @@ fn scheduling_honours_selectors_taints_requests_and_anti_affinity() {
     wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].spec.nodeName}"])).len() == 3);
     let hosts: HashSet<String> = lines(&ok(&s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].spec.nodeName}"])).into_iter().collect();
     assert_eq!(hosts.len(), 3, "one per node");
-    wait_for(&s, 30, |s| ok(s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].status.conditions[?(@.type==\"PodScheduled\")].message}"]).contains("didn't match pod anti-affinity rules"));
+    wait_for(&s, 30, |s| {
+        ok(s, &["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].status.conditions[?(@.type==\"PodScheduled\")].message}"])
+            .contains("didn't match pod anti-affinity rules")
+    });
 }
 
 #[test]
@@ -186,7 +214,17 @@ fn failed_nodes_go_not_ready_and_their_pods_are_replaced() {
     let taints = ok(&s, &["get", "node", "doomed-0", "-o", "jsonpath={.spec.taints[*].key}"]);
     assert!(taints.contains("node.kubernetes.io/unreachable"), "{taints}");
     wait_for(&s, 60, |s| {
-        let out = ok(s, &["get", "pods", "-l", "app=svc", "-o", "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName}{\" \"}{.metadata.deletionTimestamp}{\"\\n\"}{end}"]);
+        let out = ok(
+            s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=svc",
+                "-o",
+                "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName}{\" \"}{.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            ],
+        );
         out.lines().filter(|l| l.starts_with("healthy-") && l.trim_end().split(' ').count() == 1).count() == 4
     });
 }

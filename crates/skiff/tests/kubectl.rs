@@ -59,7 +59,9 @@ fn kubectl_apply_creates_then_is_unchanged_then_configures() {
     let s = start();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("deploy.yaml");
-    let manifest = |image: &str| format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: c\n        image: {image}\n");
+    let manifest = |image: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: c\n        image: {image}\n")
+    };
     let f = file.to_str().expect("utf8");
     std::fs::write(&file, manifest("nginx:1.25")).expect("write");
     assert_eq!(ok(&s, &["apply", "-f", f]).trim(), "deployment.apps/web created");
@@ -92,7 +94,8 @@ fn unknown_fields_are_refused_under_strict_and_warned_otherwise() {
 
 #[test]
 fn scale_and_status_subresources() {
-    let s = start();
+    // The API alone: no deployment controller writing status meanwhile.
+    let s = common::start_with(&["--disable", "scheduler,controllers"]);
     ok(&s, &["create", "deployment", "web", "--image=nginx:1.25", "--replicas=2"]);
     assert_eq!(ok(&s, &["scale", "deployment", "web", "--replicas=5"]).trim(), "deployment.apps/web scaled");
     assert_eq!(ok(&s, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]), "5 2");
@@ -136,12 +139,13 @@ fn pod_binding_assigns_a_node_once() {
     let s = start();
     ok(&s, &["run", "p", "--image=busybox:1.36"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let b = &manifest(&dir, "binding.json", r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#);
-    ok(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
-    assert_eq!(
-        ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}"]),
-        "node-a True"
+    let b = &manifest(
+        &dir,
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#,
     );
+    ok(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
+    assert_eq!(ok(&s, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}"]), "node-a True");
     // A second binding is a conflict, and the pod stays where it is.
     let (success, _, err) = kubectl(&s, &["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", b]);
     assert!(!success && err.contains("already assigned"), "{err}");

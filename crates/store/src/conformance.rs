@@ -43,10 +43,7 @@ async fn list_paginates_and_reads_history(s: &dyn Store) {
     let mut all = page.items.clone();
     let mut after = page.items.last().map(|kv| kv.key.clone());
     loop {
-        let p = s
-            .list("/p/", ListOptions { limit: 4, start_after: after.clone(), revision: Some(rev) })
-            .await
-            .expect("next page");
+        let p = s.list("/p/", ListOptions { limit: 4, start_after: after.clone(), revision: Some(rev) }).await.expect("next page");
         assert_eq!(p.revision, rev);
         all.extend(p.items.clone());
         after = p.items.last().map(|kv| kv.key.clone());
@@ -95,10 +92,7 @@ async fn compaction_forgets_history(s: &dyn Store) {
     s.compact(cur).await.expect("compact");
     assert_eq!(s.compacted_revision(), cur);
     assert!(matches!(s.watch("/c/", a.mod_revision).await, Err(StoreError::Compacted { .. })));
-    assert!(matches!(
-        s.list("/c/", ListOptions { revision: Some(a.mod_revision), ..Default::default() }).await,
-        Err(StoreError::Compacted { .. })
-    ));
+    assert!(matches!(s.list("/c/", ListOptions { revision: Some(a.mod_revision), ..Default::default() }).await, Err(StoreError::Compacted { .. })));
     // The live state is intact, and reads at the compaction revision work.
     assert_eq!(s.get("/c/a").await.expect("get").expect("present").mod_revision, a2.mod_revision);
     let s2 = s.create("/c/z", b("1")).await.expect("create");

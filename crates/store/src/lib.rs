@@ -13,8 +13,8 @@
 #![deny(missing_docs)]
 
 mod memory;
-mod watch;
 mod sqlite;
+mod watch;
 
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};

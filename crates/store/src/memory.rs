@@ -10,9 +10,7 @@ use futures::FutureExt;
 use tokio::sync::broadcast;
 
 use crate::watch::{spawn_watch, HistoryReader, HISTORY_BATCH};
-use crate::{
-    Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream,
-};
+use crate::{Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream};
 
 #[derive(Default)]
 struct State {
@@ -26,12 +24,7 @@ struct State {
 impl State {
     /// The value of `key` as of `rev`, from the log.
     fn at(&self, key: &str, rev: Revision) -> Option<KeyValue> {
-        self.log
-            .iter()
-            .rev()
-            .find(|e| e.kv.key == key && e.kv.mod_revision <= rev)
-            .filter(|e| e.kind == EventKind::Put)
-            .map(|e| e.kv.clone())
+        self.log.iter().rev().find(|e| e.kv.key == key && e.kv.mod_revision <= rev).filter(|e| e.kind == EventKind::Put).map(|e| e.kv.clone())
     }
 }
 
@@ -90,20 +83,15 @@ impl Store for MemoryStore {
         let out = (|| {
             let st = self.lock()?;
             let revision = match opts.revision {
-                Some(r) if r > st.rev => {
-                    return Err(StoreError::FutureRevision { requested: r, current: st.rev })
-                }
-                Some(r) if r > 0 && r < st.compacted => {
-                    return Err(StoreError::Compacted { requested: r, compacted: st.compacted })
-                }
+                Some(r) if r > st.rev => return Err(StoreError::FutureRevision { requested: r, current: st.rev }),
+                Some(r) if r > 0 && r < st.compacted => return Err(StoreError::Compacted { requested: r, compacted: st.compacted }),
                 Some(r) if r > 0 => r,
                 _ => st.rev,
             };
             let keys: Vec<String> = if revision == st.rev {
                 st.live.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
             } else {
-                let mut k: Vec<String> =
-                    st.log.iter().filter(|e| e.kv.key.starts_with(prefix)).map(|e| e.kv.key.clone()).collect();
+                let mut k: Vec<String> = st.log.iter().filter(|e| e.kv.key.starts_with(prefix)).map(|e| e.kv.key.clone()).collect();
                 k.sort();
                 k.dedup();
                 k
@@ -134,11 +122,7 @@ impl Store for MemoryStore {
                 return Err(StoreError::AlreadyExists(key.to_string()));
             }
             let rev = st.rev + 1;
-            Ok(Event {
-                kind: EventKind::Put,
-                created: true,
-                kv: KeyValue { key: key.to_string(), value, create_revision: rev, mod_revision: rev },
-            })
+            Ok(Event { kind: EventKind::Put, created: true, kv: KeyValue { key: key.to_string(), value, create_revision: rev, mod_revision: rev } })
         });
         async move { out }.boxed()
     }
@@ -152,12 +136,7 @@ impl Store for MemoryStore {
             Ok(Event {
                 kind: EventKind::Put,
                 created: false,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value,
-                    create_revision: cur.create_revision,
-                    mod_revision: st.rev + 1,
-                },
+                kv: KeyValue { key: key.to_string(), value, create_revision: cur.create_revision, mod_revision: st.rev + 1 },
             })
         });
         async move { out }.boxed()
@@ -169,11 +148,7 @@ impl Store for MemoryStore {
             if let Some(expected) = expected.filter(|e| *e != cur.mod_revision) {
                 return Err(StoreError::Conflict { key: key.to_string(), expected, actual: cur.mod_revision });
             }
-            Ok(Event {
-                kind: EventKind::Delete,
-                created: false,
-                kv: KeyValue { mod_revision: st.rev + 1, ..cur.clone() },
-            })
+            Ok(Event { kind: EventKind::Delete, created: false, kv: KeyValue { mod_revision: st.rev + 1, ..cur.clone() } })
         });
         async move { out }.boxed()
     }
@@ -196,13 +171,8 @@ impl Store for MemoryStore {
                 if from < st.compacted {
                     return Err(StoreError::Compacted { requested: from, compacted: st.compacted });
                 }
-                let events: Vec<Event> = st
-                    .log
-                    .iter()
-                    .filter(|e| e.kv.mod_revision >= from && e.kv.key.starts_with(&prefix))
-                    .take(HISTORY_BATCH)
-                    .cloned()
-                    .collect();
+                let events: Vec<Event> =
+                    st.log.iter().filter(|e| e.kv.mod_revision >= from && e.kv.key.starts_with(&prefix)).take(HISTORY_BATCH).cloned().collect();
                 Ok((events, st.rev))
             })();
             async move { out }.boxed()
@@ -219,9 +189,7 @@ impl Store for MemoryStore {
                 // Keep what a read at a retained revision still needs: the
                 // newest version at or below the target of each live key.
                 st.log.retain(|e| {
-                    e.kv.mod_revision >= target
-                        || (e.kind == EventKind::Put
-                            && live.get(&e.kv.key).is_some_and(|kv| kv.mod_revision == e.kv.mod_revision))
+                    e.kv.mod_revision >= target || (e.kind == EventKind::Put && live.get(&e.kv.key).is_some_and(|kv| kv.mod_revision == e.kv.mod_revision))
                 });
             }
         });

@@ -24,10 +24,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{broadcast, oneshot};
 
 use crate::watch::{spawn_watch, HistoryReader, HISTORY_BATCH};
-use crate::{
-    prefix_end, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError,
-    WatchStream,
-};
+use crate::{prefix_end, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream};
 
 /// Options of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -105,30 +102,16 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let conn = open(&path, false)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=67108864;",
-        )
-        .map_err(backend)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=67108864;").map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        let meta = |name: &str| -> Result<i64> {
-            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(backend)
-        };
+        let meta = |name: &str| -> Result<i64> { conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(backend) };
         let current = meta("rev")?;
         let compacted = meta("compacted")?;
         let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            path,
-            current: AtomicI64::new(current),
-            compacted: AtomicI64::new(compacted),
-            readers: Mutex::new(Vec::new()),
-            events,
-        });
+        let shared = Arc::new(Shared { path, current: AtomicI64::new(current), compacted: AtomicI64::new(compacted), readers: Mutex::new(Vec::new()), events });
         let (tx, rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("skiff-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_shared, opts))
-            .map_err(backend)?;
+        std::thread::Builder::new().name("skiff-store-writer".into()).spawn(move || writer_loop(conn, rx, writer_shared, opts)).map_err(backend)?;
         Ok(Self { shared, writer: tx })
     }
 
@@ -149,18 +132,12 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         read_with(self.shared.clone(), f).await
     }
 }
 
-async fn read_with<T: Send + 'static>(
-    shared: Arc<Shared>,
-    f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn read_with<T: Send + 'static>(shared: Arc<Shared>, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(move || {
         let pooled = shared.readers.lock().map_err(backend)?.pop();
         let mut conn = match pooled {
@@ -182,8 +159,7 @@ async fn read_with<T: Send + 'static>(
 fn read_history(conn: &mut Connection, prefix: &str, from: Revision) -> Result<(Vec<Event>, Revision)> {
     let tx = conn.transaction().map_err(backend)?;
     let current: i64 = tx.query_row("SELECT value FROM meta WHERE name='rev'", [], |r| r.get(0)).map_err(backend)?;
-    let compacted: i64 =
-        tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0)).map_err(backend)?;
+    let compacted: i64 = tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0)).map_err(backend)?;
     if from < compacted {
         return Err(StoreError::Compacted { requested: from, compacted });
     }
@@ -202,12 +178,7 @@ fn read_history(conn: &mut Connection, prefix: &str, from: Revision) -> Result<(
             Ok(Event {
                 kind: if deleted != 0 { EventKind::Delete } else { EventKind::Put },
                 created: deleted == 0 && create_rev == rev,
-                kv: KeyValue {
-                    key: r.get(1)?,
-                    value: Bytes::from(r.get::<_, Vec<u8>>(4)?),
-                    create_revision: create_rev,
-                    mod_revision: rev,
-                },
+                kv: KeyValue { key: r.get(1)?, value: Bytes::from(r.get::<_, Vec<u8>>(4)?), create_revision: create_rev, mod_revision: rev },
             })
         })
         .map_err(backend)?
@@ -228,18 +199,9 @@ impl Store for SqliteStore {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
         let key = key.to_string();
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT kv.create_rev, kv.mod_rev, log.value FROM kv JOIN log ON log.rev = kv.mod_rev WHERE kv.key = ?1",
-                [&key],
-                |r| {
-                    Ok(KeyValue {
-                        key: key.clone(),
-                        create_revision: r.get(0)?,
-                        mod_revision: r.get(1)?,
-                        value: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-                    })
-                },
-            )
+            conn.query_row("SELECT kv.create_rev, kv.mod_rev, log.value FROM kv JOIN log ON log.rev = kv.mod_rev WHERE kv.key = ?1", [&key], |r| {
+                Ok(KeyValue { key: key.clone(), create_revision: r.get(0)?, mod_revision: r.get(1)?, value: Bytes::from(r.get::<_, Vec<u8>>(2)?) })
+            })
             .optional()
             .map_err(backend)
         })
@@ -250,10 +212,8 @@ impl Store for SqliteStore {
         let prefix = prefix.to_string();
         self.read(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
-            let current: i64 =
-                tx.query_row("SELECT value FROM meta WHERE name='rev'", [], |r| r.get(0)).map_err(backend)?;
-            let compacted: i64 =
-                tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0)).map_err(backend)?;
+            let current: i64 = tx.query_row("SELECT value FROM meta WHERE name='rev'", [], |r| r.get(0)).map_err(backend)?;
+            let compacted: i64 = tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0)).map_err(backend)?;
             let end = prefix_end(&prefix);
             let start = match &opts.start_after {
                 // The smallest key strictly greater than `after`.
@@ -262,12 +222,7 @@ impl Store for SqliteStore {
             };
             let limit: i64 = if opts.limit == 0 { -1 } else { opts.limit as i64 + 1 };
             let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<KeyValue> {
-                Ok(KeyValue {
-                    key: r.get(0)?,
-                    create_revision: r.get(1)?,
-                    mod_revision: r.get(2)?,
-                    value: Bytes::from(r.get::<_, Vec<u8>>(3)?),
-                })
+                Ok(KeyValue { key: r.get(0)?, create_revision: r.get(1)?, mod_revision: r.get(2)?, value: Bytes::from(r.get::<_, Vec<u8>>(3)?) })
             };
             let (mut items, revision) = match opts.revision {
                 Some(rev) if rev > 0 && rev < current => {
@@ -282,11 +237,8 @@ impl Store for SqliteStore {
                              WHERE deleted = 0 ORDER BY key LIMIT ?4",
                         )
                         .map_err(backend)?;
-                    let items = stmt
-                        .query_map(params![start, end, rev, limit], map)
-                        .map_err(backend)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                        .map_err(backend)?;
+                    let items =
+                        stmt.query_map(params![start, end, rev, limit], map).map_err(backend)?.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)?;
                     (items, rev)
                 }
                 Some(rev) if rev > current => {
@@ -299,11 +251,7 @@ impl Store for SqliteStore {
                              WHERE kv.key >= ?1 AND kv.key < ?2 ORDER BY kv.key LIMIT ?3",
                         )
                         .map_err(backend)?;
-                    let items = stmt
-                        .query_map(params![start, end, limit], map)
-                        .map_err(backend)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                        .map_err(backend)?;
+                    let items = stmt.query_map(params![start, end, limit], map).map_err(backend)?.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)?;
                     (items, current)
                 }
             };
@@ -435,13 +383,7 @@ fn compact_slice(conn: &mut Connection, c: &mut Compaction, slice: i64) -> rusql
     Ok(hi >= c.target)
 }
 
-fn apply_batch(
-    conn: &mut Connection,
-    shared: &Shared,
-    rev: &mut Revision,
-    batch: Vec<WriteOp>,
-    compaction: &mut Option<Compaction>,
-) {
+fn apply_batch(conn: &mut Connection, shared: &Shared, rev: &mut Revision, batch: Vec<WriteOp>, compaction: &mut Option<Compaction>) {
     let start_rev = *rev;
     let mut results: Vec<(WriteOp, Result<KeyValue>)> = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
@@ -469,9 +411,7 @@ fn apply_batch(
                             // of its key appears, which can be long after
                             // the previous compaction point: scan from the
                             // oldest retained revision.
-                            let oldest: i64 = tx
-                                .query_row("SELECT COALESCE(MIN(rev), 0) FROM log", [], |r| r.get(0))
-                                .unwrap_or(old);
+                            let oldest: i64 = tx.query_row("SELECT COALESCE(MIN(rev), 0) FROM log", [], |r| r.get(0)).unwrap_or(old);
                             let cursor = compaction.as_ref().map_or(oldest, |c| c.cursor.min(oldest));
                             let waiters = compaction.take().map(|c| c.waiters).unwrap_or_default();
                             *compaction = Some(Compaction { target, cursor, waiters });
@@ -494,11 +434,7 @@ fn apply_batch(
             out => {
                 if let (Ok(kv), false) = (&out, matches!(op, WriteOp::Compact { .. })) {
                     let kind = if matches!(op, WriteOp::Delete { .. }) { EventKind::Delete } else { EventKind::Put };
-                    events.push(Event {
-                        kind,
-                        created: matches!(op, WriteOp::Create { .. }),
-                        kv: kv.clone(),
-                    });
+                    events.push(Event { kind, created: matches!(op, WriteOp::Create { .. }), kv: kv.clone() });
                 }
                 results.push((op, out));
             }
@@ -506,10 +442,7 @@ fn apply_batch(
     }
     let committed = match fatal {
         Some(e) => Err(e),
-        None => tx
-            .execute("UPDATE meta SET value = ?1 WHERE name = 'rev'", [*rev])
-            .and_then(|_| tx.commit())
-            .map_err(|e| e.to_string()),
+        None => tx.execute("UPDATE meta SET value = ?1 WHERE name = 'rev'", [*rev]).and_then(|_| tx.commit()).map_err(|e| e.to_string()),
     };
     if let Err(e) = committed {
         *rev = start_rev;
@@ -564,14 +497,7 @@ fn current_of(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<(Revis
         .map_err(backend)
 }
 
-fn insert_log(
-    tx: &rusqlite::Transaction<'_>,
-    rev: Revision,
-    key: &str,
-    deleted: bool,
-    create_rev: Revision,
-    value: &[u8],
-) -> Result<()> {
+fn insert_log(tx: &rusqlite::Transaction<'_>, rev: Revision, key: &str, deleted: bool, create_rev: Revision, value: &[u8]) -> Result<()> {
     tx.prepare_cached("INSERT INTO log (rev, key, deleted, create_rev, value) VALUES (?1, ?2, ?3, ?4, ?5)")
         .and_then(|mut s| s.execute(params![rev, key, deleted as i64, create_rev, value]))
         .map(|_| ())
@@ -584,20 +510,12 @@ fn apply_create(tx: &rusqlite::Transaction<'_>, rev: &mut Revision, key: &str, v
     }
     let new = *rev + 1;
     insert_log(tx, new, key, false, new, value)?;
-    tx.prepare_cached("INSERT INTO kv (key, create_rev, mod_rev) VALUES (?1, ?2, ?2)")
-        .and_then(|mut s| s.execute(params![key, new]))
-        .map_err(backend)?;
+    tx.prepare_cached("INSERT INTO kv (key, create_rev, mod_rev) VALUES (?1, ?2, ?2)").and_then(|mut s| s.execute(params![key, new])).map_err(backend)?;
     *rev = new;
     Ok(KeyValue { key: key.to_string(), value: value.clone(), create_revision: new, mod_revision: new })
 }
 
-fn apply_update(
-    tx: &rusqlite::Transaction<'_>,
-    rev: &mut Revision,
-    key: &str,
-    value: &Bytes,
-    expected: Revision,
-) -> Result<KeyValue> {
+fn apply_update(tx: &rusqlite::Transaction<'_>, rev: &mut Revision, key: &str, value: &Bytes, expected: Revision) -> Result<KeyValue> {
     let Some((create_rev, mod_rev)) = current_of(tx, key)? else {
         return Err(StoreError::NotFound(key.to_string()));
     };
@@ -606,19 +524,12 @@ fn apply_update(
     }
     let new = *rev + 1;
     insert_log(tx, new, key, false, create_rev, value)?;
-    tx.prepare_cached("UPDATE kv SET mod_rev = ?2 WHERE key = ?1")
-        .and_then(|mut s| s.execute(params![key, new]))
-        .map_err(backend)?;
+    tx.prepare_cached("UPDATE kv SET mod_rev = ?2 WHERE key = ?1").and_then(|mut s| s.execute(params![key, new])).map_err(backend)?;
     *rev = new;
     Ok(KeyValue { key: key.to_string(), value: value.clone(), create_revision: create_rev, mod_revision: new })
 }
 
-fn apply_delete(
-    tx: &rusqlite::Transaction<'_>,
-    rev: &mut Revision,
-    key: &str,
-    expected: Option<Revision>,
-) -> Result<KeyValue> {
+fn apply_delete(tx: &rusqlite::Transaction<'_>, rev: &mut Revision, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
     let Some((create_rev, mod_rev)) = current_of(tx, key)? else {
         return Err(StoreError::NotFound(key.to_string()));
     };
@@ -627,10 +538,7 @@ fn apply_delete(
             return Err(StoreError::Conflict { key: key.to_string(), expected, actual: mod_rev });
         }
     }
-    let value: Vec<u8> = tx
-        .prepare_cached("SELECT value FROM log WHERE rev = ?1")
-        .and_then(|mut s| s.query_row([mod_rev], |r| r.get(0)))
-        .map_err(backend)?;
+    let value: Vec<u8> = tx.prepare_cached("SELECT value FROM log WHERE rev = ?1").and_then(|mut s| s.query_row([mod_rev], |r| r.get(0))).map_err(backend)?;
     let new = *rev + 1;
     insert_log(tx, new, key, true, create_rev, &value)?;
     tx.prepare_cached("DELETE FROM kv WHERE key = ?1").and_then(|mut s| s.execute([key])).map_err(backend)?;

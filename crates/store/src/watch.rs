@@ -16,17 +16,11 @@ pub(crate) const HISTORY_BATCH: usize = 1000;
 /// Reads committed events under a prefix with revision `>= from`, in revision
 /// order, at most [`HISTORY_BATCH`]; returns them with the store revision the
 /// read observed.
-pub(crate) type HistoryReader =
-    Arc<dyn Fn(String, Revision) -> BoxFuture<'static, Result<(Vec<Event>, Revision)>> + Send + Sync>;
+pub(crate) type HistoryReader = Arc<dyn Fn(String, Revision) -> BoxFuture<'static, Result<(Vec<Event>, Revision)>> + Send + Sync>;
 
 /// Starts a watch task and returns its stream. The task ends when the stream
 /// is dropped, when the store closes, or after sending an error.
-pub(crate) fn spawn_watch(
-    prefix: String,
-    from: Revision,
-    mut live: broadcast::Receiver<Arc<Vec<Event>>>,
-    history: HistoryReader,
-) -> WatchStream {
+pub(crate) fn spawn_watch(prefix: String, from: Revision, mut live: broadcast::Receiver<Arc<Vec<Event>>>, history: HistoryReader) -> WatchStream {
     let (tx, rx) = mpsc::channel::<Result<Event>>(256);
     tokio::spawn(async move {
         let mut next = from;

@@ -36,7 +36,8 @@ struct Ctx {
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
     let (replicasets, writer) = reflector::store();
-    let rs_stream = reflector::reflector(writer, watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+    let rs_stream =
+        reflector::reflector(writer, watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
     let ctx = Arc::new(Ctx { client: client.clone(), replicasets, recorder: Recorder::new(client.clone(), "deployment-controller") });
     Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
         .owns_stream(rs_stream)
@@ -137,7 +138,9 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     for rs in ctx.replicasets.state().into_iter().filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str())) {
         match controller_uid(&*rs) {
             Some(u) if u == uid => owned.push(rs),
-            None if rs.metadata.deletion_timestamp.is_none() && label_selector_matches(&spec.selector, rs.metadata.labels.as_ref().unwrap_or(&Default::default())) => {
+            None if rs.metadata.deletion_timestamp.is_none()
+                && label_selector_matches(&spec.selector, rs.metadata.labels.as_ref().unwrap_or(&Default::default())) =>
+            {
                 let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref(&*d));
                 let rname = rs.metadata.name.clone().unwrap_or_default();
@@ -151,7 +154,16 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     owned.retain(|r| r.metadata.deletion_timestamp.is_none());
     owned.sort_by_key(|r| (r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0), r.metadata.name.clone()));
     let template = serde_json::to_value(&spec.template)?;
-    let new_rs = owned.iter().find(|r| r.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| serde_json::to_value(t).ok()).is_some_and(|t| without_hash(&t) == without_hash(&template))).cloned();
+    let new_rs = owned
+        .iter()
+        .find(|r| {
+            r.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| serde_json::to_value(t).ok())
+                .is_some_and(|t| without_hash(&t) == without_hash(&template))
+        })
+        .cloned();
     let old: Vec<Arc<ReplicaSet>> = owned.iter().filter(|r| new_rs.as_ref().is_none_or(|n| n.metadata.uid != r.metadata.uid)).cloned().collect();
     let max_old_revision = old.iter().map(|r| revision_of(r)).max().unwrap_or(0);
     let paused = spec.paused.unwrap_or(false);
@@ -179,7 +191,15 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             let collisions = d.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
             let hash = template_hash(&template, collisions);
             let old_total: i32 = old.iter().map(|r| spec_replicas(r)).sum();
-            let start = if recreate || old.is_empty() { if recreate && old_total > 0 { 0 } else { replicas } } else { (replicas + surge - old_total).clamp(0, replicas) };
+            let start = if recreate || old.is_empty() {
+                if recreate && old_total > 0 {
+                    0
+                } else {
+                    replicas
+                }
+            } else {
+                (replicas + surge - old_total).clamp(0, replicas)
+            };
             let mut t = template.clone();
             t["metadata"]["labels"][HASH_LABEL] = json!(hash);
             let mut selector = serde_json::to_value(&spec.selector)?;
@@ -281,7 +301,15 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     sync_status(&ctx, &d, &owned, new_rs.as_deref(), replicas, unavailable, created_now).await
 }
 
-async fn sync_status(ctx: &Ctx, d: &Deployment, owned: &[Arc<ReplicaSet>], new_rs: Option<&ReplicaSet>, replicas: i32, max_unavailable: i32, created_now: bool) -> Result<Action, Error> {
+async fn sync_status(
+    ctx: &Ctx,
+    d: &Deployment,
+    owned: &[Arc<ReplicaSet>],
+    new_rs: Option<&ReplicaSet>,
+    replicas: i32,
+    max_unavailable: i32,
+    created_now: bool,
+) -> Result<Action, Error> {
     let ns = d.metadata.namespace.clone().unwrap_or_default();
     let name = d.metadata.name.clone().unwrap_or_default();
     let sum = |f: fn(&ReplicaSet) -> i32| owned.iter().map(|r| f(r)).sum::<i32>();
@@ -302,7 +330,8 @@ async fn sync_status(ctx: &Ctx, d: &Deployment, owned: &[Arc<ReplicaSet>], new_r
         ("True", "ReplicaSetUpdated", format!("ReplicaSet {new_name:?} is progressing."))
     };
     let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600) as i64;
-    let progressed = prev.updated_replicas.unwrap_or(0) != updated || prev.available_replicas.unwrap_or(0) != avail || prev.replicas.unwrap_or(0) != total || created_now;
+    let progressed =
+        prev.updated_replicas.unwrap_or(0) != updated || prev.available_replicas.unwrap_or(0) != avail || prev.replicas.unwrap_or(0) != total || created_now;
     let prev_progress = prev_cond("Progressing");
     let last_update = match &prev_progress {
         Some(c) if !progressed && c.reason.as_deref() == Some(preason) => c.last_update_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| now.clone()),
@@ -312,8 +341,11 @@ async fn sync_status(ctx: &Ctx, d: &Deployment, owned: &[Arc<ReplicaSet>], new_r
         let since: Option<k8s_openapi::jiff::Timestamp> = last_update.parse().ok();
         since.is_some_and(|s| k8s_openapi::jiff::Timestamp::now().as_second() - s.as_second() > deadline)
     };
-    let (pstatus, preason, pmsg) = if stalled { ("False", "ProgressDeadlineExceeded", format!("ReplicaSet {new_name:?} has timed out progressing.")) } else { (pstatus, preason, pmsg) };
-    let transition = |t: &str, status: &str| prev_cond(t).filter(|c| c.status == status).and_then(|c| c.last_transition_time).map(|t| t.0.to_string()).unwrap_or_else(|| now.clone());
+    let (pstatus, preason, pmsg) =
+        if stalled { ("False", "ProgressDeadlineExceeded", format!("ReplicaSet {new_name:?} has timed out progressing.")) } else { (pstatus, preason, pmsg) };
+    let transition = |t: &str, status: &str| {
+        prev_cond(t).filter(|c| c.status == status).and_then(|c| c.last_transition_time).map(|t| t.0.to_string()).unwrap_or_else(|| now.clone())
+    };
     let is_available = avail >= replicas - max_unavailable;
     let (astatus, areason, amsg) = if is_available {
         ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
@@ -330,8 +362,10 @@ async fn sync_status(ctx: &Ctx, d: &Deployment, owned: &[Arc<ReplicaSet>], new_r
         ],
     });
     let mut same = prev.observed_generation == d.metadata.generation
-        && prev.replicas.unwrap_or(0) == total && prev.updated_replicas.unwrap_or(0) == updated
-        && prev.ready_replicas.unwrap_or(0) == ready && prev.available_replicas.unwrap_or(0) == avail
+        && prev.replicas.unwrap_or(0) == total
+        && prev.updated_replicas.unwrap_or(0) == updated
+        && prev.ready_replicas.unwrap_or(0) == ready
+        && prev.available_replicas.unwrap_or(0) == avail
         && prev_cond("Available").is_some_and(|c| c.status == astatus)
         && prev_progress.as_ref().is_some_and(|c| c.status == pstatus && c.reason.as_deref() == Some(preason) && c.message.as_deref() == Some(pmsg.as_str()));
     let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);

@@ -230,7 +230,8 @@ fn attend(graph: &mut Graph, uid: &str, work: &mut Vec<Work>) {
             }
         }
     } else if node.finalizers.iter().any(|f| f == "foregroundDeletion") {
-        let blocking: Vec<&(String, Node)> = deps.iter().filter(|(_, d)| d.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true))).collect();
+        let blocking: Vec<&(String, Node)> =
+            deps.iter().filter(|(_, d)| d.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true))).collect();
         if blocking.is_empty() {
             work.push(Work::Unfinalize { uid: uid.to_string(), node, finalizer: "foregroundDeletion" });
         } else {
@@ -288,7 +289,10 @@ async fn perform(client: &kube::Client, w: Work) -> Result<(), kube::Error> {
             ok(api.replace(&node.name, &Default::default(), &cur).await.map(|_| ()))
         }
         Work::VerifyOwner { uid, node, owner } => {
-            let Some(i) = KINDS.iter().position(|(g, v, k, _, _)| *k == owner.kind && (if g.is_empty() { v.to_string() } else { format!("{g}/{v}") }) == owner.api_version) else {
+            let Some(i) = KINDS
+                .iter()
+                .position(|(g, v, k, _, _)| *k == owner.kind && (if g.is_empty() { v.to_string() } else { format!("{g}/{v}") }) == owner.api_version)
+            else {
                 return Ok(());
             };
             let owner_node = Node { kind: i, namespace: node.namespace.clone(), name: owner.name.clone(), owners: vec![], deleting: false, finalizers: vec![] };
@@ -315,7 +319,10 @@ mod tests {
             kind: 0,
             namespace: Some("default".into()),
             name: "x".into(),
-            owners: owners.iter().map(|u| OwnerReference { uid: u.to_string(), block_owner_deletion: Some(true), controller: Some(true), ..Default::default() }).collect(),
+            owners: owners
+                .iter()
+                .map(|u| OwnerReference { uid: u.to_string(), block_owner_deletion: Some(true), controller: Some(true), ..Default::default() })
+                .collect(),
             deleting,
             finalizers: fins.iter().map(|f| f.to_string()).collect(),
         }

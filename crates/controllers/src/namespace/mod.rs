@@ -74,7 +74,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     cur.metadata.managed_fields = None;
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let body = serde_json::to_vec(&cur)?;
-    let req = http::Request::put(format!("/api/v1/namespaces/{name}/finalize")).header("Content-Type", "application/json").body(body).map_err(kube::Error::HttpError)?;
+    let req = http::Request::put(format!("/api/v1/namespaces/{name}/finalize"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .map_err(kube::Error::HttpError)?;
     match ctx.client.request_text(req).await {
         Ok(_) => {}
         Err(e) if crate::util::is_not_found(&e) || crate::util::is_conflict(&e) => {}

@@ -82,13 +82,13 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if let Some(c) = assigned.get(&name) {
             c.clone()
         } else {
-        let free = (0..ctx.blocks).map(|i| format!("{}/24", Ipv4Addr::from(ctx.base + (i << 8)))).find(|c| !used.contains(c));
-        let Some(c) = free else {
-            return Err(Error::Invalid("cluster CIDR exhausted".into()));
-        };
-        used.insert(c.clone());
-        assigned.insert(name.clone(), c.clone());
-        c
+            let free = (0..ctx.blocks).map(|i| format!("{}/24", Ipv4Addr::from(ctx.base + (i << 8)))).find(|c| !used.contains(c));
+            let Some(c) = free else {
+                return Err(Error::Invalid("cluster CIDR exhausted".into()));
+            };
+            used.insert(c.clone());
+            assigned.insert(name.clone(), c.clone());
+            c
         }
     };
     let p = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});

@@ -37,7 +37,9 @@ struct Ctx {
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, grace: Duration, shutdown: watch::Receiver<bool>) {
     let (leases, lw) = reflector::store();
-    let lease_stream = reflector::reflector(lw, watcher(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default()).default_backoff()).touched_objects();
+    let lease_stream =
+        reflector::reflector(lw, watcher(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default()).default_backoff())
+            .touched_objects();
     let (pods, pw) = reflector::store();
     let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
     let ctx = Arc::new(Ctx { client: client.clone(), leases, pods, grace });
@@ -103,8 +105,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let ts = skiff_runtime::now();
         let conds: Vec<serde_json::Value> = conditions
             .iter()
-            .map(|c| json!({"type": c.type_, "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.",
-                            "lastHeartbeatTime": c.last_heartbeat_time, "lastTransitionTime": ts}))
+            .map(|c| {
+                json!({"type": c.type_, "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.",
+                            "lastHeartbeatTime": c.last_heartbeat_time, "lastTransitionTime": ts})
+            })
             .collect();
         api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(json!({"status": {"conditions": conds}}))).await?;
         return Ok(Action::await_change());
@@ -120,7 +124,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if let Some(key) = want {
         for effect in ["NoSchedule", "NoExecute"] {
             if !next.iter().any(|t| t.key == key && t.effect == effect) {
-                next.push(Taint { key: key.into(), effect: effect.into(), value: None, time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())) });
+                next.push(Taint {
+                    key: key.into(),
+                    effect: effect.into(),
+                    value: None,
+                    time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+                });
             }
         }
     }
@@ -137,7 +146,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             match eviction_time(&pod, &taints) {
                 Some(at) if at <= now() => {
                     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
-                    let dp = DeleteParams { preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+                    let dp =
+                        DeleteParams { preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }), ..Default::default() };
                     match pods.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
                         Ok(_) => tracing::info!(pod = ?pod.metadata.name, node = %name, "evicted by taint"),
                         Err(e) if crate::util::is_not_found(&e) || crate::util::is_conflict(&e) => {}
@@ -165,7 +175,10 @@ mod tests {
         let taint = Taint { key: UNREACHABLE.into(), effect: "NoExecute".into(), value: None, time_added: None };
         let pod = |tol: serde_json::Value| -> Pod { serde_json::from_value(json!({"spec": {"containers": [], "tolerations": tol}})).expect("pod") };
         assert_eq!(eviction_time(&pod(json!([])), std::slice::from_ref(&taint)), Some(0));
-        let t = eviction_time(&pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}])), std::slice::from_ref(&taint));
+        let t = eviction_time(
+            &pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}])),
+            std::slice::from_ref(&taint),
+        );
         assert!(t.is_some_and(|t| t >= now() + 299));
         assert_eq!(eviction_time(&pod(json!([{"operator": "Exists"}])), &[taint]), None);
     }

@@ -47,7 +47,12 @@ struct Ctx {
 pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
     let (pods, writer) = reflector::store();
     let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, expectations: Mutex::default(), recorder: skiff_runtime::events::Recorder::new(client.clone(), "replicaset-controller") });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods,
+        expectations: Mutex::default(),
+        recorder: skiff_runtime::events::Recorder::new(client.clone(), "replicaset-controller"),
+    });
     Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
         .owns_stream(pod_stream)
         .graceful_shutdown_on(on_shutdown(shutdown))
@@ -69,7 +74,13 @@ fn available(p: &Pod, min_ready: i32, now: i64) -> bool {
     if min_ready <= 0 {
         return true;
     }
-    let since = p.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.as_second());
+    let since = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_second());
     since.is_some_and(|s| s + min_ready as i64 <= now)
 }
 
@@ -191,7 +202,16 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let active_pods: Vec<&Arc<Pod>> = owned.iter().filter(|p| active(p)).collect();
     let ready = active_pods.iter().filter(|p| pod_ready(p)).count();
     let avail = active_pods.iter().filter(|p| available(p, min_ready, now)).count();
-    let labelled = active_pods.iter().filter(|p| spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref()).is_none_or(|tl| tl.iter().all(|(k, v)| labels(p).get(k) == Some(v)))).count();
+    let labelled = active_pods
+        .iter()
+        .filter(|p| {
+            spec.template
+                .as_ref()
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.labels.as_ref())
+                .is_none_or(|tl| tl.iter().all(|(k, v)| labels(p).get(k) == Some(v)))
+        })
+        .count();
     let status = json!({
         "replicas": active_pods.len(), "fullyLabeledReplicas": labelled, "readyReplicas": ready, "availableReplicas": avail,
         "observedGeneration": rs.metadata.generation,
@@ -225,7 +245,8 @@ mod tests {
     fn unscheduled_and_unready_pods_go_first() {
         let pod = |node: Option<&str>, phase: &str, ready: bool, created: &str| -> Pod {
             serde_json::from_value(json!({"metadata": {"creationTimestamp": created}, "spec": {"containers": [], "nodeName": node},
-                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})).expect("pod")
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+            .expect("pod")
         };
         let mut pods = [
             pod(Some("n"), "Running", true, "2026-01-01T00:00:00Z"),

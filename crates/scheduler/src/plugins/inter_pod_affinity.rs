@@ -41,8 +41,10 @@ pub fn precompute(pod: &PodInfo, cache: &Cache) -> Precomputed {
     let mut pre = Precomputed::default();
     let ns = pod.namespace().to_string();
     let aff = pod.pod.spec.as_ref().and_then(|s| s.affinity.clone()).unwrap_or_default();
-    let req_aff: Vec<PodAffinityTerm> = aff.pod_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
-    let req_anti: Vec<PodAffinityTerm> = aff.pod_anti_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
+    let req_aff: Vec<PodAffinityTerm> =
+        aff.pod_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
+    let req_anti: Vec<PodAffinityTerm> =
+        aff.pod_anti_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
     let pref_aff = aff.pod_affinity.as_ref().and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
     let pref_anti = aff.pod_anti_affinity.as_ref().and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
     pre.affinity = req_aff.iter().map(|t| (t.topology_key.clone(), HashSet::new())).collect();

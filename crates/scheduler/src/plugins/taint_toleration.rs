@@ -38,7 +38,8 @@ pub fn filter(pod: &Pod, node: &NodeInfo) -> Result<(), Vec<String>> {
 /// Raw score: the number of untolerated PreferNoSchedule taints (fewer is
 /// better; normalized in reverse).
 pub fn score(pod: &Pod, node: &NodeInfo) -> i64 {
-    node.node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.effect == "PreferNoSchedule" && !tolerates(pod, t)).count() as i64
+    node.node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.effect == "PreferNoSchedule" && !tolerates(pod, t)).count()
+        as i64
 }
 
 #[cfg(test)]
@@ -53,7 +54,8 @@ mod tests {
     fn tolerations_match_like_kubernetes() {
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [], "tolerations": [
             {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-            {"key": "flaky", "operator": "Exists"}]}})).expect("pod");
+            {"key": "flaky", "operator": "Exists"}]}}))
+        .expect("pod");
         assert!(tolerates(&pod, &taint("dedicated", "gpu", "NoSchedule")));
         assert!(!tolerates(&pod, &taint("dedicated", "gpu", "NoExecute")));
         assert!(!tolerates(&pod, &taint("dedicated", "cpu", "NoSchedule")));

@@ -93,12 +93,7 @@ pub fn kubectl(s: &Server, args: &[&str]) -> (bool, String, String) {
 
 /// Runs a given kubectl binary against the server.
 pub fn kubectl_with(bin: &str, s: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl must be installed (CI installs it)");
+    let out = Command::new(bin).arg("--kubeconfig").arg(&s.kubeconfig).args(args).output().expect("kubectl must be installed (CI installs it)");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -150,7 +145,8 @@ pub fn sim_nodes(s: &Server, count: usize, prefix: &str, extra: &[&str]) -> SimN
         .expect("spawn sim-nodes");
     let nodes = SimNodes { child };
     wait_for(s, 30, |s| {
-        let (_, out, _) = kubectl(s, &["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
+        let (_, out, _) =
+            kubectl(s, &["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
         out.lines().filter(|l| l.starts_with(prefix) && l.ends_with("True")).count() == count
     });
     nodes
