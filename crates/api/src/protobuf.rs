@@ -123,6 +123,90 @@ const DEPLOYMENT_SPEC: &[F] = &[
 /// Status of a new object is ignored by the server, so it is read loosely.
 const ANY_STATUS: &[F] = &[];
 const DEPLOYMENT: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(DEPLOYMENT_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const JOB_SPEC: &[F] = &[
+    (1, "parallelism", T::OptInt, false),
+    (2, "completions", T::OptInt, false),
+    (3, "activeDeadlineSeconds", T::OptInt, false),
+    (4, "selector", T::Msg(LABEL_SELECTOR), false),
+    (5, "manualSelector", T::OptBool, false),
+    (6, "template", T::Msg(POD_TEMPLATE), false),
+    (7, "backoffLimit", T::OptInt, false),
+    (8, "ttlSecondsAfterFinished", T::OptInt, false),
+    (9, "completionMode", T::Str, false),
+    (10, "suspend", T::OptBool, false),
+    (12, "backoffLimitPerIndex", T::OptInt, false),
+    (13, "maxFailedIndexes", T::OptInt, false),
+    (14, "podReplacementPolicy", T::Str, false),
+    (15, "managedBy", T::Str, false),
+];
+const JOB: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(JOB_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const JOB_TEMPLATE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(JOB_SPEC), false)];
+const CRONJOB_SPEC: &[F] = &[
+    (1, "schedule", T::Str, false),
+    (2, "startingDeadlineSeconds", T::OptInt, false),
+    (3, "concurrencyPolicy", T::Str, false),
+    (4, "suspend", T::OptBool, false),
+    (5, "jobTemplate", T::Msg(JOB_TEMPLATE), false),
+    (6, "successfulJobsHistoryLimit", T::OptInt, false),
+    (7, "failedJobsHistoryLimit", T::OptInt, false),
+    (8, "timeZone", T::Str, false),
+];
+const CRONJOB: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(CRONJOB_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const SERVICE_PORT: &[F] = &[
+    (1, "name", T::Str, false),
+    (2, "protocol", T::Str, false),
+    (3, "port", T::Int, false),
+    (4, "targetPort", T::IntOrString, false),
+    (5, "nodePort", T::Int, false),
+    (6, "appProtocol", T::Str, false),
+];
+const SERVICE_SPEC: &[F] = &[
+    (1, "ports", T::Msg(SERVICE_PORT), true),
+    (2, "selector", T::MapStr, false),
+    (3, "clusterIP", T::Str, false),
+    (4, "type", T::Str, false),
+    (5, "externalIPs", T::Str, true),
+    (7, "sessionAffinity", T::Str, false),
+    (8, "loadBalancerIP", T::Str, false),
+    (9, "loadBalancerSourceRanges", T::Str, true),
+    (10, "externalName", T::Str, false),
+    (11, "externalTrafficPolicy", T::Str, false),
+    (12, "healthCheckNodePort", T::Int, false),
+    (13, "publishNotReadyAddresses", T::Bool, false),
+    (17, "ipFamilyPolicy", T::Str, false),
+    (18, "clusterIPs", T::Str, true),
+    (19, "ipFamilies", T::Str, true),
+    (20, "allocateLoadBalancerNodePorts", T::OptBool, false),
+    (21, "loadBalancerClass", T::Str, false),
+    (22, "internalTrafficPolicy", T::Str, false),
+    (23, "trafficDistribution", T::Str, false),
+];
+const SERVICE: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(SERVICE_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const LOCAL_OBJECT_REF: &[F] = &[(1, "name", T::Str, false)];
+const OBJECT_REF: &[F] = &[
+    (1, "kind", T::Str, false),
+    (2, "namespace", T::Str, false),
+    (3, "name", T::Str, false),
+    (4, "uid", T::Str, false),
+    (5, "apiVersion", T::Str, false),
+    (6, "resourceVersion", T::Str, false),
+    (7, "fieldPath", T::Str, false),
+];
+const SERVICE_ACCOUNT: &[F] = &[
+    (1, "metadata", T::Msg(OBJECT_META), false),
+    (2, "secrets", T::Msg(OBJECT_REF), true),
+    (3, "imagePullSecrets", T::Msg(LOCAL_OBJECT_REF), true),
+    (4, "automountServiceAccountToken", T::OptBool, false),
+];
+const PDB_SPEC: &[F] = &[
+    (1, "minAvailable", T::IntOrString, false),
+    (2, "selector", T::Msg(LABEL_SELECTOR), false),
+    (3, "maxUnavailable", T::IntOrString, false),
+    (4, "unhealthyPodEvictionPolicy", T::Str, false),
+];
+const PDB: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(PDB_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const QUOTA_SPEC: &[F] = &[(1, "hard", T::MapQuantity, false), (2, "scopes", T::Str, true)];
+const QUOTA: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(QUOTA_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
 const NAMESPACE_SPEC: &[F] = &[(1, "finalizers", T::Str, true)];
 const NAMESPACE_STATUS: &[F] = &[(1, "phase", T::Str, false)];
 const NAMESPACE: &[F] =
@@ -141,6 +225,12 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ConfigMap") => CONFIGMAP,
+        ("batch/v1", "Job") => JOB,
+        ("batch/v1", "CronJob") => CRONJOB,
+        ("v1", "Service") => SERVICE,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("v1", "ResourceQuota") => QUOTA,
+        ("policy/v1", "PodDisruptionBudget") => PDB,
         ("v1", "Secret") => SECRET,
         ("apps/v1", "Deployment") => DEPLOYMENT,
         _ => return None,

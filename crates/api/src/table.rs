@@ -405,13 +405,9 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "Job" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
-            let complete = st
-                .and_then(|s| s.get("conditions"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("status").and_then(Value::as_str) == Some("True"))
-                .map(|c| s(c.get("type")));
+            let conds: Vec<&Value> = st.and_then(|s| s.get("conditions")).and_then(Value::as_array).into_iter().flatten().collect();
+            let has = |t: &str| conds.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(t) && c.get("status").and_then(Value::as_str) == Some("True"));
+            let complete = ["Complete", "Failed", "Suspended"].into_iter().find(|t| has(t)).map(String::from);
             let status = match complete.as_deref() {
                 Some("Complete") => "Complete".to_string(),
                 Some("Failed") => "Failed".to_string(),

@@ -36,10 +36,12 @@ pub(crate) struct State {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Seconds of the default not-ready and unreachable tolerations.
     pub(crate) toleration_seconds: (i64, i64),
+    /// Serializes Service creates while they allocate IPs and ports.
+    pub(crate) allocations: tokio::sync::Mutex<()>,
 }
 
 /// Creates the namespaces every cluster has.
-pub(crate) async fn bootstrap(state: &State) -> Result<(), StoreError> {
+pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), StoreError> {
     let Some(ns) = skiff_api::registry::find("", "v1", "namespaces") else { return Ok(()) };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
@@ -47,6 +49,20 @@ pub(crate) async fn bootstrap(state: &State) -> Result<(), StoreError> {
             "labels": {"kubernetes.io/metadata.name": name}}});
         defaults::apply("Namespace", &mut obj);
         match state.store.create(&ns.key(None, name), Bytes::from(obj.to_string())).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The `kubernetes` Service every cluster has, on the first service IP.
+    if let Some(svc) = skiff_api::registry::find("", "v1", "services") {
+        let ip = std::net::Ipv4Addr::from(u32::from(crate::admission::SERVICE_CIDR_BASE) + 1).to_string();
+        let mut obj = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
+            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": secure_port}]}});
+        defaults::apply("Service", &mut obj);
+        match state.store.create(&svc.key(Some("default"), "kubernetes"), Bytes::from(obj.to_string())).await {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }

@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+mod admission;
 mod auth;
 mod cache;
 mod discovery;
@@ -115,8 +116,9 @@ impl ApiServer {
             tokens,
             shutdown: shutdown_rx,
             toleration_seconds: (cfg.default_not_ready_toleration_seconds, cfg.default_unreachable_toleration_seconds),
+            allocations: tokio::sync::Mutex::new(()),
         });
-        handler::bootstrap(&state).await?;
+        handler::bootstrap(&state, local_addr.port()).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
         let server = format!("https://{host}:{}", local_addr.port());
         let kubeconfig = cfg.data_dir.join("admin.kubeconfig");

@@ -178,6 +178,9 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
         secret_string_data(&mut obj);
     }
     defaults::apply(rt.kind, &mut obj);
+    if rt.kind == "Job" {
+        crate::admission::job(&mut obj);
+    }
     if rt.kind == "Pod" {
         default_tolerations(&mut obj, state.toleration_seconds);
         let qos = defaults::qos_class(&obj["spec"]);
@@ -188,6 +191,11 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
         return Err(ApiError::invalid(rt, &name, errs));
     }
     ensure_namespace(state, ns).await?;
+    // Held until the Service is stored, so concurrent creates never share an IP.
+    let _allocating = if rt.kind == "Service" && !opts.dry_run { Some(state.allocations.lock().await) } else { None };
+    if rt.kind == "Service" {
+        crate::admission::service(state, rt, &mut obj).await?;
+    }
     if !opts.apply {
         managed::track_update(None, &mut obj, &opts.manager, &rt.api_version(), "", &now());
     }

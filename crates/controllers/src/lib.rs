@@ -5,8 +5,10 @@
 
 #![deny(missing_docs)]
 
+pub mod cronjob;
 pub mod deployment;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -67,6 +69,8 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                 tokio::join!(
                     replicaset::run(client.clone(), shutdown.clone()),
                     deployment::run(client.clone(), shutdown.clone()),
+                    job::run(client.clone(), shutdown.clone()),
+                    cronjob::run(client.clone(), shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
