@@ -406,7 +406,8 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "Job" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
             let conds: Vec<&Value> = st.and_then(|s| s.get("conditions")).and_then(Value::as_array).into_iter().flatten().collect();
-            let has = |t: &str| conds.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(t) && c.get("status").and_then(Value::as_str) == Some("True"));
+            let has =
+                |t: &str| conds.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(t) && c.get("status").and_then(Value::as_str) == Some("True"));
             let complete = ["Complete", "Failed", "Suspended"].into_iter().find(|t| has(t)).map(String::from);
             let status = match complete.as_deref() {
                 Some("Complete") => "Complete".to_string(),

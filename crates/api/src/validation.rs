@@ -215,6 +215,20 @@ fn workload(spec: Option<&Value>, errs: &mut Vec<FieldError>, restart: &[&'stati
     }
     validate_labels("spec.template.metadata.labels", labels, errs);
     match spec.pointer("/template/spec") {
+        // A StatefulSet's claim templates are volumes its pods will have.
+        Some(ps) if spec.get("volumeClaimTemplates").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) => {
+            let mut with_claims = ps.clone();
+            let mut vols: Vec<Value> = ps.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+            for t in spec.get("volumeClaimTemplates").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(n) = t.pointer("/metadata/name").and_then(Value::as_str) {
+                    if !vols.iter().any(|v| v.get("name").and_then(Value::as_str) == Some(n)) {
+                        vols.push(serde_json::json!({"name": n, "persistentVolumeClaim": {"claimName": n}}));
+                    }
+                }
+            }
+            with_claims["volumes"] = Value::Array(vols);
+            pod_spec("spec.template.spec", &with_claims, errs, restart)
+        }
         Some(ps) => pod_spec("spec.template.spec", ps, errs, restart),
         None => errs.push(FieldError::required("spec.template.spec.containers", "")),
     }

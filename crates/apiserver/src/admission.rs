@@ -69,10 +69,18 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
                 let parsed: Option<Ipv4Addr> = ip.parse().ok();
                 let base = u32::from(SERVICE_CIDR_BASE);
                 if parsed.is_none_or(|p| u32::from(p) < base || u32::from(p) >= base + SERVICE_CIDR_SIZE) {
-                    return Err(ApiError::invalid(rt, &name, vec![FieldError::invalid("spec.clusterIPs[0]", ip, "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16")]));
+                    return Err(ApiError::invalid(
+                        rt,
+                        &name,
+                        vec![FieldError::invalid("spec.clusterIPs[0]", ip, "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16")],
+                    ));
                 }
                 if ips.contains(ip) {
-                    return Err(ApiError::invalid(rt, &name, vec![FieldError::invalid("spec.clusterIPs", ip, &format!("failed to allocate IP {ip}: provided IP is already allocated"))]));
+                    return Err(ApiError::invalid(
+                        rt,
+                        &name,
+                        vec![FieldError::invalid("spec.clusterIPs", ip, &format!("failed to allocate IP {ip}: provided IP is already allocated"))],
+                    ));
                 }
                 let ip = ip.to_string();
                 obj["spec"]["clusterIPs"] = json!([ip]);
@@ -99,10 +107,22 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
             for (i, p) in list.iter_mut().enumerate() {
                 match p.get("nodePort").and_then(Value::as_i64) {
                     Some(n) if !NODE_PORTS.contains(&n) => {
-                        return Err(ApiError::invalid(rt, &name, vec![FieldError::invalid(format!("spec.ports[{i}].nodePort"), n, "provided port is not in the valid range. The range of valid ports is 30000-32767")]));
+                        return Err(ApiError::invalid(
+                            rt,
+                            &name,
+                            vec![FieldError::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                n,
+                                "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                            )],
+                        ));
                     }
                     Some(n) if taken.contains(&n) => {
-                        return Err(ApiError::invalid(rt, &name, vec![FieldError::invalid(format!("spec.ports[{i}].nodePort"), n, "provided port is already allocated")]));
+                        return Err(ApiError::invalid(
+                            rt,
+                            &name,
+                            vec![FieldError::invalid(format!("spec.ports[{i}].nodePort"), n, "provided port is already allocated")],
+                        ));
                     }
                     Some(n) => {
                         taken.insert(n);
@@ -110,7 +130,10 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
                     None => {
                         let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
                         let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as i64;
-                        let n = (0..span).map(|k| NODE_PORTS.start() + (start + k) % span).find(|n| !taken.contains(n)).ok_or_else(|| ApiError::internal("no free node port"))?;
+                        let n = (0..span)
+                            .map(|k| NODE_PORTS.start() + (start + k) % span)
+                            .find(|n| !taken.contains(n))
+                            .ok_or_else(|| ApiError::internal("no free node port"))?;
                         taken.insert(n);
                         p["nodePort"] = json!(n);
                     }

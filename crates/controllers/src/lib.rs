@@ -6,14 +6,18 @@
 #![deny(missing_docs)]
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 mod util;
 
 use std::time::Duration;
@@ -71,6 +75,10 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     deployment::run(client.clone(), shutdown.clone()),
                     job::run(client.clone(), shutdown.clone()),
                     cronjob::run(client.clone(), shutdown.clone()),
+                    daemonset::run(client.clone(), shutdown.clone()),
+                    statefulset::run(client.clone(), shutdown.clone()),
+                    endpoints::run(client.clone(), shutdown.clone()),
+                    podgc::run(client.clone(), shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),

@@ -51,3 +51,34 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
 pub(crate) fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
+
+/// Makes sure a ControllerRevision named `<owner>-<hash>` records
+/// `template` (for `kubectl rollout history` of DaemonSets and
+/// StatefulSets); revisions number up from the owner's existing ones.
+pub(crate) async fn ensure_revision<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    owner: &K,
+    mut labels: std::collections::BTreeMap<String, String>,
+    hash: &str,
+    template: &serde_json::Value,
+) -> Result<(), crate::Error> {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let name = format!("{}-{hash}", owner.meta().name.clone().unwrap_or_default());
+    let api: kube::Api<ControllerRevision> = kube::Api::namespaced(client.clone(), &ns);
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let revision =
+        api.list(&Default::default()).await?.items.iter().filter(|r| controller_uid(*r) == Some(uid.as_str())).map(|r| r.revision).max().unwrap_or(0) + 1;
+    labels.insert("controller-revision-hash".into(), hash.into());
+    let cr: ControllerRevision = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [controller_ref(owner)]},
+        "data": {"spec": {"template": template}}, "revision": revision}))?;
+    match api.create(&Default::default(), &cr).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -252,3 +252,135 @@ fn two_schedulers_never_bind_a_pod_twice() {
     let holder = ok(&s, &["get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"]);
     assert!(!holder.is_empty());
 }
+
+#[test]
+fn statefulset_creates_in_order_and_deletes_in_reverse() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 2, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sts = "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: x, volumeMounts: [{name: www, mountPath: /data}]}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+";
+    ok(&s, &["apply", "-f", &manifest(&dir, "sts.yaml", sts)]);
+    let names = |s: &Server| -> Vec<String> {
+        let mut v = lines(&ok(s, &["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]));
+        v.sort();
+        v
+    };
+    let prefix = |v: &[String]| v.iter().enumerate().all(|(i, n)| *n == format!("web-{i}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = names(&s);
+        assert!(prefix(&v), "pods appear in ordinal order: {v:?}");
+        if v.len() == 3 && running_pods(&s, "app=web").len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "statefulset did not reach 3");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let pvcs = ok(&s, &["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(lines(&pvcs).len(), 3, "{pvcs}");
+    assert!(pvcs.contains("www-web-0") && pvcs.contains("www-web-2"));
+    assert_eq!(ok(&s, &["get", "pod", "web-1", "-o", "jsonpath={.spec.hostname}.{.spec.subdomain}"]), "web-1.web");
+    ok(&s, &["scale", "statefulset", "web", "--replicas=0"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = names(&s);
+        assert!(prefix(&v), "pods go from the highest ordinal down: {v:?}");
+        if v.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "statefulset did not scale to 0");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(lines(&ok(&s, &["get", "pvc", "-o", "name"])).len(), 3, "claims are kept on scale-down");
+}
+
+#[test]
+fn daemonset_covers_untainted_nodes_and_follows_new_ones() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "sim-", &[]);
+    ok(&s, &["taint", "node", "sim-2", "dedicated=db:NoSchedule"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ds = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: c, image: x}]
+";
+    ok(&s, &["apply", "-f", &manifest(&dir, "ds.yaml", ds)]);
+    let nodes_of = |s: &Server| -> Vec<String> {
+        let mut v = lines(&ok(s, &["get", "pods", "-l", "app=agent", "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].spec.nodeName}"]));
+        v.sort();
+        v
+    };
+    wait_for(&s, 30, |s| nodes_of(s) == ["sim-0", "sim-1"]);
+    ok(&s, &["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    let _more = sim_nodes(&s, 1, "extra-", &[]);
+    wait_for(&s, 30, |s| nodes_of(s) == ["extra-0", "sim-0", "sim-1"]);
+    assert_eq!(ok(&s, &["get", "ds", "agent", "-o", "jsonpath={.status.desiredNumberScheduled}"]), "3");
+}
+
+#[test]
+fn jobs_complete_and_services_get_endpoints() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 2, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = "apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: x, command: ['true']}]
+";
+    ok(&s, &["apply", "-f", &manifest(&dir, "job.yaml", job)]);
+    ok(&s, &["wait", "--for=condition=complete", "job/three", "--timeout=30s"]);
+    assert_eq!(ok(&s, &["get", "job", "three", "-o", "jsonpath={.status.succeeded}"]), "3");
+    assert!(ok(&s, &["get", "job", "three"]).contains("Complete"));
+
+    ok(&s, &["create", "deployment", "api", "--image=x", "--replicas=2", "--port=8080"]);
+    ok(&s, &["expose", "deployment", "api", "--port=80", "--target-port=8080"]);
+    ok(&s, &["rollout", "status", "deployment/api", "--timeout=30s"]);
+    wait_for(&s, 30, |s| lines(&ok(s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[*].addresses[*].ip}"])).len() == 2);
+    let port = ok(&s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[0].ports[0].port}"]);
+    assert_eq!(port, "8080");
+    let slice = ok(&s, &["get", "endpointslices", "-l", "kubernetes.io/service-name=api", "-o", "jsonpath={.items[0].endpoints[*].addresses[0]}"]);
+    assert_eq!(lines(&slice).len(), 2, "{slice}");
+    let ip = ok(&s, &["get", "svc", "api", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.starts_with("10.43."), "{ip}");
+    ok(&s, &["scale", "deployment", "api", "--replicas=1"]);
+    wait_for(&s, 30, |s| lines(&ok(s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[*].addresses[*].ip}"])).len() == 1);
+}
+
+#[test]
+fn cronjob_spawns_jobs_on_schedule() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 1, "sim-", &[]);
+    ok(&s, &["create", "cronjob", "tick", "--image=x", "--schedule=* * * * *", "--", "true"]);
+    // The next minute boundary is at most 60 s away.
+    wait_for(&s, 75, |s| !ok(s, &["get", "jobs", "-o", "name"]).trim().is_empty());
+    let job = ok(&s, &["get", "jobs", "-o", "jsonpath={.items[0].metadata.name}"]);
+    assert!(job.starts_with("tick-"), "{job}");
+    ok(&s, &["wait", "--for=condition=complete", &format!("job/{job}"), "--timeout=30s"]);
+    wait_for(&s, 10, |s| !ok(s, &["get", "cronjob", "tick", "-o", "jsonpath={.status.lastScheduleTime}"]).is_empty());
+}

@@ -68,7 +68,11 @@ pub fn schedule_times(schedule: &str, after: DateTime<Utc>, now: DateTime<Utc>) 
 }
 
 fn job_finished(j: &Job) -> Option<bool> {
-    j.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")).map(|c| c.type_ == "Complete")
+    j.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+        .map(|c| c.type_ == "Complete")
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -81,7 +85,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let spec = cj.spec.clone().ok_or_else(|| Error::Invalid("no spec".into()))?;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let cj_api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut jobs: Vec<Arc<Job>> = ctx.jobs.state().into_iter().filter(|j| j.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&**j) == Some(uid.as_str())).collect();
+    let mut jobs: Vec<Arc<Job>> =
+        ctx.jobs.state().into_iter().filter(|j| j.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&**j) == Some(uid.as_str())).collect();
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0));
     let active: Vec<&Arc<Job>> = jobs.iter().filter(|j| job_finished(j).is_none() && j.metadata.deletion_timestamp.is_none()).collect();
 
@@ -96,19 +101,31 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     let now = Utc::now();
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let last_schedule: Option<DateTime<Utc>> = cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).and_then(|t| Utc.timestamp_opt(t.0.as_second(), 0).single());
+    let last_schedule: Option<DateTime<Utc>> =
+        cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).and_then(|t| Utc.timestamp_opt(t.0.as_second(), 0).single());
     let created: DateTime<Utc> = cj.metadata.creation_timestamp.as_ref().and_then(|t| Utc.timestamp_opt(t.0.as_second(), 0).single()).unwrap_or(now);
     let (due, next) = match schedule_times(&spec.schedule, last_schedule.unwrap_or(created), now) {
         Ok(t) => t,
         Err(e) => {
-            ctx.recorder.record(&*cj, skiff_runtime::events::EventType::Warning, "UnparseableSchedule", &format!("unparseable schedule: {:?}: {e}", spec.schedule));
+            ctx.recorder.record(
+                &*cj,
+                skiff_runtime::events::EventType::Warning,
+                "UnparseableSchedule",
+                &format!("unparseable schedule: {:?}: {e}", spec.schedule),
+            );
             return Ok(Action::await_change());
         }
     };
     let mut status = json!({
         "active": active.iter().map(|j| json!({"apiVersion": "batch/v1", "kind": "Job", "name": j.metadata.name, "namespace": ns, "uid": j.metadata.uid})).collect::<Vec<_>>(),
     });
-    if let Some(t) = jobs.iter().filter(|j| job_finished(j) == Some(true)).filter_map(|j| j.status.as_ref().and_then(|s| s.completion_time.as_ref())).map(|t| t.0.to_string()).max() {
+    if let Some(t) = jobs
+        .iter()
+        .filter(|j| job_finished(j) == Some(true))
+        .filter_map(|j| j.status.as_ref().and_then(|s| s.completion_time.as_ref()))
+        .map(|t| t.0.to_string())
+        .max()
+    {
         status["lastSuccessfulTime"] = json!(t);
     }
     if let (Some(due), false) = (due, spec.suspend.unwrap_or(false)) {

@@ -65,7 +65,11 @@ fn ranges(set: &BTreeSet<i32>) -> String {
 }
 
 fn finished(job: &Job) -> Option<String> {
-    job.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")).map(|c| c.type_.clone())
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+        .map(|c| c.type_.clone())
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -81,10 +85,19 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     if finished(&job).is_some() {
         let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
-        let done_at = job.status.as_ref().and_then(|s| s.completion_time.as_ref().or(s.conditions.as_ref().and_then(|c| c.last()).and_then(|c| c.last_transition_time.as_ref()))).map(|t| t.0.as_second()).unwrap_or(now);
+        let done_at = job
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.as_ref().or(s.conditions.as_ref().and_then(|c| c.last()).and_then(|c| c.last_transition_time.as_ref())))
+            .map(|t| t.0.as_second())
+            .unwrap_or(now);
         return Ok(match ttl {
             Some(ttl) if done_at + ttl as i64 <= now => {
-                let dp = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+                let dp = DeleteParams {
+                    propagation_policy: Some(kube::api::PropagationPolicy::Background),
+                    preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                    ..Default::default()
+                };
                 match jobs.delete(&name, &dp).await {
                     Ok(_) => {}
                     Err(e) if crate::util::is_not_found(&e) || crate::util::is_conflict(&e) => {}
@@ -100,7 +113,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if spec.suspend == Some(true) {
         return Ok(Action::await_change());
     }
-    let owned: Vec<Arc<Pod>> = ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&**p) == Some(uid.as_str())).collect();
+    let owned: Vec<Arc<Pod>> =
+        ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&**p) == Some(uid.as_str())).collect();
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| !matches!(phase(p), "Succeeded" | "Failed") && p.metadata.deletion_timestamp.is_none()).collect();
     let succeeded: Vec<&Arc<Pod>> = owned.iter().filter(|p| phase(p) == "Succeeded").collect();
     let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
@@ -174,14 +188,21 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
             let pod = Pod { metadata: meta, spec: pod_spec, status: None };
             match pods_api.create(&PostParams::default(), &pod).await {
-                Ok(p) => ctx.recorder.record(&*job, skiff_runtime::events::EventType::Normal, "SuccessfulCreate", &format!("Created pod: {}", p.metadata.name.unwrap_or_default())),
+                Ok(p) => ctx.recorder.record(
+                    &*job,
+                    skiff_runtime::events::EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                ),
                 Err(e) => return Err(e.into()),
             }
         }
         status["active"] = json!(active.len() as i32 + missing);
     }
     let cur = serde_json::to_value(job.status.clone().unwrap_or_default())?;
-    let changed = ["active", "succeeded", "failed", "ready", "completedIndexes", "conditions"].iter().any(|k| cur.get(*k) != status.get(*k) && !(status.get(*k) == Some(&json!(0)) && cur.get(*k).is_none()));
+    let changed = ["active", "succeeded", "failed", "ready", "completedIndexes", "conditions"]
+        .iter()
+        .any(|k| cur.get(*k) != status.get(*k) && !(status.get(*k) == Some(&json!(0)) && cur.get(*k).is_none()));
     if changed || job.status.as_ref().and_then(|s| s.start_time.as_ref()).is_none() {
         jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
     }
