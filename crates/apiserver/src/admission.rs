@@ -79,7 +79,7 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
                     return Err(ApiError::invalid(
                         rt,
                         &name,
-                        vec![FieldError::invalid("spec.clusterIPs", ip, &format!("failed to allocate IP {ip}: provided IP is already allocated"))],
+                        vec![FieldError::invalid("spec.clusterIPs", ip, format!("failed to allocate IP {ip}: provided IP is already allocated"))],
                     ));
                 }
                 let ip = ip.to_string();

@@ -40,8 +40,11 @@ pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
         .await;
 }
 
+/// (The latest due time, the next time.)
+pub type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The most recent scheduled time in (`after`, `now`], and the next one after `now`.
-pub fn schedule_times(schedule: &str, after: DateTime<Utc>, now: DateTime<Utc>) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), String> {
+pub fn schedule_times(schedule: &str, after: DateTime<Utc>, now: DateTime<Utc>) -> Result<Times, String> {
     let expr = match schedule.trim() {
         "@yearly" | "@annually" => "0 0 1 1 *",
         "@monthly" => "0 0 1 * *",
@@ -131,7 +134,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if let (Some(due), false) = (due, spec.suspend.unwrap_or(false)) {
         let too_late = spec.starting_deadline_seconds.is_some_and(|d| (now - due).num_seconds() > d);
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-        if !too_late && !(policy == "Forbid" && !active.is_empty()) {
+        let blocked = policy == "Forbid" && !active.is_empty();
+        if !too_late && !blocked {
             if policy == "Replace" {
                 for j in &active {
                     let _ = jobs_api.delete(j.metadata.name.as_deref().unwrap_or(""), &DeleteParams::background()).await;

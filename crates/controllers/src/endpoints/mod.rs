@@ -57,6 +57,10 @@ pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
         .await;
 }
 
+/// One Endpoints subset under construction: (ready addresses, not-ready
+/// addresses, ports).
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
+
 /// The container port a Service port targets on a pod (a named target
 /// port resolves through the pod's container ports).
 fn target_port(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<i32> {
@@ -96,7 +100,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     // Endpoints: one subset per distinct port list (pods with the same
     // resolved ports share one), ready and not-ready addresses apart.
-    let mut subsets: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
     let mut slice_endpoints = Vec::new();
     let mut slice_ports: Option<Vec<Value>> = None;
     for p in &pods {
