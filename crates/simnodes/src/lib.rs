@@ -107,10 +107,11 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let names: Vec<String> = (0..cfg.count).map(|i| format!("{}{i}", cfg.prefix)).collect();
     let index: Arc<HashMap<String, usize>> = Arc::new(names.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect());
-    futures::stream::iter(names.iter().enumerate())
+    // Owned items: the future must be Send for any caller (a spawned task).
+    futures::stream::iter(names.clone().into_iter().enumerate())
         .map(|(i, name)| {
             let (nodes, leases, cfg) = (nodes.clone(), leases.clone(), cfg.clone());
-            async move { register(&nodes, &leases, name, i, &cfg).await }
+            async move { register(&nodes, &leases, &name, i, &cfg).await }
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
@@ -126,12 +127,12 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
             loop {
                 tick.tick().await;
                 let now = skiff_runtime::micro_now();
-                futures::stream::iter(names.iter())
+                futures::stream::iter(names.clone().into_iter())
                     .map(|n| {
                         let (leases, now) = (leases.clone(), now.clone());
                         async move {
                             let p = json!({"spec": {"renewTime": now}});
-                            if let Err(e) = leases.patch(n, &PatchParams::default(), &Patch::Merge(&p)).await {
+                            if let Err(e) = leases.patch(&n, &PatchParams::default(), &Patch::Merge(&p)).await {
                                 tracing::warn!(node = %n, error = %e, "lease renewal failed");
                             }
                         }
