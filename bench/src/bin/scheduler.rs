@@ -22,7 +22,9 @@ use skiff_bench::{rss_kib, start_skiff};
 use skiff_scheduler::cache::{Cache, PodInfo};
 
 fn node(name: &str) -> anyhow::Result<Node> {
-    Ok(serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": format!("z{}", name.len() % 3)}}, "spec": {}}))?)
+    Ok(serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": format!("z{}", name.len() % 3)}}, "spec": {}}),
+    )?)
 }
 
 fn node_status() -> serde_json::Value {
@@ -103,9 +105,8 @@ async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let sched = tokio::spawn(skiff_scheduler::run(c.clone(), opts, stop));
     loop {
-        let bound = papi.list(&kube::api::ListParams::default().fields("spec.nodeName!=").limit(1)).await?;
-        let pending = papi.list(&kube::api::ListParams::default().fields("spec.nodeName=")).await?.items.len();
-        let _ = bound;
+        // One matching item is enough to know some are still pending.
+        let pending = papi.list(&kube::api::ListParams::default().fields("spec.nodeName=").limit(1)).await?.items.len();
         if pending == 0 {
             break;
         }
@@ -114,7 +115,12 @@ async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
     let e = t.elapsed();
     let _ = stop_tx.send(true);
     let _ = sched.await;
-    println!("end to end: {pods} pods bound through pods/binding in {:.2} s = {:.0} pods/s (server RSS {:.0} MiB)", e.as_secs_f64(), pods as f64 / e.as_secs_f64(), rss_kib(skiff.child.id())? as f64 / 1024.0);
+    println!(
+        "end to end: {pods} pods bound through pods/binding in {:.2} s = {:.0} pods/s (server RSS {:.0} MiB)",
+        e.as_secs_f64(),
+        pods as f64 / e.as_secs_f64(),
+        rss_kib(skiff.child.id())? as f64 / 1024.0
+    );
     Ok(())
 }
 
@@ -146,7 +152,12 @@ async fn deployment(nodes: usize, replicas: i32) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let e = t.elapsed();
-    println!("\ndeployment of {replicas} replicas on {nodes} simulated nodes: all Ready in {:.1} s ({:.0} pods/s; server RSS {:.0} MiB)", e.as_secs_f64(), replicas as f64 / e.as_secs_f64(), rss_kib(skiff.child.id())? as f64 / 1024.0);
+    println!(
+        "\ndeployment of {replicas} replicas on {nodes} simulated nodes: all Ready in {:.1} s ({:.0} pods/s; server RSS {:.0} MiB)",
+        e.as_secs_f64(),
+        replicas as f64 / e.as_secs_f64(),
+        rss_kib(skiff.child.id())? as f64 / 1024.0
+    );
     let _ = stop_tx.send(true);
     let _ = sim.await;
     Ok(())

@@ -11,8 +11,20 @@ use skiff_store::{ListOptions, StoreError};
 use crate::handler::State;
 use crate::respond::{bytes_response, json_response, store_err, with_rv, Resp};
 
+/// Whether the client asked for a `Table` (kubectl get).
 pub(crate) fn wants_table(accept: &str) -> bool {
     accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+}
+
+/// Whether the client asked for `PartialObjectMetadata` (metadata-only
+/// informers, like the garbage collector's).
+pub(crate) fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
+/// An object's `PartialObjectMetadata` view.
+pub(crate) fn partial_metadata(obj: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null)})
 }
 
 pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, accept: &str) -> Result<Resp, ApiError> {
@@ -20,6 +32,9 @@ pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name
     let obj = with_rv(&kv.value, kv.mod_revision)?;
     if wants_table(accept) {
         return Ok(json_response(200, &table::table(rt.kind, &[&obj], table::IncludeObject::Metadata, &kv.mod_revision.to_string(), None, chrono::Utc::now())));
+    }
+    if wants_metadata(accept) {
+        return Ok(json_response(200, &partial_metadata(&obj)));
     }
     Ok(json_response(200, &obj))
 }
@@ -81,6 +96,10 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
     let mut meta = json!({"resourceVersion": page.rev.to_string()});
     if let Some(n) = &page.next {
         meta["continue"] = json!(n);
+    }
+    if wants_metadata(accept) {
+        let items: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).map(|o| partial_metadata(&o)).collect();
+        return Ok(json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})));
     }
     let mut out = Vec::with_capacity(page.items.iter().map(|b| b.len() + 1).sum::<usize>() + 128);
     out.extend_from_slice(format!("{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[", rt.kind, rt.api_version(), meta).as_bytes());

@@ -29,6 +29,7 @@ struct Request {
     labels: LabelSelector,
     fields: FieldSelector,
     table: bool,
+    metadata: bool,
     bookmarks: bool,
 }
 
@@ -58,6 +59,9 @@ impl Request {
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
             let t = table::table(self.rt.kind, &[&o], table::IncludeObject::Metadata, &rv, None, chrono::Utc::now());
             return event_line(ty, &t);
+        }
+        if self.metadata {
+            return event_line(ty, &crate::read::partial_metadata(&obj.object()));
         }
         // The cached JSON is spliced in as is: no re-serialization per watcher.
         let mut out = Vec::with_capacity(obj.json.len() + 32);
@@ -120,7 +124,14 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
     if send_initial.is_some() && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::new(422, "Invalid", "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string()));
     }
-    let req = Request { rt, labels, fields, table: crate::read::wants_table(accept), bookmarks: flag("allowWatchBookmarks") };
+    let req = Request {
+        rt,
+        labels,
+        fields,
+        table: crate::read::wants_table(accept),
+        metadata: crate::read::wants_metadata(accept),
+        bookmarks: flag("allowWatchBookmarks"),
+    };
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let rv_num = if rv.is_empty() { 0 } else { rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))? };

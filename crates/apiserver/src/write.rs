@@ -301,7 +301,9 @@ async fn update_once(
             return Err(ApiError::conflict(rt, name).into());
         }
     }
-    let mut new = normalize(rt, ns, proposed, opts.validation, &mut warnings)?;
+    // Server-made writes (pods/binding) change known fields of an object
+    // that was normalized when stored: no typed round trip needed.
+    let mut new = if opts.scope == Scope::All { proposed } else { normalize(rt, ns, proposed, opts.validation, &mut warnings)? };
     if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL").into());
     }

@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
@@ -20,7 +21,12 @@ pub mod serviceaccount;
 pub mod statefulset;
 mod util;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 use tokio::sync::watch;
 
@@ -63,6 +69,32 @@ impl Default for Options {
     }
 }
 
+/// The informers the controllers share: one watch and cache per kind.
+#[derive(Clone)]
+pub struct Informers {
+    /// Every pod.
+    pub pods: Arc<informer::Informer<Pod>>,
+    /// Every node.
+    pub nodes: Arc<informer::Informer<Node>>,
+    /// Every ReplicaSet.
+    pub replicasets: Arc<informer::Informer<ReplicaSet>>,
+    /// Every Job.
+    pub jobs: Arc<informer::Informer<Job>>,
+}
+
+impl Informers {
+    /// Starts the shared watches.
+    pub fn start(client: &kube::Client, shutdown: &watch::Receiver<bool>) -> Self {
+        let cfg = kube::runtime::watcher::Config::default;
+        Self {
+            pods: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            nodes: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            replicasets: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            jobs: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+        }
+    }
+}
+
 /// Runs every controller until `shutdown` flips to true.
 pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<bool>) {
     let work = {
@@ -70,20 +102,21 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
         move || {
             let (client, opts, shutdown) = (client.clone(), opts.clone(), shutdown.clone());
             async move {
+                let i = Informers::start(&client, &shutdown);
                 tokio::join!(
-                    replicaset::run(client.clone(), shutdown.clone()),
-                    deployment::run(client.clone(), shutdown.clone()),
-                    job::run(client.clone(), shutdown.clone()),
-                    cronjob::run(client.clone(), shutdown.clone()),
-                    daemonset::run(client.clone(), shutdown.clone()),
-                    statefulset::run(client.clone(), shutdown.clone()),
-                    endpoints::run(client.clone(), shutdown.clone()),
-                    podgc::run(client.clone(), shutdown.clone()),
+                    replicaset::run(client.clone(), i.clone(), shutdown.clone()),
+                    deployment::run(client.clone(), i.clone(), shutdown.clone()),
+                    job::run(client.clone(), i.clone(), shutdown.clone()),
+                    cronjob::run(client.clone(), i.clone(), shutdown.clone()),
+                    daemonset::run(client.clone(), i.clone(), shutdown.clone()),
+                    statefulset::run(client.clone(), i.clone(), shutdown.clone()),
+                    endpoints::run(client.clone(), i.clone(), shutdown.clone()),
+                    podgc::run(client.clone(), i.clone(), shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
                     nodeipam::run(client.clone(), &opts.cluster_cidr, shutdown.clone()),
-                    nodelifecycle::run(client.clone(), opts.node_monitor_grace_period, shutdown.clone()),
+                    nodelifecycle::run(client.clone(), i.clone(), opts.node_monitor_grace_period, shutdown.clone()),
                 );
             }
         }

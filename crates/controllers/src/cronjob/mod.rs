@@ -13,8 +13,8 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -28,9 +28,9 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (jobs, writer) = reflector::store();
-    let job_stream = reflector::reflector(writer, watcher(Api::<Job>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let job_stream = informers.jobs.subscribe();
+    let jobs = informers.jobs.store.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), jobs, recorder: skiff_runtime::events::Recorder::new(client.clone(), "cronjob-controller") });
     Controller::new(Api::<CronJob>::all(client), watcher::Config::default())
         .owns_stream(job_stream)

@@ -14,8 +14,8 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -36,11 +36,11 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (pods, pw) = reflector::store();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
-    let (nodes, nw) = reflector::store();
-    let node_stream = reflector::reflector(nw, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let pod_stream = informers.pods.subscribe();
+    let pods = informers.pods.store.clone();
+    let node_stream = informers.nodes.subscribe();
+    let nodes = informers.nodes.store.clone();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,

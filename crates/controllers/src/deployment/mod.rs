@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::{json, Value};
 use skiff_runtime::events::{EventType, Recorder};
 use skiff_runtime::selectors::label_selector_matches;
@@ -34,10 +34,9 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (replicasets, writer) = reflector::store();
-    let rs_stream =
-        reflector::reflector(writer, watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let rs_stream = informers.replicasets.subscribe();
+    let replicasets = informers.replicasets.store.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), replicasets, recorder: Recorder::new(client.clone(), "deployment-controller") });
     Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
         .owns_stream(rs_stream)

@@ -14,8 +14,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -30,9 +30,9 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (pods, pw) = reflector::store();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let pod_stream = informers.pods.subscribe();
+    let pods = informers.pods.store.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), pods });
     let controller = Controller::new(Api::<Service>::all(client), watcher::Config::default());
     let services = controller.store();

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use serde_json::json;
@@ -104,12 +105,13 @@ enum Work {
 
 /// Runs the collector until shutdown.
 pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::channel::<(usize, watcher::Event<DynamicObject>)>(4096);
+    let (tx, mut rx) = mpsc::channel::<(usize, watcher::Event<PartialObjectMeta<DynamicObject>>)>(4096);
     let mut feeds = Vec::new();
     for i in 0..KINDS.len() {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(i));
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &api_resource(i));
         let tx = tx.clone();
         feeds.push(tokio::spawn(async move {
+            // Metadata only: the graph needs owners, finalizers and names.
             let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
             while let Some(ev) = events.next().await {
                 match ev {

@@ -35,15 +35,15 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, grace: Duration, shutdown: watch::Receiver<bool>) {
+pub async fn run(client: kube::Client, informers: crate::Informers, grace: Duration, shutdown: watch::Receiver<bool>) {
     let (leases, lw) = reflector::store();
     let lease_stream =
         reflector::reflector(lw, watcher(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default()).default_backoff())
             .touched_objects();
-    let (pods, pw) = reflector::store();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+    let pod_stream = informers.pods.subscribe();
+    let pods = informers.pods.store.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), leases, pods, grace });
-    Controller::new(Api::<Node>::all(client), watcher::Config::default())
+    Controller::for_stream(informers.nodes.subscribe(), informers.nodes.store.clone())
         .watches_stream(lease_stream, |l: Lease| l.metadata.name.map(|n| ObjectRef::<Node>::new(&n)))
         .watches_stream(pod_stream, |p: Pod| p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()).map(|n| ObjectRef::<Node>::new(&n)))
         .graceful_shutdown_on(on_shutdown(shutdown))
@@ -114,8 +114,13 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     // Which lifecycle taint the node should carry.
+    // A node that has not reported any status yet is starting, not lost
+    // (Kubernetes' node startup grace): only a lapsed lease or a reported
+    // Unknown makes it unreachable.
+    let reported = conditions.iter().any(|c| c.type_ == "Ready");
     let want: Option<&str> = match (stale, ready.as_str()) {
-        (true, _) | (false, "Unknown") => Some(UNREACHABLE),
+        (true, _) => Some(UNREACHABLE),
+        (false, "Unknown") if reported => Some(UNREACHABLE),
         (false, "False") => Some(NOT_READY),
         _ => None,
     };

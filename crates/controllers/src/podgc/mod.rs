@@ -1,6 +1,6 @@
 //! Pod garbage collection: pods bound to nodes that no longer exist are
-//! deleted at once (no kubelet will ever finish them), as Kubernetes'
-//! PodGC does for orphaned pods.
+//! deleted (no kubelet will ever finish them) once the node has been
+//! missing for 40 s, as Kubernetes' PodGC does for orphaned pods.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt as _};
+
 use tokio::sync::watch;
 
 use crate::util::{on_shutdown, retry};
@@ -18,16 +18,20 @@ use crate::Error;
 struct Ctx {
     client: kube::Client,
     nodes: Store<Node>,
+    /// When each missing node was first found missing.
+    missing: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
+/// How long a node must stay missing before its pods are deleted (PodGC's
+/// quarantine: an informer may not have seen a new node yet).
+const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(40);
+
 /// Runs the collector until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (nodes, nw) = reflector::store();
-    let node_events = reflector::reflector(nw, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff());
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
     // A node going away is the event that orphans pods.
-    let node_deleted = node_events.filter_map(|ev| futures::future::ready(matches!(ev, Ok(watcher::Event::Delete(_))).then_some(())));
-    let ctx = Arc::new(Ctx { client: client.clone(), nodes: nodes.clone() });
-    let controller = Controller::new(Api::<Pod>::all(client), watcher::Config::default().fields("spec.nodeName!="));
+    let node_deleted = informers.nodes.deletions().map(|_| ());
+    let ctx = Arc::new(Ctx { client: client.clone(), nodes: informers.nodes.store.clone(), missing: Default::default() });
+    let controller = Controller::for_stream(informers.pods.subscribe(), informers.pods.store.clone());
     controller
         .reconcile_all_on(node_deleted)
         .graceful_shutdown_on(on_shutdown(shutdown))
@@ -43,7 +47,15 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     if ctx.nodes.get(&reflector::ObjectRef::new(&node)).is_some() {
+        if let Ok(mut m) = ctx.missing.lock() {
+            m.remove(&node);
+        }
         return Ok(Action::await_change());
+    }
+    let since = ctx.missing.lock().map(|mut m| *m.entry(node.clone()).or_insert_with(std::time::Instant::now)).unwrap_or_else(|_| std::time::Instant::now());
+    if since.elapsed() < QUARANTINE {
+        // The quarantine's end is a deadline, not an event.
+        return Ok(Action::requeue(QUARANTINE - since.elapsed() + std::time::Duration::from_millis(100)));
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
     // Confirm with a live read: the informer may lag a node's creation.

@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use skiff_runtime::resources::{pod_ready, pod_terminated};
 use skiff_runtime::selectors::label_selector_matches;
@@ -44,9 +44,9 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (pods, writer) = reflector::store();
-    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let pod_stream = informers.pods.subscribe();
+    let pods = informers.pods.store.clone();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,

@@ -14,8 +14,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use skiff_runtime::resources::pod_ready;
 use tokio::sync::watch;
@@ -33,9 +33,9 @@ struct Ctx {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let (pods, pw) = reflector::store();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff()).touched_objects();
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let pod_stream = informers.pods.subscribe();
+    let pods = informers.pods.store.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), pods, recorder: skiff_runtime::events::Recorder::new(client.clone(), "statefulset-controller") });
     Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
         .owns_stream(pod_stream)
