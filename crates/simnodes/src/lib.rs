@@ -127,7 +127,7 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
             loop {
                 tick.tick().await;
                 let now = skiff_runtime::micro_now();
-                futures::stream::iter(names.clone().into_iter())
+                futures::stream::iter(names.clone())
                     .map(|n| {
                         let (leases, now) = (leases.clone(), now.clone());
                         async move {
