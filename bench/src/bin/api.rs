@@ -6,7 +6,8 @@
 //! and the store), next to the same number of durable 1 KiB etcd puts at
 //! the same concurrency and the ratio; list of 10,000 pods (p50/p99);
 //! watch delivery latency from a create to each of 100 watchers; server RSS
-//! idle and after the pods.
+//! idle and after the pods. The scheduler and controllers are disabled:
+//! this measures the API server over its store.
 //!
 //! Run: `cargo build --release -p skiff && cargo run --release -p skiff-bench --bin api [-- N]`.
 
@@ -43,7 +44,11 @@ async fn namespace(c: &kube::Client, name: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let total: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &[])?;
+    // The API server and its store alone: with the scheduler running, every
+    // pod of this benchmark (there are no nodes) would also get a
+    // FailedScheduling event and a status write, which is the scheduler's
+    // cost, measured by the scheduler benchmark.
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers"])?;
     println!("start → ready: {:.1} ms", ms(skiff.ready_after));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(skiff.child.id())?;

@@ -12,13 +12,16 @@ use std::time::Duration;
 use skiff_bench::{ms, rss_kib, start_skiff};
 
 fn main() -> anyhow::Result<()> {
-    println!("{:>4} {:>16} {:>14}", "run", "start→ready ms", "idle RSS MiB");
-    for run in 1..=5 {
-        let dir = tempfile::tempdir()?;
-        let s = start_skiff(dir.path(), &[])?;
-        std::thread::sleep(Duration::from_secs(2));
-        let rss = rss_kib(s.child.id())?;
-        println!("{run:>4} {:>16.1} {:>14.1}", ms(s.ready_after), rss as f64 / 1024.0);
+    for (what, flags) in [("API server alone (--disable scheduler,controllers)", &["--disable", "scheduler,controllers"][..]), ("whole control plane (default)", &[][..])] {
+        println!("{what}");
+        println!("{:>4} {:>16} {:>14}", "run", "start→ready ms", "idle RSS MiB");
+        for run in 1..=5 {
+            let dir = tempfile::tempdir()?;
+            let s = start_skiff(dir.path(), flags)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let rss = rss_kib(s.child.id())?;
+            println!("{run:>4} {:>16.1} {:>14.1}", ms(s.ready_after), rss as f64 / 1024.0);
+        }
     }
     Ok(())
 }

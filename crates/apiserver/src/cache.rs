@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, watch};
 /// Events kept per resource for watches that resume from a revision.
 const HISTORY: usize = 10_000;
 /// Live events a watcher may fall behind before its stream is closed.
-const FANOUT: usize = 4096;
+const FANOUT: usize = 1024;
 /// How long a read waits for the cache to reach a requested revision
 /// before answering "Too large resource version".
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
