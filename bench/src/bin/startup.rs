@@ -12,7 +12,9 @@ use std::time::Duration;
 use skiff_bench::{ms, rss_kib, start_skiff};
 
 fn main() -> anyhow::Result<()> {
-    for (what, flags) in [("API server alone (--disable scheduler,controllers)", &["--disable", "scheduler,controllers"][..]), ("whole control plane (default)", &[][..])] {
+    for (what, flags) in
+        [("API server alone (--disable scheduler,controllers)", &["--disable", "scheduler,controllers"][..]), ("whole control plane (default)", &[][..])]
+    {
         println!("{what}");
         println!("{:>4} {:>16} {:>14}", "run", "start→ready ms", "idle RSS MiB");
         for run in 1..=5 {

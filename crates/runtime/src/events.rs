@@ -12,7 +12,14 @@ pub struct Recorder {
     client: kube::Client,
     component: String,
     host: String,
+    /// Events already written, by (object uid, type, reason, message): a
+    /// repeat bumps `count` and `lastTimestamp` of the first one, as
+    /// client-go's event correlator does, instead of piling up objects.
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String, i32)>>>,
 }
+
+/// Distinct events remembered for aggregation before the memory is reset.
+const REMEMBERED: usize = 4096;
 
 /// `Normal` or `Warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +34,7 @@ impl Recorder {
     /// A recorder for `component` (e.g. `default-scheduler`).
     pub fn new(client: kube::Client, component: &str) -> Self {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        Self { client, component: component.into(), host }
+        Self { client, component: component.into(), host, seen: Default::default() }
     }
 
     /// Records an event about `obj`, in the background.
@@ -67,9 +74,28 @@ impl Recorder {
             count: Some(1),
             ..Default::default()
         };
+        let key = format!("{}\u{0}{:?}\u{0}{reason}\u{0}{message}", event.involved_object.uid.clone().unwrap_or_default(), event.type_);
+        let repeat = self.seen.lock().ok().and_then(|mut seen| {
+            if let Some((name, ns, count)) = seen.get_mut(&key) {
+                *count += 1;
+                return Some((name.clone(), ns.clone(), *count));
+            }
+            if seen.len() >= REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(key.clone(), (event.metadata.name.clone().unwrap_or_default(), ns.clone(), 1));
+            None
+        });
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         tokio::spawn(async move {
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
+            let result = match repeat {
+                Some((name, _, count)) => {
+                    let patch = serde_json::json!({"count": count, "lastTimestamp": crate::now()});
+                    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.map(|_| ())
+                }
+                None => api.create(&PostParams::default(), &event).await.map(|_| ()),
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "event not recorded");
             }
         });

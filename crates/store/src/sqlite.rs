@@ -182,7 +182,7 @@ fn read_history(conn: &mut Connection, prefix: &str, from: Revision) -> Result<(
             Ok(Event {
                 kind: if deleted != 0 { EventKind::Delete } else { EventKind::Put },
                 created: deleted == 0 && create_rev == rev,
-                kv: KeyValue { key: r.get(1)?, value: Bytes::from(r.get::<_, Vec<u8>>(4)?), create_revision: create_rev, mod_revision: rev },
+                kv: KeyValue { key: r.get(1)?, value: decode(4, r.get::<_, Vec<u8>>(4)?)?, create_revision: create_rev, mod_revision: rev },
             })
         })
         .map_err(backend)?
@@ -204,7 +204,7 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.read(move |conn| {
             conn.query_row("SELECT kv.create_rev, kv.mod_rev, log.value FROM kv JOIN log ON log.rev = kv.mod_rev WHERE kv.key = ?1", [&key], |r| {
-                Ok(KeyValue { key: key.clone(), create_revision: r.get(0)?, mod_revision: r.get(1)?, value: Bytes::from(r.get::<_, Vec<u8>>(2)?) })
+                Ok(KeyValue { key: key.clone(), create_revision: r.get(0)?, mod_revision: r.get(1)?, value: decode(2, r.get::<_, Vec<u8>>(2)?)? })
             })
             .optional()
             .map_err(backend)
@@ -226,7 +226,7 @@ impl Store for SqliteStore {
             };
             let limit: i64 = if opts.limit == 0 { -1 } else { opts.limit as i64 + 1 };
             let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<KeyValue> {
-                Ok(KeyValue { key: r.get(0)?, create_revision: r.get(1)?, mod_revision: r.get(2)?, value: Bytes::from(r.get::<_, Vec<u8>>(3)?) })
+                Ok(KeyValue { key: r.get(0)?, create_revision: r.get(1)?, mod_revision: r.get(2)?, value: decode(3, r.get::<_, Vec<u8>>(3)?)? })
             };
             let (mut items, revision) = match opts.revision {
                 Some(rev) if rev > 0 && rev < current => {
@@ -501,9 +501,63 @@ fn current_of(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<(Revis
         .map_err(backend)
 }
 
+/// Values are stored LZ4-compressed behind a marker byte JSON never starts
+/// with; values written before compression (no marker) read as they are.
+/// Kubernetes objects compress 3–5×, which keeps the database (and each
+/// durable write) small under churn.
+const COMPRESSED: u8 = 0xFF;
+/// Marks a short value stored as is that itself starts with a marker byte.
+const ESCAPED: u8 = 0xFE;
+/// Values shorter than this are stored as they are.
+const COMPRESS_FROM: usize = 64;
+
+fn encode(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if value.len() < COMPRESS_FROM {
+        if matches!(value.first(), Some(&COMPRESSED | &ESCAPED)) {
+            let mut out = Vec::with_capacity(value.len() + 1);
+            out.push(ESCAPED);
+            out.extend_from_slice(value);
+            return std::borrow::Cow::Owned(out);
+        }
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = Vec::with_capacity(value.len() / 2 + 8);
+    out.push(COMPRESSED);
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(value));
+    std::borrow::Cow::Owned(out)
+}
+
+fn decode(column: usize, stored: Vec<u8>) -> rusqlite::Result<Bytes> {
+    match stored.first() {
+        Some(&COMPRESSED) => lz4_flex::decompress_size_prepended(&stored[1..])
+            .map(Bytes::from)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, Box::new(e))),
+        Some(&ESCAPED) => Ok(Bytes::copy_from_slice(&stored[1..])),
+        _ => Ok(Bytes::from(stored)),
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn every_value_round_trips() {
+        let long_json = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"k":"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}}"#;
+        for v in [&b""[..], b"{}", &[0xFF, 1, 2], &[0xFE], &[0xFF; 200], long_json] {
+            let stored = encode(v).into_owned();
+            assert_eq!(&decode(0, stored.clone()).expect("decode")[..], v, "{stored:?}");
+        }
+        assert!(encode(long_json).len() < long_json.len(), "JSON compresses");
+        // Values written before compression read as they are.
+        assert_eq!(&decode(0, long_json.to_vec()).expect("legacy")[..], &long_json[..]);
+    }
+}
+
 fn insert_log(tx: &rusqlite::Transaction<'_>, rev: Revision, key: &str, deleted: bool, create_rev: Revision, value: &[u8]) -> Result<()> {
+    let stored = encode(value);
     tx.prepare_cached("INSERT INTO log (rev, key, deleted, create_rev, value) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![rev, key, deleted as i64, create_rev, value]))
+        .and_then(|mut s| s.execute(params![rev, key, deleted as i64, create_rev, &stored[..]]))
         .map(|_| ())
         .map_err(backend)
 }
@@ -542,10 +596,11 @@ fn apply_delete(tx: &rusqlite::Transaction<'_>, rev: &mut Revision, key: &str, e
             return Err(StoreError::Conflict { key: key.to_string(), expected, actual: mod_rev });
         }
     }
-    let value: Vec<u8> = tx.prepare_cached("SELECT value FROM log WHERE rev = ?1").and_then(|mut s| s.query_row([mod_rev], |r| r.get(0))).map_err(backend)?;
+    let value: Bytes =
+        tx.prepare_cached("SELECT value FROM log WHERE rev = ?1").and_then(|mut s| s.query_row([mod_rev], |r| decode(0, r.get(0)?))).map_err(backend)?;
     let new = *rev + 1;
     insert_log(tx, new, key, true, create_rev, &value)?;
     tx.prepare_cached("DELETE FROM kv WHERE key = ?1").and_then(|mut s| s.execute([key])).map_err(backend)?;
     *rev = new;
-    Ok(KeyValue { key: key.to_string(), value: Bytes::from(value), create_revision: create_rev, mod_revision: new })
+    Ok(KeyValue { key: key.to_string(), value, create_revision: create_rev, mod_revision: new })
 }
