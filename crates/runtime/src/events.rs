@@ -15,8 +15,11 @@ pub struct Recorder {
     /// Events already written, by (object uid, type, reason, message): a
     /// repeat bumps `count` and `lastTimestamp` of the first one, as
     /// client-go's event correlator does, instead of piling up objects.
-    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String, i32)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Written>>>,
 }
+
+/// An event already written: (name, namespace, count).
+type Written = (String, String, i32);
 
 /// Distinct events remembered for aggregation before the memory is reset.
 const REMEMBERED: usize = 4096;
