@@ -537,23 +537,6 @@ fn decode(column: usize, stored: Vec<u8>) -> rusqlite::Result<Bytes> {
     }
 }
 
-#[cfg(test)]
-mod encoding_tests {
-    use super::*;
-
-    #[test]
-    fn every_value_round_trips() {
-        let long_json = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"k":"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}}"#;
-        for v in [&b""[..], b"{}", &[0xFF, 1, 2], &[0xFE], &[0xFF; 200], long_json] {
-            let stored = encode(v).into_owned();
-            assert_eq!(&decode(0, stored.clone()).expect("decode")[..], v, "{stored:?}");
-        }
-        assert!(encode(long_json).len() < long_json.len(), "JSON compresses");
-        // Values written before compression read as they are.
-        assert_eq!(&decode(0, long_json.to_vec()).expect("legacy")[..], &long_json[..]);
-    }
-}
-
 fn insert_log(tx: &rusqlite::Transaction<'_>, rev: Revision, key: &str, deleted: bool, create_rev: Revision, value: &[u8]) -> Result<()> {
     let stored = encode(value);
     tx.prepare_cached("INSERT INTO log (rev, key, deleted, create_rev, value) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -603,4 +586,21 @@ fn apply_delete(tx: &rusqlite::Transaction<'_>, rev: &mut Revision, key: &str, e
     tx.prepare_cached("DELETE FROM kv WHERE key = ?1").and_then(|mut s| s.execute([key])).map_err(backend)?;
     *rev = new;
     Ok(KeyValue { key: key.to_string(), value, create_revision: create_rev, mod_revision: new })
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn every_value_round_trips() {
+        let long_json = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"k":"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}}"#;
+        for v in [&b""[..], b"{}", &[0xFF, 1, 2], &[0xFE], &[0xFF; 200], long_json] {
+            let stored = encode(v).into_owned();
+            assert_eq!(&decode(0, stored.clone()).expect("decode")[..], v, "{stored:?}");
+        }
+        assert!(encode(long_json).len() < long_json.len(), "JSON compresses");
+        // Values written before compression read as they are.
+        assert_eq!(&decode(0, long_json.to_vec()).expect("legacy")[..], &long_json[..]);
+    }
 }
