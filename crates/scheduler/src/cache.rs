@@ -88,14 +88,14 @@ impl NodeInfo {
         self.node.metadata.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str)
     }
 
-    fn add(&mut self, uid: String, info: PodInfo) {
+    pub(crate) fn add(&mut self, uid: String, info: PodInfo) {
         self.remove(&uid);
         self.requested = self.requested.plus(&info.requests);
         self.nonzero_requested = self.nonzero_requested.plus(&info.nonzero);
         self.pods.insert(uid, info);
     }
 
-    fn remove(&mut self, uid: &str) -> bool {
+    pub(crate) fn remove(&mut self, uid: &str) -> bool {
         match self.pods.remove(uid) {
             Some(old) => {
                 self.requested = self.requested.minus(&old.requests);

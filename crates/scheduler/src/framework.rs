@@ -161,6 +161,60 @@ pub fn schedule(pod: &PodInfo, cache: &Cache, start: &mut usize, cluster_has_ant
     Ok(feasible[best].name().to_string())
 }
 
+/// The priority of a pod (0 when unset).
+pub fn priority(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+/// DefaultPreemption: when `pod` fits nowhere, finds the node where
+/// removing the fewest, lowest-priority pods (all of lower priority than
+/// `pod`) lets it fit — after giving back every victim that is not needed.
+/// Only nodes that fail for reasons preemption can fix (resources, ports)
+/// are considered. Returns the node and the victims.
+pub fn preempt(pod: &PodInfo, cache: &Cache) -> Option<(String, Vec<std::sync::Arc<k8s_openapi::api::core::v1::Pod>>)> {
+    let prio = priority(&pod.pod);
+    if pod.pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+        return None;
+    }
+    let fits = |node: &NodeInfo| node_ports::filter(pod, node).is_ok() && node_resources_fit::filter(pod, node).is_ok();
+    let mut best: Option<(i32, usize, String, Vec<std::sync::Arc<k8s_openapi::api::core::v1::Pod>>)> = None;
+    for node in &cache.nodes {
+        if node_unschedulable::filter(&pod.pod, node).is_err()
+            || taint_toleration::filter(&pod.pod, node).is_err()
+            || node_affinity::filter(&pod.pod, &node.node).is_err()
+        {
+            continue;
+        }
+        let mut lower: Vec<(String, PodInfo)> = node.pods.iter().filter(|(_, p)| priority(&p.pod) < prio).map(|(u, p)| (u.clone(), p.clone())).collect();
+        if lower.is_empty() {
+            continue;
+        }
+        let mut sim = node.clone();
+        for (uid, _) in &lower {
+            sim.remove(uid);
+        }
+        if !fits(&sim) {
+            continue;
+        }
+        // Give back the most important pods first while the pod still fits.
+        lower.sort_by_key(|(_, p)| std::cmp::Reverse(priority(&p.pod)));
+        let mut victims = Vec::new();
+        for (uid, p) in lower {
+            sim.add(uid.clone(), p.clone());
+            if !fits(&sim) {
+                sim.remove(&uid);
+                victims.push(p.pod.clone());
+            }
+        }
+        let top = victims.iter().map(|v| priority(v)).max().unwrap_or(i32::MIN);
+        let better = best.as_ref().is_none_or(|(bt, bn, _, _)| (top, victims.len()) < (*bt, *bn));
+        if better {
+            best = Some((top, victims.len(), node.name().to_string(), victims));
+        }
+    }
+    best.map(|(_, _, node, victims)| (node, victims))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +347,31 @@ mod tests {
         place(&mut c, "a", "w1", json!({"app": "web"}), "1");
         let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
         assert_eq!(schedule(&pod(spread, json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+    }
+
+    #[test]
+    fn preemption_evicts_the_fewest_lowest_priority_pods() {
+        let mut c = cache(vec![node("a", "2", json!({})), node("b", "2", json!({}))]);
+        let low = |c: &mut Cache, node: &str, uid: &str, prio: i32, cpu: &str| {
+            let p: Pod = serde_json::from_value(json!({"metadata": {"name": uid, "namespace": "default", "uid": uid},
+                "spec": {"nodeName": node, "priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+            .expect("pod");
+            c.add_pod(node, Arc::new(p));
+        };
+        low(&mut c, "a", "a1", 0, "1");
+        low(&mut c, "a", "a2", 0, "1");
+        low(&mut c, "b", "b1", 500, "1");
+        low(&mut c, "b", "b2", 10, "1");
+        let want = pod(json!({"priority": 1000}), json!({}));
+        assert!(schedule(&want, &c, &mut 0, false).is_err(), "both nodes are full");
+        // On a, one priority-0 pod is enough; b's cheapest victim has priority 10.
+        let (node, victims) = preempt(&want, &c).expect("a victim");
+        assert_eq!(node, "a");
+        assert_eq!(victims.len(), 1);
+        let nobody = pod(json!({"priority": 0}), json!({}));
+        assert!(preempt(&nobody, &c).is_none(), "no one has lower priority");
+        let never = pod(json!({"priority": 1000, "preemptionPolicy": "Never"}), json!({}));
+        assert!(preempt(&never, &c).is_none());
     }
 
     #[test]

@@ -180,6 +180,9 @@ impl Scheduler {
             Err(fit) => {
                 let message = fit.to_string();
                 self.queue.unschedulable(&uid);
+                if let Some((node, victims)) = framework::preempt(&info, &self.cache) {
+                    self.evict(&pod, &node, victims);
+                }
                 self.recorder.record(&*pod, EventType::Warning, "FailedScheduling", &message);
                 let already =
                     pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
@@ -198,6 +201,37 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Deletes preemption victims and nominates `node` for the preemptor;
+    /// the victims' deletion events bring the pod back to the queue.
+    fn evict(&self, pod: &Arc<Pod>, node: &str, victims: Vec<Arc<Pod>>) {
+        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let (pod, node) = (pod.clone(), node.to_string());
+        tokio::spawn(async move {
+            let who = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""));
+            for v in victims {
+                let api: Api<Pod> = Api::namespaced(client.clone(), v.metadata.namespace.as_deref().unwrap_or("default"));
+                let dp = kube::api::DeleteParams {
+                    preconditions: Some(kube::api::Preconditions { uid: v.metadata.uid.clone(), resource_version: None }),
+                    ..Default::default()
+                };
+                match api.delete(v.metadata.name.as_deref().unwrap_or(""), &dp).await {
+                    Ok(_) => recorder.record(
+                        &*v,
+                        EventType::Normal,
+                        "Preempted",
+                        &format!("Preempted by pod {} on node {node}", pod.metadata.uid.as_deref().unwrap_or(&who)),
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "preemption victim not deleted"),
+                }
+            }
+            let api: Api<Pod> = Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or("default"));
+            let p = serde_json::json!({"status": {"nominatedNodeName": node}});
+            if let Err(e) = api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&p)).await {
+                tracing::debug!(error = %e, "nominatedNodeName not written");
+            }
+        });
     }
 
     fn on_bind_failed(&mut self, uid: &str) {

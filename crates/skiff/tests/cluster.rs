@@ -384,3 +384,22 @@ fn cronjob_spawns_jobs_on_schedule() {
     ok(&s, &["wait", "--for=condition=complete", &format!("job/{job}"), "--timeout=30s"]);
     wait_for(&s, 10, |s| !ok(s, &["get", "cronjob", "tick", "-o", "jsonpath={.status.lastScheduleTime}"]).is_empty());
 }
+
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 1, "small-", &["--cpu", "2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = |name: &str, prio: i32| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  priority: {prio}\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: '1'}}}}}}]\n")
+    };
+    ok(&s, &["apply", "-f", &manifest(&dir, "low1.yaml", &pod("low1", 0))]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "low2.yaml", &pod("low2", 0))]);
+    wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "--field-selector=status.phase=Running", "-o", "name"])).len() == 2);
+    ok(&s, &["apply", "-f", &manifest(&dir, "vip.yaml", &pod("vip", 1000))]);
+    wait_for(&s, 60, |s| ok(s, &["get", "pod", "vip", "-o", "jsonpath={.status.phase}"]) == "Running");
+    let left = lines(&ok(&s, &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]));
+    assert_eq!(left.len(), 2, "exactly one low-priority pod was preempted: {left:?}");
+    let events = ok(&s, &["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].message}"]);
+    assert!(events.contains("Preempted by pod"), "{events}");
+}
