@@ -34,7 +34,10 @@ where
         let (tx, _) = broadcast::channel(BUFFER);
         let feed = tx.clone();
         tokio::spawn(async move {
-            let mut events = reflector::reflector(writer, watcher(api, config).default_backoff()).boxed();
+            // managedFields are often the bulk of an object and no controller
+            // reads them: drop them before caching.
+            let stream = watcher(api, config).default_backoff().modify(|o| o.meta_mut().managed_fields = None);
+            let mut events = reflector::reflector(writer, stream).boxed();
             loop {
                 let ev = tokio::select! {
                     ev = events.next() => ev,

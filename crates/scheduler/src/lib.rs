@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use skiff_runtime::events::{EventType, Recorder};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -261,8 +261,9 @@ fn http_request(path: &str, body: &serde_json::Value) -> Result<http::Request<Ve
 async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch::Receiver<bool>) {
     let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut pod_events = watcher(pods, watcher::Config::default()).boxed();
-    let mut node_events = watcher(nodes, watcher::Config::default()).boxed();
+    // The scheduler never reads managedFields: drop them before caching.
+    let mut pod_events = watcher(pods, watcher::Config::default()).modify(|p| p.metadata.managed_fields = None).boxed();
+    let mut node_events = watcher(nodes, watcher::Config::default()).modify(|n| n.metadata.managed_fields = None).boxed();
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let recorder = Recorder::new(client.clone(), &opts.scheduler_name);
     let mut s = Scheduler {

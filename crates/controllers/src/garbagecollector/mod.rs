@@ -112,7 +112,7 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
         let tx = tx.clone();
         feeds.push(tokio::spawn(async move {
             // Metadata only: the graph needs owners, finalizers and names.
-            let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut events = watcher(api, watcher::Config::default()).default_backoff().modify(|o| o.metadata.managed_fields = None).boxed();
             while let Some(ev) = events.next().await {
                 match ev {
                     Ok(ev) => {
