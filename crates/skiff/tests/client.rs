@@ -201,11 +201,20 @@ async fn bad_input_is_a_4xx_status_and_nothing_is_stored() {
         (br#"{"metadata": {"name": "x"}, "data": {"bad key!": "v"}}"#.to_vec(), 422, "invalid key"),
         (format!(r#"{{"metadata": {{"name": "big"}}, "data": {{"k": "{}"}}}}"#, "x".repeat(4 << 20)).into_bytes(), 413, "oversized"),
         (b"[1,2,3]".to_vec(), 400, "not an object"),
+        (format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), 400, "nesting"),
     ];
     for (body, want, what) in cases {
         let err = client.request_text(post(body)).await.expect_err(what);
         assert_eq!(code(&err), want, "{what}: {err:?}");
     }
+    // A YAML alias bomb ("billion laughs") is refused, not expanded.
+    let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\na: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
+        bomb.push_str(&format!("{cur}: &{cur} [{}]\n", vec![format!("*{prev}"); 9].join(",")));
+    }
+    let yaml = http::Request::post("/api/v1/namespaces/default/configmaps").header("Content-Type", "application/yaml").body(bomb.into_bytes()).expect("request");
+    let err = client.request_text(yaml).await.expect_err("alias bomb");
+    assert_eq!(code(&err), 400, "{err:?}");
     let err = api.create(&PostParams::default(), &cm("Bad_Name", "x")).await.expect_err("invalid name");
     match &err {
         kube::Error::Api(s) => {
