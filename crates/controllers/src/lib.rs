@@ -55,6 +55,8 @@ pub struct Options {
     pub cluster_cidr: String,
     /// A node whose Lease is older than this is NotReady (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: Duration,
+    /// Finished pods kept before PodGC deletes the oldest (0 = never).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             identity: format!("{host}_{}", rand::random::<u32>()),
             cluster_cidr: "10.42.0.0/16".into(),
             node_monitor_grace_period: Duration::from_secs(40),
+            terminated_pod_gc_threshold: 12_500,
         }
     }
 }
@@ -111,7 +114,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     daemonset::run(client.clone(), i.clone(), shutdown.clone()),
                     statefulset::run(client.clone(), i.clone(), shutdown.clone()),
                     endpoints::run(client.clone(), i.clone(), shutdown.clone()),
-                    podgc::run(client.clone(), i.clone(), shutdown.clone()),
+                    podgc::run(client.clone(), i.clone(), opts.terminated_pod_gc_threshold, shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),

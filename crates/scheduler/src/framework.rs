@@ -375,6 +375,52 @@ mod tests {
     }
 
     #[test]
+    fn balanced_allocation_prefers_even_use_of_cpu_and_memory() {
+        let n = |cpu: &str, mem: &str| -> NodeInfo {
+            let mut c =
+                cache(vec![serde_json::from_value(json!({"metadata": {"name": "x"}, "status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "10"}}}))
+                    .expect("node")]);
+            c.nodes.remove(0)
+        };
+        let p = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}), json!({}));
+        // 1 CPU of 2 and 1Gi of 2Gi: perfectly balanced. 1 of 2 and 1Gi of 64Gi: not.
+        assert_eq!(balanced_allocation::score(&p, &n("2", "2Gi")), 100);
+        assert!(balanced_allocation::score(&p, &n("2", "64Gi")) < 80);
+        // LeastAllocated: more free room scores higher.
+        assert!(node_resources_fit::score(&p, &n("16", "64Gi")) > node_resources_fit::score(&p, &n("2", "2Gi")));
+    }
+
+    #[test]
+    fn preferences_steer_the_choice() {
+        // Preferred node affinity.
+        let c = cache(vec![node("a", "8", json!({})), node("b", "8", json!({"labels": {"disk": "ssd"}}))]);
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}),
+            json!({}),
+        );
+        assert_eq!(node_affinity::score(&p.pod, &c.nodes[1].node), 50);
+        assert_eq!(schedule(&p, &c, &mut 0, false), Ok("b".to_string()));
+        // PreferNoSchedule taints are avoided when something else fits.
+        let c = cache(vec![node("a", "8", json!({"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]})), node("b", "8", json!({}))]);
+        let plain = pod(json!({}), json!({}));
+        assert_eq!(taint_toleration::score(&plain.pod, &c.nodes[0]), 1);
+        assert_eq!(schedule(&plain, &c, &mut 0, false), Ok("b".to_string()));
+        // ScheduleAnyway spread prefers the emptier zone.
+        let zone = |z: &str| json!({"labels": {"zone": z}});
+        let mut c = cache(vec![node("a", "8", zone("z1")), node("b", "8", zone("z2"))]);
+        place(&mut c, "a", "w1", json!({"app": "web"}), "100m");
+        let soft = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]});
+        assert_eq!(schedule(&pod(soft, json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+        // Preferred pod affinity pulls toward the target's node.
+        let mut c = cache(vec![node("a", "8", json!({})), node("b", "8", json!({}))]);
+        place(&mut c, "b", "cache1", json!({"app": "cache"}), "100m");
+        let near = json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}}]}}});
+        assert_eq!(schedule(&pod(near, json!({})), &c, &mut 0, false), Ok("b".to_string()));
+    }
+
+    #[test]
     fn cordoned_nodes_are_skipped_and_sampling_finds_enough() {
         let c = cache(vec![node("a", "8", json!({"unschedulable": true})), node("b", "8", json!({}))]);
         assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false), Ok("b".to_string()));

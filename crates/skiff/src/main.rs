@@ -117,6 +117,9 @@ struct ControllerArgs {
     /// Seconds without a lease renewal before a node is NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
+    /// Finished pods kept before the oldest are deleted (0: never).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
 }
 
 impl ControllerArgs {
@@ -125,6 +128,7 @@ impl ControllerArgs {
             leader_elect,
             cluster_cidr: self.cluster_cidr.clone(),
             node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             ..Default::default()
         }
     }

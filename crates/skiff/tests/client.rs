@@ -212,7 +212,8 @@ async fn bad_input_is_a_4xx_status_and_nothing_is_stored() {
     for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
         bomb.push_str(&format!("{cur}: &{cur} [{}]\n", vec![format!("*{prev}"); 9].join(",")));
     }
-    let yaml = http::Request::post("/api/v1/namespaces/default/configmaps").header("Content-Type", "application/yaml").body(bomb.into_bytes()).expect("request");
+    let yaml =
+        http::Request::post("/api/v1/namespaces/default/configmaps").header("Content-Type", "application/yaml").body(bomb.into_bytes()).expect("request");
     let err = client.request_text(yaml).await.expect_err("alias bomb");
     assert_eq!(code(&err), 400, "{err:?}");
     let err = api.create(&PostParams::default(), &cm("Bad_Name", "x")).await.expect_err("invalid name");

@@ -403,3 +403,15 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
     let events = ok(&s, &["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].message}"]);
     assert!(events.contains("Preempted by pod"), "{events}");
 }
+
+#[test]
+fn finished_pods_beyond_the_threshold_are_collected() {
+    let s = start_with(&["--terminated-pod-gc-threshold", "2"]);
+    let _nodes = sim_nodes(&s, 1, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: five}\nspec:\n  completions: 5\n  parallelism: 5\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: x, command: ['true']}]\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "job.yaml", job)]);
+    ok(&s, &["wait", "--for=condition=complete", "job/five", "--timeout=30s"]);
+    wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "--field-selector=status.phase=Succeeded", "-o", "name"])).len() == 2);
+    assert_eq!(ok(&s, &["get", "job", "five", "-o", "jsonpath={.status.succeeded}"]), "5", "the Job's count survives its pods");
+}

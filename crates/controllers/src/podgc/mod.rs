@@ -1,6 +1,7 @@
-//! Pod garbage collection: pods bound to nodes that no longer exist are
-//! deleted (no kubelet will ever finish them) once the node has been
-//! missing for 40 s, as Kubernetes' PodGC does for orphaned pods.
+//! Pod garbage collection, as Kubernetes' PodGC: pods bound to nodes that
+//! no longer exist are deleted (no kubelet will ever finish them) once the
+//! node has been missing for 40 s; finished pods beyond
+//! `--terminated-pod-gc-threshold` (12,500) are deleted oldest first.
 
 use std::sync::Arc;
 
@@ -18,6 +19,9 @@ use crate::Error;
 struct Ctx {
     client: kube::Client,
     nodes: Store<Node>,
+    pods: Store<Pod>,
+    /// Finished pods kept before the oldest are deleted (`--terminated-pod-gc-threshold`).
+    threshold: usize,
     /// When each missing node was first found missing.
     missing: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -27,10 +31,16 @@ struct Ctx {
 const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(40);
 
 /// Runs the collector until shutdown.
-pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+pub async fn run(client: kube::Client, informers: crate::Informers, threshold: usize, shutdown: watch::Receiver<bool>) {
     // A node going away is the event that orphans pods.
     let node_deleted = informers.nodes.deletions().map(|_| ());
-    let ctx = Arc::new(Ctx { client: client.clone(), nodes: informers.nodes.store.clone(), missing: Default::default() });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        nodes: informers.nodes.store.clone(),
+        pods: informers.pods.store.clone(),
+        threshold,
+        missing: Default::default(),
+    });
     let controller = Controller::for_stream(informers.pods.subscribe(), informers.pods.store.clone());
     controller
         .reconcile_all_on(node_deleted)
@@ -41,6 +51,9 @@ pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: wa
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if ctx.threshold > 0 && skiff_runtime::resources::pod_terminated(&pod) {
+        collect_terminated(&ctx).await?;
+    }
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) else { return Ok(Action::await_change()) };
     // Only act once the node informer has listed everything.
     if ctx.nodes.wait_until_ready().await.is_err() {
@@ -73,4 +86,29 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
+}
+
+/// Deletes the oldest finished pods beyond the threshold.
+async fn collect_terminated(ctx: &Ctx) -> Result<(), Error> {
+    let mut done: Vec<Arc<Pod>> =
+        ctx.pods.state().into_iter().filter(|p| skiff_runtime::resources::pod_terminated(p) && p.metadata.deletion_timestamp.is_none()).collect();
+    if done.len() <= ctx.threshold {
+        return Ok(());
+    }
+    done.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0));
+    let extra = done.len() - ctx.threshold;
+    for p in done.into_iter().take(extra) {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), p.metadata.namespace.as_deref().unwrap_or("default"));
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(p.metadata.name.as_deref().unwrap_or(""), &dp).await {
+            Ok(_) => {}
+            Err(e) if crate::util::is_not_found(&e) || crate::util::is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
