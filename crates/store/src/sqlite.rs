@@ -105,7 +105,7 @@ impl SqliteStore {
         // A small WAL: checkpoint every 256 pages (1 MiB) and cut the file
         // back to 1 MiB after each, so under churn the WAL does not sit at
         // the default 4 MiB (or grow while readers block a truncation).
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=1048576;")
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=64; PRAGMA journal_size_limit=262144;")
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let meta = |name: &str| -> Result<i64> { conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(backend) };
