@@ -207,6 +207,20 @@ const PDB_SPEC: &[F] = &[
 const PDB: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(PDB_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
 const QUOTA_SPEC: &[F] = &[(1, "hard", T::MapQuantity, false), (2, "scopes", T::Str, true)];
 const QUOTA: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(QUOTA_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
+const RESOURCE_ATTRIBUTES: &[F] = &[
+    (1, "namespace", T::Str, false),
+    (2, "verb", T::Str, false),
+    (3, "group", T::Str, false),
+    (4, "version", T::Str, false),
+    (5, "resource", T::Str, false),
+    (6, "subresource", T::Str, false),
+    (7, "name", T::Str, false),
+    (8, "fieldSelector", T::Msg(ANY_STATUS), false),
+    (9, "labelSelector", T::Msg(ANY_STATUS), false),
+];
+const NON_RESOURCE_ATTRIBUTES: &[F] = &[(1, "path", T::Str, false), (2, "verb", T::Str, false)];
+const SSAR_SPEC: &[F] = &[(1, "resourceAttributes", T::Msg(RESOURCE_ATTRIBUTES), false), (2, "nonResourceAttributes", T::Msg(NON_RESOURCE_ATTRIBUTES), false)];
+const SSAR: &[F] = &[(1, "metadata", T::Msg(OBJECT_META), false), (2, "spec", T::Msg(SSAR_SPEC), false), (3, "status", T::Msg(ANY_STATUS), false)];
 const NAMESPACE_SPEC: &[F] = &[(1, "finalizers", T::Str, true)];
 const NAMESPACE_STATUS: &[F] = &[(1, "phase", T::Str, false)];
 const NAMESPACE: &[F] =
@@ -231,6 +245,7 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "ResourceQuota") => QUOTA,
         ("policy/v1", "PodDisruptionBudget") => PDB,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
         ("v1", "Secret") => SECRET,
         ("apps/v1", "Deployment") => DEPLOYMENT,
         _ => return None,

@@ -21,6 +21,10 @@ pub(crate) fn openapi_docs() -> &'static std::collections::BTreeMap<String, (Str
     })
 }
 
+/// Review resources that are answered, never stored:
+/// (group, version, plural, kind).
+const REVIEWS: &[(&str, &str, &str, &str)] = &[("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview")];
+
 /// Verbs every served resource supports.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
@@ -44,6 +48,17 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
 
 /// `GET /api/{v}` or `/apis/{g}/{v}`: an `APIResourceList`.
 pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
+    let reviews: Vec<Value> = REVIEWS
+        .iter()
+        .filter(|(g, v, _, _)| *g == group && *v == version)
+        .map(|(_, _, plural, kind)| json!({"name": plural, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"]}))
+        .collect();
+    if !reviews.is_empty() {
+        return Ok(json_response(
+            200,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": reviews}),
+        ));
+    }
     let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
     if rts.is_empty() {
         return Err(ApiError::no_such_path());
@@ -141,9 +156,16 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                 }
             }
             match aggregated_version(accept) {
-                Some(v) => aggregated(names.into_iter().map(discovery_group).collect(), v),
+                Some(v) => {
+                    let mut groups: Vec<Value> = names.into_iter().map(discovery_group).collect();
+                    groups.extend(REVIEWS.iter().map(|(g, ver, plural, kind)| {
+                        json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": ver, "freshness": "Current", "resources": [
+                            {"resource": plural, "responseKind": {"group": g, "version": ver, "kind": kind}, "scope": "Cluster", "singularResource": "", "verbs": ["create"]}]}]})
+                    }));
+                    aggregated(groups, v)
+                }
                 None => {
-                    let groups: Vec<Value> = skiff_api::registry::group_versions()
+                    let mut groups: Vec<Value> = skiff_api::registry::group_versions()
                         .into_iter()
                         .filter(|(g, _)| !g.is_empty())
                         .map(|(g, v)| {
@@ -151,6 +173,10 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                             json!({"name": g, "versions": [gv], "preferredVersion": gv})
                         })
                         .collect();
+                    groups.extend(REVIEWS.iter().map(|(g, v, _, _)| {
+                        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                        json!({"name": g, "versions": [gv], "preferredVersion": gv})
+                    }));
                     json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
                 }
             }

@@ -189,6 +189,8 @@ fn discovery_explain_describe_and_annotate() {
     for line in ["deployments", "deploy", "apps/v1", "statefulsets", "sts", "endpointslices", "leases"] {
         assert!(res.contains(line), "api-resources lists {line}: {res}");
     }
+    // No RBAC yet: an authenticated user may do everything, and says so.
+    assert_eq!(ok(&s, &["auth", "can-i", "create", "pods"]).trim(), "yes");
     let explain = ok(&s, &["explain", "deployment.spec.strategy"]);
     assert!(explain.contains("rollingUpdate"), "{explain}");
     let dir = tempfile::tempdir().expect("tempdir");
