@@ -58,16 +58,7 @@ pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: wa
 }
 
 fn tolerates(tols: &[Toleration], taint: &Taint) -> bool {
-    tols.iter().any(|t| {
-        if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
-            return false;
-        }
-        let key = t.key.as_deref().unwrap_or("");
-        match t.operator.as_deref().unwrap_or("Equal") {
-            "Exists" => key.is_empty() || key == taint.key,
-            _ => key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        }
-    })
+    tols.iter().any(|t| skiff_runtime::selectors::tolerates(t, taint))
 }
 
 /// The tolerations every daemon pod gets (Kubernetes adds these too).

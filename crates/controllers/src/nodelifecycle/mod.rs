@@ -56,24 +56,13 @@ fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-fn toleration_matches(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => key.is_empty() || key == taint.key,
-        _ => key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    }
-}
-
 /// When (unix seconds) a pod must go because of the node's NoExecute
 /// taints: `Some(0)` now, `None` never.
 pub fn eviction_time(pod: &Pod, taints: &[Taint]) -> Option<i64> {
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
     let mut at: Option<i64> = None;
     for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
-        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| toleration_matches(t, taint)).collect();
+        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| skiff_runtime::selectors::tolerates(t, taint)).collect();
         if matching.is_empty() {
             return Some(0);
         }

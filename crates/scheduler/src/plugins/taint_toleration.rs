@@ -2,27 +2,13 @@
 //! NoExecute taint; PreferNoSchedule taints it does not tolerate lower the
 //! score.
 
-use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Pod, Taint};
 
 use crate::cache::NodeInfo;
 
-fn toleration_matches(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        // An empty key with Exists tolerates everything.
-        "Exists" => key.is_empty() || key == taint.key,
-        _ => key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    }
-}
-
 /// Whether the pod tolerates the taint.
 pub fn tolerates(pod: &Pod, taint: &Taint) -> bool {
-    pod.spec.as_ref().and_then(|s| s.tolerations.as_ref()).is_some_and(|ts| ts.iter().any(|t| toleration_matches(t, taint)))
+    pod.spec.as_ref().and_then(|s| s.tolerations.as_ref()).is_some_and(|ts| ts.iter().any(|t| skiff_runtime::selectors::tolerates(t, taint)))
 }
 
 /// Filter: the first untolerated NoSchedule/NoExecute taint fails it.
