@@ -76,10 +76,17 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
                     None => state.cache.store_revision(),
                     Some(n) => n,
                 };
-                state.cache.wait_for(at_least).await.map_err(crate::watch::cache_error)?;
-                let snap = state.cache.list(rt, &prefix, &labels, &fields, limit);
-                let next = if snap.more { snap.items.last().map(|o| format!("{}:{}", snap.rev, o.key)) } else { None };
-                Page { rev: snap.rev, items: snap.items.iter().map(|o| o.json.clone()).collect(), next }
+                match state.cache.wait_for(at_least).await {
+                    Ok(()) => {
+                        let snap = state.cache.list(rt, &prefix, &labels, &fields, limit);
+                        let next = if snap.more { snap.items.last().map(|o| format!("{}:{}", snap.rev, o.key)) } else { None };
+                        Page { rev: snap.rev, items: snap.items.iter().map(|o| o.json.clone()).collect(), next }
+                    }
+                    // A consistent read the cache cannot serve in time is
+                    // served by the store, as kube-apiserver falls back to etcd.
+                    Err(_) if rv_num.is_none() => from_store(state, rt, &prefix, at_least, None, &labels, &fields, limit).await?,
+                    Err(e) => return Err(crate::watch::cache_error(e)),
+                }
             }
             (other, _) => return Err(ApiError::bad_request(format!("invalid resourceVersionMatch: {other:?}"))),
         }
