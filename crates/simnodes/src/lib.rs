@@ -2,8 +2,9 @@
 //! scale benchmarks. Each registers a Node named `<prefix><i>` labelled
 //! `node.skiff.dev/simulated=true`, renews its Lease every 10 s, and for
 //! every pod bound to it reports the pod Running and Ready with an IP from
-//! the node's podCIDR (Succeeded when its command is `true`), and finishes
-//! graceful deletions at once. Nothing runs; stopping the process stops
+//! the node's podCIDR (Succeeded when its command is `true`; Failed, or
+//! crash-looping under a restarting policy, when it is `false`), and
+//! finishes graceful deletions at once. Nothing runs; stopping the process stops
 //! the leases, so the node lifecycle controller marks the nodes NotReady.
 
 #![deny(missing_docs)]
@@ -220,15 +221,35 @@ async fn register(nodes: &Api<Node>, leases: &Api<Lease>, name: &str, i: usize, 
     }
 }
 
-/// Whether every app container's command is just `true`: a pod that
-/// "runs to completion" in the simulation.
-fn completes(pod: &Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().all(|c| {
-            let cmd: Vec<&str> = c.command.iter().flatten().chain(c.args.iter().flatten()).map(String::as_str).collect();
-            matches!(cmd.as_slice(), ["true"] | ["/bin/true"] | ["sh", "-c", "true"] | ["/bin/sh", "-c", "true"])
-        })
-    })
+/// What a simulated pod does, from its containers' commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Keeps running (any other command).
+    Runs,
+    /// Every container's command is `true`: it completes.
+    Succeeds,
+    /// Some container's command is `false`: it exits with 1.
+    Fails,
+}
+
+fn command_of(c: &k8s_openapi::api::core::v1::Container) -> Vec<&str> {
+    c.command.iter().flatten().chain(c.args.iter().flatten()).map(String::as_str).collect()
+}
+
+fn outcome(pod: &Pod) -> Outcome {
+    let Some(spec) = pod.spec.as_ref() else { return Outcome::Runs };
+    let is = |word: &str, cmd: &[&str]| match cmd {
+        [one] => *one == word || *one == format!("/bin/{word}"),
+        ["sh" | "/bin/sh", "-c", script] => *script == word,
+        _ => false,
+    };
+    if spec.containers.iter().any(|c| is("false", &command_of(c))) {
+        return Outcome::Fails;
+    }
+    if !spec.containers.is_empty() && spec.containers.iter().all(|c| is("true", &command_of(c))) {
+        return Outcome::Succeeds;
+    }
+    Outcome::Runs
 }
 
 async fn sync_pod(client: &kube::Client, pod: Pod, index: usize, ips: &Mutex<Ips>, handled: &Mutex<HashSet<String>>) -> Result<(), kube::Error> {
@@ -259,25 +280,54 @@ async fn sync_pod(client: &kube::Client, pod: Pod, index: usize, ips: &Mutex<Ips
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     let ip = ips.lock().map(|mut i| i.allocate(&node, index)).unwrap_or_default();
     let now = skiff_runtime::now();
-    let done = completes(&pod);
+    let outcome = outcome(&pod);
     let spec = pod.spec.clone().unwrap_or_default();
-    let status_of = |c: &k8s_openapi::api::core::v1::Container, finished: bool| {
-        let state = if finished {
-            json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now, "containerID": format!("sim://{uid}/{}", c.name)}})
-        } else {
-            json!({"running": {"startedAt": now}})
-        };
-        json!({"name": c.name, "image": c.image, "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()), "containerID": format!("sim://{uid}/{}", c.name),
-               "ready": !finished, "started": !finished, "restartCount": 0, "state": state})
+    let restarts = spec.restart_policy.as_deref() != Some("Never");
+    // A failing container under a restarting policy crash-loops; otherwise
+    // the pod ends. The phase follows.
+    let (phase, ready) = match (outcome, restarts) {
+        (Outcome::Runs, _) => ("Running", true),
+        (Outcome::Succeeds, _) => ("Succeeded", false),
+        (Outcome::Fails, false) => ("Failed", false),
+        (Outcome::Fails, true) => ("Running", false),
     };
-    let containers: Vec<serde_json::Value> = spec.containers.iter().map(|c| status_of(c, done)).collect();
-    let inits: Vec<serde_json::Value> = spec.init_containers.iter().flatten().map(|c| status_of(c, true)).collect();
-    let ready = if done { "False" } else { "True" };
-    let reason = if done { json!("PodCompleted") } else { json!(null) };
+    let cid = |c: &k8s_openapi::api::core::v1::Container| format!("sim://{uid}/{}", c.name);
+    let status_of = |c: &k8s_openapi::api::core::v1::Container| {
+        let fails = command_of(c).iter().any(|w| *w == "false" || *w == "/bin/false");
+        let (state, last, restart_count) = match (outcome, fails, restarts) {
+            (Outcome::Succeeds, _, _) => {
+                (json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now, "containerID": cid(c)}}), json!({}), 0)
+            }
+            (Outcome::Fails, true, false) => {
+                (json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": cid(c)}}), json!({}), 0)
+            }
+            (Outcome::Fails, true, true) => (
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off 10s restarting failed container={} pod={name}", c.name)}}),
+                json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": cid(c)}}),
+                1,
+            ),
+            _ => (json!({"running": {"startedAt": now}}), json!({}), 0),
+        };
+        let up = state.get("running").is_some();
+        json!({"name": c.name, "image": c.image, "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()), "containerID": cid(c),
+               "ready": up && ready, "started": up, "restartCount": restart_count, "state": state, "lastState": last})
+    };
+    let init_done = |c: &k8s_openapi::api::core::v1::Container| {
+        json!({"name": c.name, "image": c.image, "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()), "containerID": cid(c), "ready": true, "restartCount": 0,
+               "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now, "containerID": cid(c)}}})
+    };
+    let containers: Vec<serde_json::Value> = spec.containers.iter().map(status_of).collect();
+    let inits: Vec<serde_json::Value> = spec.init_containers.iter().flatten().map(init_done).collect();
+    let ready_s = if ready { "True" } else { "False" };
+    let reason = match phase {
+        "Succeeded" | "Failed" => json!("PodCompleted"),
+        _ if !ready => json!("ContainersNotReady"),
+        _ => json!(null),
+    };
     let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastProbeTime": null, "lastTransitionTime": now, "reason": if s == "True" { json!(null) } else { reason.clone() }});
     let status = json!({"status": {
-        "phase": if done { "Succeeded" } else { "Running" },
-        "conditions": [cond("PodReadyToStartContainers", "True"), cond("Initialized", "True"), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", "True")],
+        "phase": phase,
+        "conditions": [cond("PodReadyToStartContainers", "True"), cond("Initialized", "True"), cond("Ready", ready_s), cond("ContainersReady", ready_s), cond("PodScheduled", "True")],
         "hostIP": node_ip(index), "hostIPs": [{"ip": node_ip(index)}],
         "podIP": ip, "podIPs": [{"ip": ip}],
         "startTime": now,
@@ -300,12 +350,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pods_running_true_complete() {
+    fn commands_decide_what_a_simulated_pod_does() {
         let p = |cmd: serde_json::Value| -> Pod { serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "command": cmd}]}})).expect("pod") };
-        assert!(completes(&p(json!(["true"]))));
-        assert!(completes(&p(json!(["sh", "-c", "true"]))));
-        assert!(!completes(&p(json!(["sleep", "3600"]))));
-        assert!(!completes(&p(json!(null))));
+        assert_eq!(outcome(&p(json!(["true"]))), Outcome::Succeeds);
+        assert_eq!(outcome(&p(json!(["sh", "-c", "true"]))), Outcome::Succeeds);
+        assert_eq!(outcome(&p(json!(["false"]))), Outcome::Fails);
+        assert_eq!(outcome(&p(json!(["/bin/sh", "-c", "false"]))), Outcome::Fails);
+        assert_eq!(outcome(&p(json!(["sleep", "3600"]))), Outcome::Runs);
+        assert_eq!(outcome(&p(json!(null))), Outcome::Runs);
     }
 
     #[test]

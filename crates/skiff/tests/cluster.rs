@@ -415,3 +415,18 @@ fn finished_pods_beyond_the_threshold_are_collected() {
     wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "--field-selector=status.phase=Succeeded", "-o", "name"])).len() == 2);
     assert_eq!(ok(&s, &["get", "job", "five", "-o", "jsonpath={.status.succeeded}"]), "5", "the Job's count survives its pods");
 }
+
+#[test]
+fn a_job_whose_pods_fail_stops_at_its_backoff_limit() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 1, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: doomed}\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: x, command: ['false']}]\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "job.yaml", job)]);
+    ok(&s, &["wait", "--for=condition=failed", "job/doomed", "--timeout=30s"]);
+    let reason = ok(&s, &["get", "job", "doomed", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert_eq!(ok(&s, &["get", "job", "doomed", "-o", "jsonpath={.status.failed}"]), "2", "backoffLimit 1: the second failure ends it");
+    let exit = ok(&s, &["get", "pods", "-l", "job-name=doomed", "-o", "jsonpath={.items[0].status.containerStatuses[0].state.terminated.exitCode}"]);
+    assert_eq!(exit, "1");
+}
