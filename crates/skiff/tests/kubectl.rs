@@ -269,3 +269,22 @@ fn delete_collection_and_namespace_termination() {
     let (success, _, err) = kubectl(&s, &["create", "configmap", "late", "-n", "doomed"]);
     assert!(!success && err.contains("being terminated"), "{err}");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let s = start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--data-dir"])
+        .arg(s.dir.path())
+        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("second server");
+    assert!(!out.status.success(), "two writers on one database must not both run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    // The first keeps serving.
+    ok(&s, &["get", "namespaces", "default"]);
+}

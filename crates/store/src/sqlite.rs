@@ -50,6 +50,8 @@ enum WriteOp {
 
 struct Shared {
     path: PathBuf,
+    /// An exclusive lock on `<db>.lock`: one process writes a database.
+    _lock: std::fs::File,
     current: AtomicI64,
     compacted: AtomicI64,
     readers: Mutex<Vec<Connection>>,
@@ -101,10 +103,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        let lock = lock_exclusively(&path)?;
         let conn = open(&path, false)?;
-        // A small WAL: checkpoint every 256 pages (1 MiB) and cut the file
-        // back to 1 MiB after each, so under churn the WAL does not sit at
-        // the default 4 MiB (or grow while readers block a truncation).
+        // A small WAL: checkpoint every 64 pages (256 KiB) and cut the file
+        // back to 256 KiB after each, so under churn the WAL stays small
+        // (the default sits at 4 MiB). Store throughput did not change.
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=64; PRAGMA journal_size_limit=262144;")
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -112,7 +115,14 @@ impl SqliteStore {
         let current = meta("rev")?;
         let compacted = meta("compacted")?;
         let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared { path, current: AtomicI64::new(current), compacted: AtomicI64::new(compacted), readers: Mutex::new(Vec::new()), events });
+        let shared = Arc::new(Shared {
+            path,
+            _lock: lock,
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            readers: Mutex::new(Vec::new()),
+            events,
+        });
         let (tx, rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
         std::thread::Builder::new().name("skiff-store-writer".into()).spawn(move || writer_loop(conn, rx, writer_shared, opts)).map_err(backend)?;
@@ -499,6 +509,30 @@ fn current_of(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<(Revis
     tx.prepare_cached("SELECT create_rev, mod_rev FROM kv WHERE key = ?1")
         .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)
+}
+
+/// Takes the database's lock file, waiting a little for a previous owner in
+/// this process to finish closing. Two processes writing one database
+/// would each count revisions on their own: the second is refused.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", lock_path.display())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Backend(format!("{} is in use by another process (it holds {})", path.display(), lock_path.display())))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::Backend(format!("{}: {e}", lock_path.display()))),
+        }
+    }
 }
 
 /// Values are stored LZ4-compressed behind a marker byte JSON never starts
