@@ -116,7 +116,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     endpoints::run(client.clone(), i.clone(), shutdown.clone()),
                     podgc::run(client.clone(), i.clone(), opts.terminated_pod_gc_threshold, shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
-                    namespace::run(client.clone(), shutdown.clone()),
+                    namespace::run(client.clone(), i.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
                     nodeipam::run(client.clone(), &opts.cluster_cidr, shutdown.clone()),
                     nodelifecycle::run(client.clone(), i.clone(), opts.node_monitor_grace_period, shutdown.clone()),

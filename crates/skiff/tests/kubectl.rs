@@ -253,7 +253,9 @@ fn bearer_tokens_authenticate_and_metrics_are_served() {
 
 #[test]
 fn delete_collection_and_namespace_termination() {
-    let s = start();
+    // The API alone: without the namespace controller a deleted namespace
+    // stays Terminating, so its refusal of new content can be observed.
+    let s = common::start_with(&["--disable", "scheduler,controllers"]);
     ok(&s, &["create", "configmap", "one", "--from-literal=a=b"]);
     ok(&s, &["create", "configmap", "two", "--from-literal=a=b"]);
     ok(&s, &["label", "cm", "one", "two", "tier=x"]);

@@ -19,12 +19,16 @@ use crate::Error;
 
 struct Ctx {
     client: kube::Client,
+    /// How many times each terminating namespace was found not yet empty.
+    attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, shutdown: watch::Receiver<bool>) {
-    let ctx = Arc::new(Ctx { client: client.clone() });
+pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    let ctx = Arc::new(Ctx { client: client.clone(), attempts: Default::default() });
     Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
+        // Pods going away (the slow part of emptying a namespace) re-check it.
+        .watches_stream(informers.pods.deletions(), |p| p.metadata.namespace.map(|ns| kube::runtime::reflector::ObjectRef::<Namespace>::new(&ns)))
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(reconcile, retry, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -65,7 +69,18 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     if remaining > 0 {
         // Content with finalizers or graceful deletion takes time; check again.
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        // Other kinds with finalizers have no event here: look again, backing
+        // off from 1 s to 30 s.
+        let n = ctx.attempts.lock().map(|mut a| {
+            let e = a.entry(name.clone()).or_insert(0);
+            *e += 1;
+            *e
+        });
+        let wait = Duration::from_secs(1u64 << n.unwrap_or(1).saturating_sub(1).min(5)).min(Duration::from_secs(30));
+        return Ok(Action::requeue(wait));
+    }
+    if let Ok(mut a) = ctx.attempts.lock() {
+        a.remove(&name);
     }
     let mut cur = (*ns).clone();
     if let Some(spec) = cur.spec.as_mut() {
