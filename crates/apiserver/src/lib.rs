@@ -150,7 +150,11 @@ impl ApiServer {
             crt = p(&format!("{cert_name}.crt")),
             key = p(&format!("{cert_name}.key")),
         );
-        std::fs::write(path, doc)?;
+        // Written whole or not at all: whoever waits for the file (scripts,
+        // tests) never reads half of it.
+        let tmp = path.with_extension("kubeconfig.tmp");
+        std::fs::write(&tmp, doc)?;
+        std::fs::rename(&tmp, path)?;
         Ok(())
     }
 
