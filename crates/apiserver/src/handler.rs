@@ -264,12 +264,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
                     name,
                     |cur| {
                         let mut new = cur.clone();
-                        match ct.as_str() {
-                            "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", e))?,
-                            "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
-                            "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p).map_err(ApiError::bad_request)?,
-                            other => return Err(ApiError::unsupported_media_type(other)),
-                        }
+                        apply_patch(&mut new, &ct, &p)?;
                         // Only a resourceVersion the patch itself names is a
                         // precondition; otherwise lost races are retried.
                         if !pins_resource_version(&p) {
@@ -291,6 +286,19 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         (Method::DELETE, None) => delete_collection(state, rt, ns, &prefix, &body, &q).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// Applies a JSON, merge or strategic merge patch of content type `ct`.
+fn apply_patch(target: &mut Value, ct: &str, p: &Value) -> Result<(), ApiError> {
+    match ct {
+        "application/json-patch+json" => patch::json_patch(target, p).map_err(|e| ApiError::new(422, "Invalid", e)),
+        "application/merge-patch+json" => {
+            patch::merge_patch(target, p);
+            Ok(())
+        }
+        "application/strategic-merge-patch+json" => patch::strategic_merge(target, p).map_err(ApiError::bad_request),
+        other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
@@ -435,11 +443,8 @@ async fn write_scale(
         |cur| {
             let mut sc = scale_of(cur);
             if is_patch {
-                match ct {
-                    "application/json-patch+json" => patch::json_patch(&mut sc, &body_v).map_err(|e| ApiError::new(422, "Invalid", e))?,
-                    "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut sc, &body_v),
-                    other => return Err(ApiError::unsupported_media_type(other)),
-                }
+                // A Scale has no list fields: strategic merge is a merge patch.
+                apply_patch(&mut sc, ct, &body_v)?;
             } else {
                 if let Some(rv) = body_v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
                     if Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
