@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Seconds of the default not-ready and unreachable tolerations.
     pub(crate) toleration_seconds: (i64, i64),
+    /// TLS towards kubelets (`pods/log`): the cluster CA and the API server's kubelet-client certificate.
+    pub(crate) kubelet_tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Serializes Service creates while they allocate IPs and ports.
     pub(crate) allocations: tokio::sync::Mutex<()>,
 }
@@ -190,6 +192,10 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         Some("scale") if rt.scale => Scope::Main,
         Some("binding") if rt.kind == "Pod" => Scope::All,
         Some("finalize") if rt.kind == "Namespace" => Scope::Finalize,
+        Some("log") if rt.kind == "Pod" && req.method() == Method::GET => {
+            let query = req.uri().query().unwrap_or("").to_string();
+            return crate::proxy::pod_log(state, ns.as_deref().unwrap_or("default"), name.unwrap_or(""), &query).await;
+        }
         Some(_) => return Err(ApiError::no_such_path()),
     };
     let scale = sub == Some("scale");

@@ -15,6 +15,7 @@ mod cache;
 mod discovery;
 mod handler;
 mod metrics;
+mod proxy;
 mod read;
 mod respond;
 mod watch;
@@ -117,6 +118,7 @@ impl ApiServer {
             shutdown: shutdown_rx,
             toleration_seconds: (cfg.default_not_ready_toleration_seconds, cfg.default_unreachable_toleration_seconds),
             allocations: tokio::sync::Mutex::new(()),
+            kubelet_tls: Some(pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?),
         });
         handler::bootstrap(&state, local_addr.port()).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
@@ -156,6 +158,14 @@ impl ApiServer {
         std::fs::write(&tmp, doc)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+
+    /// TLS for a kubelet's API: a serving certificate for the node's name
+    /// and address, signed by the cluster CA, which also verifies clients.
+    pub fn kubelet_tls(&self, node_name: &str, node_ip: IpAddr) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, ServerError> {
+        let names = vec![node_name.to_string(), node_ip.to_string(), "127.0.0.1".into(), "localhost".into()];
+        let pair = self.pki.load_or_issue(&format!("kubelet-{node_name}-{node_ip}"), |p| p.issue_server(node_name, &names))?;
+        Ok(self.pki.server_tls(&pair, &[b"http/1.1"])?)
     }
 
     /// Serves until `shutdown` resolves.

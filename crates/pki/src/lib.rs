@@ -197,6 +197,27 @@ impl ClusterPki {
     }
 }
 
+impl ClusterPki {
+    /// A TLS client configuration that trusts only the cluster CA and
+    /// presents `client` (the API server's identity towards kubelets).
+    pub fn client_tls(&self, client: &CertPair) -> Result<Arc<rustls::ClientConfig>> {
+        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pem_certs(&self.ca.cert_pem)? {
+            roots.add(cert).map_err(|e| tls(&e))?;
+        }
+        let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(pem_certs(&client.cert_pem)?, key)
+            .map_err(|e| tls(&e))?;
+        Ok(Arc::new(cfg))
+    }
+}
+
 fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     rustls_pemfile::certs(&mut pem.as_bytes()).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| PkiError::Tls(e.to_string()))
 }

@@ -50,6 +50,27 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         leader_elect: bool,
     },
+    /// Runs a node: the kubelet with a supervised containerd (or the CRI
+    /// socket given), registered with an API server.
+    Agent {
+        /// Kubeconfig of the API server to use (the node's identity).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The cluster's PKI directory (the server's `DATA_DIR/pki`), whose
+        /// CA signs the kubelet API's serving certificate.
+        #[arg(long)]
+        pki_dir: PathBuf,
+        /// Where the agent keeps containerd, pods, logs and images.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Image tools for nodes.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Runs simulated nodes (hollow kubelets) for tests, demos and benchmarks.
     SimNodes {
         /// Kubeconfig of the API server to use.
@@ -76,6 +97,87 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Imports an image archive (OCI or Docker) into the node's containerd.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        /// The agent's data dir (default: the server's, plus `/agent`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Builds an OCI image archive from this machine's static busybox
+    /// (`/bin/busybox` and its applets, `sh` by default): an image to run
+    /// where no registry can be reached.
+    BuildBusybox {
+        /// The image name, e.g. `skiff.local/busybox:1`.
+        #[arg(long)]
+        name: String,
+        /// The archive to write (import it with `skiff images import`, or
+        /// drop it into `DATA_DIR/agent/images/` before the agent starts).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The busybox binary (must be static).
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+    },
+}
+
+/// The node's flags, shared by `skiff server` (its in-process agent) and `skiff agent`.
+#[derive(Args, Clone)]
+struct AgentArgs {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address the node reports and serves the kubelet API on (default: the first global IPv4 address).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Extra node labels, `key=value,...`.
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Taints to register the node with, `key=value:Effect,...`.
+    #[arg(long, default_value = "")]
+    register_with_taints: String,
+    /// An existing CRI socket (`unix:///run/containerd/containerd.sock`) instead of a supervised containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// The kubelet API's port (0: any free port).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Pods per node.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+}
+
+impl AgentArgs {
+    fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let h = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default();
+            if h.is_empty() { "skiff-node".into() } else { h }
+        })
+    }
+
+    fn config(&self, dir: PathBuf, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<skiff_kubelet::Config> {
+        let mut labels = std::collections::BTreeMap::new();
+        for l in self.node_labels.iter().filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once('=').with_context(|| format!("--node-labels: {l:?} is not key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(skiff_kubelet::Config {
+            node_name: self.node_name(),
+            node_ip: self.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip),
+            node_labels: labels,
+            taints: skiff_kubelet::parse_taints(&self.register_with_taints).map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?,
+            dir,
+            runtime_endpoint: self.container_runtime_endpoint.as_deref().map(skiff_cri::socket_path),
+            kubelet_port: self.kubelet_port,
+            max_pods: self.max_pods,
+            tls,
+        })
+    }
+}
+
 #[derive(Args)]
 struct ServerArgs {
     /// Where the store, certificates and kubeconfigs live.
@@ -96,7 +198,7 @@ struct ServerArgs {
     /// near the size of the live data.
     #[arg(long, default_value_t = 5)]
     compaction_interval: u64,
-    /// Components not to run in-process (comma-separated: scheduler, controllers).
+    /// Components not to run in-process (comma-separated: scheduler, controllers, agent).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// Seconds pods tolerate a not-ready node before eviction.
@@ -107,6 +209,8 @@ struct ServerArgs {
     default_unreachable_toleration_seconds: i64,
     #[command(flatten)]
     controllers: ControllerArgs,
+    #[command(flatten)]
+    agent: AgentArgs,
 }
 
 #[derive(Args, Clone)]
@@ -184,6 +288,30 @@ async fn main() -> anyhow::Result<()> {
             skiff_controllers::run(client, controllers.options(leader_elect), shutdown).await;
             Ok(())
         }
+        Command::Agent { kubeconfig, pki_dir, data_dir, agent } => {
+            let client = skiff_runtime::client(&kubeconfig).await?;
+            let pki = skiff_pki::ClusterPki::load_or_create(&pki_dir).context("reading the cluster PKI")?;
+            let node_ip = agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
+            let name = agent.node_name();
+            let names = vec![name.clone(), node_ip.to_string()];
+            let pair = pki.load_or_issue(&format!("kubelet-{name}-{node_ip}"), |p| p.issue_server(&name, &names))?;
+            let tls = pki.server_tls(&pair, &[b"http/1.1"])?;
+            let dir = data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
+            let dir = std::path::absolute(&dir)?;
+            skiff_kubelet::run(client, agent.config(dir, tls)?, shutdown).await?;
+            Ok(())
+        }
+        Command::Images { command: ImagesCommand::Import { file, data_dir } } => {
+            let dir = data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
+            let out = skiff_cri::oci::import(&dir.join("containerd").join("containerd.sock"), &file).await?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Images { command: ImagesCommand::BuildBusybox { name, output, busybox } } => {
+            skiff_cri::oci::Image::busybox(&name, &busybox).and_then(|i| i.write(&output)).with_context(|| format!("building {name} from {}", busybox.display()))?;
+            println!("{}", output.display());
+            Ok(())
+        }
         Command::SimNodes { kubeconfig, count, prefix, cpu, memory, pods, lease_duration_seconds } => {
             let client = skiff_runtime::client(&kubeconfig).await?;
             skiff_simnodes::run(client, skiff_simnodes::Config { count, prefix, cpu, memory, pods, lease_duration_seconds }, shutdown).await?;
@@ -195,7 +323,7 @@ async fn main() -> anyhow::Result<()> {
 async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     for d in &args.disable {
         if !matches!(d.as_str(), "scheduler" | "controllers" | "agent") {
-            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers)");
+            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent)");
         }
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -226,6 +354,23 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         server.write_kubeconfig(&kc, "controller-manager", "system:kube-controller-manager", None)?;
         let client = skiff_runtime::client(&kc).await?;
         components.push(tokio::spawn(skiff_controllers::run(client, args.controllers.options(true), shutdown.clone())));
+    }
+    if !args.disable.iter().any(|d| d == "agent") {
+        let node = args.agent.node_name();
+        let kc = data_dir.join("kubelet.kubeconfig");
+        server.write_kubeconfig(&kc, &format!("kubelet-{node}"), &format!("system:node:{node}"), Some("system:nodes"))?;
+        let client = skiff_runtime::client(&kc).await?;
+        let node_ip = args.agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
+        let tls = server.kubelet_tls(&node, node_ip)?;
+        let mut agent = args.agent.clone();
+        agent.node_ip = Some(node_ip);
+        let cfg = agent.config(data_dir.join("agent"), tls)?;
+        let stop = shutdown.clone();
+        components.push(tokio::spawn(async move {
+            if let Err(e) = skiff_kubelet::run(client, cfg, stop).await {
+                tracing::error!(error = %e, "the agent stopped");
+            }
+        }));
     }
     tracing::info!(address = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "API server ready; admin kubeconfig written");
     let mut stop = shutdown.clone();

@@ -1,0 +1,100 @@
+//! The Container Runtime Interface side of a skiff node.
+//!
+//! - [`Runtime`]: a CRI v1 client (RuntimeService and ImageService) over
+//!   the runtime's unix socket, on `tonic` with the `k8s-cri` messages.
+//! - [`containerd`]: a containerd that the agent starts and supervises with
+//!   its own root, state, socket and CNI directories, the way k3s does.
+//! - [`oci`]: OCI image archives built locally (the pause image, and the
+//!   busybox images tests run), imported into containerd with `ctr`.
+
+#![deny(missing_docs)]
+
+pub mod containerd;
+pub mod oci;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+pub use k8s_cri::v1 as api;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Errors of the CRI layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The runtime's socket did not answer.
+    #[error("connecting to the container runtime at {endpoint}: {message}")]
+    Connect {
+        /// The socket.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
+    /// A CRI call failed.
+    #[error("{0}")]
+    Call(#[from] tonic::Status),
+    /// A prerequisite program is not installed.
+    #[error("{program} is not installed (Debian package {package})")]
+    Missing {
+        /// The program looked for.
+        program: String,
+        /// The package that has it.
+        package: String,
+    },
+    /// The supervised runtime failed to start or exited.
+    #[error("containerd: {0}")]
+    Containerd(String),
+    /// A file or process error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A connected CRI runtime. Cloning is cheap (one shared HTTP/2 channel).
+#[derive(Clone)]
+pub struct Runtime {
+    /// RuntimeService: sandboxes and containers.
+    pub runtime: RuntimeServiceClient<Channel>,
+    /// ImageService: pulls and image status.
+    pub images: ImageServiceClient<Channel>,
+    /// The socket path.
+    pub socket: PathBuf,
+}
+
+/// The socket path of a CRI endpoint given as `unix:///path` or `/path`.
+pub fn socket_path(endpoint: &str) -> PathBuf {
+    PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint))
+}
+
+impl Runtime {
+    /// Connects to the CRI socket and checks that it answers `Version`.
+    pub async fn connect(socket: &Path) -> Result<Self, CriError> {
+        let err = |message: String| CriError::Connect { endpoint: socket.display().to_string(), message };
+        let path = socket.to_path_buf();
+        // The URI is required by tonic but unused: the connector dials the socket.
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let me = Self { runtime: RuntimeServiceClient::new(channel.clone()), images: ImageServiceClient::new(channel), socket: socket.to_path_buf() };
+        me.version().await?;
+        Ok(me)
+    }
+
+    /// The runtime's name and version, e.g. `containerd://1.6.20`.
+    pub async fn version(&self) -> Result<String, CriError> {
+        let v = self.runtime.clone().version(api::VersionRequest { version: "v1".into() }).await?.into_inner();
+        Ok(format!("{}://{}", v.runtime_name, v.runtime_version))
+    }
+}
+
+/// Finds `program` on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}

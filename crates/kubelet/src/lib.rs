@@ -1,0 +1,409 @@
+//! The kubelet: registers this machine as a Node, keeps its Lease and
+//! status fresh, and runs the pods bound to it as containers through CRI
+//! (a containerd it supervises, or any CRI socket it is given).
+//!
+//! Layout, as the real kubelet's: [`node`] (registration, status, Lease),
+//! [`network`] (the CNI config for the node's podCIDR), [`pod`] (one
+//! worker per pod), [`spec`] (pod spec → CRI configs), [`env`] and
+//! [`volumes`] (what a container sees), [`probe`], [`logs`] and [`server`]
+//! (the HTTPS API on 10250 that `kubectl logs` reaches through the API server).
+
+#![deny(missing_docs)]
+
+pub mod env;
+pub mod logs;
+pub mod network;
+pub mod node;
+pub mod pod;
+pub mod probe;
+pub mod server;
+pub mod spec;
+pub mod volumes;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use skiff_cri::{api, containerd, oci, Runtime};
+use tokio::sync::{watch, Notify};
+
+/// The version the node reports (`kubectl get nodes` VERSION).
+pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
+
+/// Errors that stop the kubelet.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// An API call failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// A local file or socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// How the kubelet runs.
+#[derive(Clone)]
+pub struct Config {
+    /// The Node's name.
+    pub node_name: String,
+    /// The address the node reports and the kubelet API listens on.
+    pub node_ip: IpAddr,
+    /// Extra labels (`--node-labels`).
+    pub node_labels: BTreeMap<String, String>,
+    /// Taints registered with the node (`--register-with-taints`).
+    pub taints: Vec<serde_json::Value>,
+    /// The agent's directory: containerd, CNI config, pods, logs, images.
+    pub dir: PathBuf,
+    /// An existing CRI socket; `None` runs a supervised containerd.
+    pub runtime_endpoint: Option<PathBuf>,
+    /// The kubelet API's port (0: any free port).
+    pub kubelet_port: u16,
+    /// Pod capacity.
+    pub max_pods: u32,
+    /// TLS for the kubelet API (its serving certificate; clients verified against the cluster CA).
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Parses `--register-with-taints` (`key=value:Effect,key:Effect`).
+pub fn parse_taints(s: &str) -> Result<Vec<serde_json::Value>, String> {
+    s.split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            let (kv, effect) = t.trim().rsplit_once(':').ok_or_else(|| format!("invalid taint {t:?}: want key[=value]:Effect"))?;
+            if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+                return Err(format!("invalid taint effect {effect:?}: want NoSchedule, PreferNoSchedule or NoExecute"));
+            }
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            Ok(serde_json::json!({"key": k, "value": (!v.is_empty()).then_some(v), "effect": effect}))
+        })
+        .collect()
+}
+
+/// The node's own address: the first global IPv4 address of this
+/// machine (from /proc/net/fib_trie), else loopback.
+pub fn default_node_ip() -> IpAddr {
+    let text = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+    let mut last: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(ip) = t.strip_prefix("|-- ") {
+            last = Some(ip);
+        } else if t.contains("/32 host LOCAL") {
+            if let Some(ip) = last.and_then(|i| i.parse::<std::net::Ipv4Addr>().ok()) {
+                if !ip.is_loopback() && !ip.is_link_local() {
+                    return IpAddr::V4(ip);
+                }
+            }
+        }
+    }
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// The runtime as the node sees it: connected, or why not.
+enum RuntimeState {
+    Up(Runtime, String),
+    Down(String),
+}
+
+async fn start_runtime(cfg: &Config) -> (RuntimeState, Option<containerd::Containerd>) {
+    if let Some(sock) = &cfg.runtime_endpoint {
+        return match Runtime::connect(sock).await {
+            Ok(rt) => {
+                let v = rt.version().await.unwrap_or_default();
+                (RuntimeState::Up(rt, v), None)
+            }
+            Err(e) => (RuntimeState::Down(format!("container runtime is down: {e}")), None),
+        };
+    }
+    let mut missing = containerd::missing();
+    let busybox = skiff_cri::which("busybox");
+    if busybox.is_none() {
+        missing.push("busybox, for the pause image (Debian package busybox-static)".into());
+    }
+    if !missing.is_empty() {
+        return (RuntimeState::Down(format!("container runtime is not available: missing {}", missing.join(", "))), None);
+    }
+    let ccfg = containerd::Config {
+        dir: cfg.dir.join("containerd"),
+        cni_bin_dir: containerd::cni_bin_dir().unwrap_or_else(|| PathBuf::from("/usr/lib/cni")),
+        cni_conf_dir: cfg.dir.join("etc/cni/net.d"),
+        sandbox_image: oci::PAUSE_IMAGE.into(),
+        restrict_oom_score_adj: !containerd::can_lower_oom_score(),
+    };
+    let (ctd, rt) = match containerd::Containerd::start(&ccfg).await {
+        Ok(x) => x,
+        Err(e) => return (RuntimeState::Down(format!("container runtime is down: {e}")), None),
+    };
+    // The pause image, then the air-gapped images in agent/images/.
+    let pause = cfg.dir.join("pause.tar");
+    let built = busybox.ok_or_else(|| std::io::Error::other("busybox")).and_then(|b| oci::Image::pause(&b)).and_then(|img| img.write(&pause));
+    if let Err(e) = built {
+        return (RuntimeState::Down(format!("building the pause image: {e}")), Some(ctd));
+    }
+    let images_dir = cfg.dir.join("images");
+    let _ = std::fs::create_dir_all(&images_dir);
+    for archive in std::iter::once(pause).chain(oci::archives_in(&images_dir)) {
+        if let Err(e) = oci::import(&ctd.socket, &archive).await {
+            tracing::warn!(archive = %archive.display(), error = %e, "image import failed");
+        }
+    }
+    let v = rt.version().await.unwrap_or_default();
+    (RuntimeState::Up(rt, v), Some(ctd))
+}
+
+/// Runs the kubelet until `shutdown` flips to true.
+pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), KubeletError> {
+    for d in ["pods", "logs", "storage", "images", "cni/ipam"] {
+        std::fs::create_dir_all(cfg.dir.join(d))?;
+    }
+    let listener = tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), cfg.kubelet_port)).await?;
+    let port = listener.local_addr()?.port();
+    let nodes: Api<Node> = Api::all(client.clone());
+    // The API server may still be starting (a separate process): retry.
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = node::register(&nodes, &cfg).await {
+        tracing::warn!(error = %e, "registering the node");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+    let facts = node::Facts::gather(&cfg.dir);
+    let since = skiff_runtime::now();
+    let (state, supervised) = start_runtime(&cfg).await;
+    let (rt, version, readiness) = match state {
+        RuntimeState::Up(rt, v) => (Some(rt), v, node::Readiness::NotReady("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized".into())),
+        RuntimeState::Down(msg) => {
+            tracing::error!(node = %cfg.node_name, "{msg}");
+            (None, String::new(), node::Readiness::NotReady(msg))
+        }
+    };
+    let status = node::status(&cfg, &facts, &version, &readiness, port, &since);
+    nodes.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    tracing::info!(node = %cfg.node_name, runtime = %version, kubelet_port = port, "node registered");
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(heartbeat(client.clone(), cfg.clone(), facts.clone(), rt.clone(), version.clone(), readiness, port, since, shutdown.clone())));
+    if let Some(rt) = rt {
+        tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), shutdown.clone())));
+        let ctx = Arc::new(pod::Ctx {
+            client: client.clone(),
+            rt: rt.clone(),
+            recorder: skiff_runtime::events::Recorder::new(client.clone(), "kubelet"),
+            node_ip: cfg.node_ip.to_string(),
+            pods_dir: cfg.dir.join("pods"),
+            logs_dir: cfg.dir.join("logs"),
+            storage_dir: cfg.dir.join("storage"),
+            node_memory: facts.memory,
+        });
+        tasks.push(tokio::spawn(pods(ctx, cfg.node_name.clone(), shutdown.clone())));
+    }
+    let mut stop = shutdown.clone();
+    let _ = stop.wait_for(|s| *s).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(c) = supervised {
+        c.stop().await;
+    }
+    Ok(())
+}
+
+/// Renews the Lease every 10 s and rewrites the status when readiness
+/// changes (or every minute, as the kubelet's status report).
+#[allow(clippy::too_many_arguments)]
+async fn heartbeat(client: kube::Client, cfg: Config, facts: node::Facts, rt: Option<Runtime>, version: String, mut readiness: node::Readiness, port: u16, mut since: String, mut shutdown: watch::Receiver<bool>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Ok(n) = nodes.get(&cfg.node_name).await {
+            if let Err(e) = node::renew_lease(&leases, &n, &cfg.node_name, 40).await {
+                tracing::warn!(error = %e, "lease renewal failed");
+            }
+        }
+        let now_ready = match &rt {
+            None => readiness.clone(),
+            Some(rt) => runtime_readiness(rt).await,
+        };
+        if now_ready != readiness || last_report.elapsed() > Duration::from_secs(60) {
+            if now_ready != readiness {
+                since = skiff_runtime::now();
+            }
+            readiness = now_ready;
+            let status = node::status(&cfg, &facts, &version, &readiness, port, &since);
+            if nodes.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&status)).await.is_ok() {
+                last_report = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// The runtime's own conditions (CRI `Status`), as the kubelet maps them.
+async fn runtime_readiness(rt: &Runtime) -> node::Readiness {
+    match rt.runtime.clone().status(api::StatusRequest { verbose: false }).await {
+        Err(e) => node::Readiness::NotReady(format!("container runtime is down: {}", e.message())),
+        Ok(r) => {
+            let conds = r.into_inner().status.map(|s| s.conditions).unwrap_or_default();
+            match conds.iter().find(|c| !c.status) {
+                None => node::Readiness::Ready,
+                Some(c) if c.r#type == "NetworkReady" => node::Readiness::NotReady(format!(
+                    "container runtime network not ready: NetworkReady=false reason:{} message:{}",
+                    c.reason, c.message
+                )),
+                Some(c) => node::Readiness::NotReady(format!("container runtime status check may not have completed yet: {}={} reason:{}", c.r#type, c.status, c.reason)),
+            }
+        }
+    }
+}
+
+/// Writes the pod network's CNI config once the node has a podCIDR.
+async fn pod_cidr(client: kube::Client, cfg: Config, mut shutdown: watch::Receiver<bool>) {
+    let nodes: Api<Node> = Api::all(client);
+    let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let bridge = network::bridge_name(&cfg.dir);
+    let (conf_dir, ipam_dir) = (cfg.dir.join("etc/cni/net.d"), cfg.dir.join("cni/ipam"));
+    let stream = watcher(nodes, wc).try_for_each(|ev| {
+        if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev {
+            if let Some(cidr) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                match network::write(&conf_dir, &bridge, &cidr, &ipam_dir) {
+                    Ok(true) => tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "writing the CNI config"),
+                }
+            }
+        }
+        futures::future::ready(Ok(()))
+    });
+    tokio::select! {
+        _ = stream => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+struct Handle {
+    pod: watch::Sender<Option<Pod>>,
+    wake: Arc<Notify>,
+}
+
+/// Watches the pods bound to this node and runs one worker per pod; the
+/// PLEG relist wakes workers whose containers changed state.
+async fn pods(ctx: Arc<pod::Ctx>, node_name: String, shutdown: watch::Receiver<bool>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let workers: Arc<std::sync::Mutex<HashMap<String, Handle>>> = Arc::default();
+    let (synced_tx, synced_rx) = watch::channel(false);
+    let watch_pods = {
+        let (workers, ctx, shutdown) = (workers.clone(), ctx.clone(), shutdown.clone());
+        watcher(api, wc).try_for_each(move |ev| {
+            let mut w = workers.lock().unwrap_or_else(|e| e.into_inner());
+            match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    match w.get(&uid) {
+                        Some(h) => {
+                            h.pod.send_replace(Some(p));
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(Some(p));
+                            let wake = Arc::new(Notify::new());
+                            let (ctx, wake2, shutdown, workers) = (ctx.clone(), wake.clone(), shutdown.clone(), workers.clone());
+                            let uid2 = uid.clone();
+                            tokio::spawn(async move {
+                                pod::run(ctx, rx, wake2, shutdown).await;
+                                workers.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid2);
+                            });
+                            w.insert(uid, Handle { pod: tx, wake });
+                        }
+                    }
+                }
+                watcher::Event::Delete(p) => {
+                    if let Some(h) = w.get(p.metadata.uid.as_deref().unwrap_or("")) {
+                        h.pod.send_replace(None);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let _ = synced_tx.send(true);
+                }
+                watcher::Event::Init => {}
+            }
+            futures::future::ready(Ok(()))
+        })
+    };
+    let relist = pleg(ctx.rt.clone(), workers.clone(), synced_rx);
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = watch_pods => if let Err(e) = r { tracing::error!(error = %e, "pod watch ended") },
+        _ = relist => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// The pod lifecycle event generator: relists the runtime's containers
+/// every second (containerd 1.6's CRI has no event stream) and wakes the
+/// worker of each pod whose containers changed state. Sandboxes of pods
+/// no longer bound here are removed once the pod list has been read.
+async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>>>, synced: watch::Receiver<bool>) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(containers) = rt.runtime.clone().list_containers(api::ListContainersRequest { filter: None }).await else { continue };
+        let Ok(sandboxes) = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await else { continue };
+        let mut now: HashMap<String, String> = HashMap::new();
+        for c in containers.into_inner().containers {
+            let uid = c.labels.get(spec::POD_UID).cloned().unwrap_or_default();
+            now.entry(uid).or_default().push_str(&format!("{}:{};", c.id, c.state));
+        }
+        let sandboxes = sandboxes.into_inner().items;
+        for s in &sandboxes {
+            let uid = s.labels.get(spec::POD_UID).cloned().unwrap_or_default();
+            now.entry(uid).or_default().push_str(&format!("{}:{};", s.id, s.state));
+        }
+        let known: HashSet<String> = {
+            let w = workers.lock().unwrap_or_else(|e| e.into_inner());
+            for (uid, fp) in &now {
+                if seen.get(uid) != Some(fp) {
+                    if let Some(h) = w.get(uid) {
+                        h.wake.notify_one();
+                    }
+                }
+            }
+            w.keys().cloned().collect()
+        };
+        if *synced.borrow() {
+            for s in sandboxes.iter().filter(|s| s.labels.get(spec::POD_UID).is_some_and(|u| !known.contains(u))) {
+                tracing::info!(sandbox = %s.id, "removing the sandbox of a pod no longer on this node");
+                pod::remove_orphan(&rt, &s.id).await;
+            }
+        }
+        seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_parse_like_the_kubelet_flag() {
+        let t = parse_taints("dedicated=gpu:NoSchedule,spot:PreferNoSchedule").expect("taints");
+        assert_eq!(t[0], serde_json::json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}));
+        assert_eq!(t[1], serde_json::json!({"key": "spot", "value": null, "effect": "PreferNoSchedule"}));
+        assert!(parse_taints("a=b:Sometimes").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The kubelet's HTTPS API (port 10250): `containerLogs`, which the API
+//! server's `pods/log` proxies to, and `healthz`. Clients must present a
+//! certificate signed by the cluster CA in the `system:masters` group (the
+//! API server's kubelet-client identity, or an admin).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skiff_cri::{api, Runtime};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::logs::{self, Options};
+use crate::spec::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn text(code: u16, msg: impl Into<String>) -> Response<Body> {
+    let body = Full::new(Bytes::from(msg.into())).boxed_unsync();
+    Response::builder().status(code).header("Content-Type", "text/plain").body(body).unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+/// Serves the kubelet API on `listener` until `shutdown` flips.
+pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, rt: Runtime, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let (acceptor, rt, stop) = (acceptor.clone(), rt.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
+            let allowed = identity.is_some_and(|i| i.groups.iter().any(|g| g == "system:masters"));
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (rt, stop) = (rt.clone(), stop.clone());
+                async move {
+                    if !allowed {
+                        return Ok::<_, Infallible>(text(401, "Unauthorized"));
+                    }
+                    Ok(route(&rt, req, stop).await)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn route(rt: &Runtime, req: Request<hyper::body::Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
+    let path = req.uri().path().trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').collect();
+    match segs.as_slice() {
+        ["healthz"] => text(200, "ok"),
+        ["containerLogs", ns, pod, container] => {
+            let o = Options::from_query(req.uri().query().unwrap_or(""));
+            container_logs(rt, ns, pod, container, o, stop).await
+        }
+        _ => text(404, "404 page not found"),
+    }
+}
+
+/// The container instance whose log to read: the newest, or the one before it.
+async fn find(rt: &Runtime, ns: &str, pod: &str, container: &str, previous: bool) -> Result<api::ContainerStatus, Response<Body>> {
+    let labels = [(POD_NAMESPACE, ns), (POD_NAME, pod), (CONTAINER_NAME, container)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let filter = api::ContainerFilter { label_selector: labels, ..Default::default() };
+    let mut list = match rt.runtime.clone().list_containers(api::ListContainersRequest { filter: Some(filter) }).await {
+        Ok(r) => r.into_inner().containers,
+        Err(e) => return Err(text(500, e.message().to_string())),
+    };
+    list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let pick = if previous { list.get(1) } else { list.first() };
+    let Some(c) = pick else {
+        let msg = if previous {
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
+        } else {
+            format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")
+        };
+        return Err(text(400, msg));
+    };
+    match rt.runtime.clone().container_status(api::ContainerStatusRequest { container_id: c.id.clone(), verbose: false }).await {
+        Ok(r) => r.into_inner().status.ok_or_else(|| text(404, "container not found")),
+        Err(e) => Err(text(404, e.message().to_string())),
+    }
+}
+
+async fn container_logs(rt: &Runtime, ns: &str, pod: &str, container: &str, o: Options, mut stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
+    let status = match find(rt, ns, pod, container, o.previous).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let data = tokio::fs::read(&status.log_path).await.unwrap_or_default();
+    let data = String::from_utf8_lossy(&data).into_owned();
+    let (records, used) = logs::parse(&data);
+    let first = logs::render(&records, &o);
+    if !o.follow {
+        return text(200, first);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let (rt, id, path) = (rt.clone(), status.id.clone(), status.log_path.clone());
+    tokio::spawn(async move {
+        if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
+            return;
+        }
+        let mut offset = used as u64;
+        let follow_opts = Options { timestamps: o.timestamps, ..Default::default() };
+        loop {
+            let mut buf = Vec::new();
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                    let _ = f.read_to_end(&mut buf).await;
+                }
+            }
+            let chunk = String::from_utf8_lossy(&buf).into_owned();
+            let (records, used) = logs::parse(&chunk);
+            offset += used as u64;
+            if !records.is_empty() && tx.send(Ok(Frame::data(Bytes::from(logs::render(&records, &follow_opts))))).await.is_err() {
+                return;
+            }
+            if records.is_empty() {
+                let running = rt
+                    .runtime
+                    .clone()
+                    .container_status(api::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().status)
+                    .is_some_and(|s| s.state == api::ContainerState::ContainerRunning as i32);
+                if !running {
+                    return;
+                }
+                // containerd appends to the file; there is no change feed for
+                // it over CRI, so follow reads again shortly, as the kubelet does.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => return,
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+    });
+    let body = BodyExt::boxed_unsync(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    Response::builder().status(200).header("Content-Type", "text/plain").body(body).unwrap_or_else(|_| text(500, "response"))
+}
