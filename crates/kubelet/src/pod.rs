@@ -494,7 +494,13 @@ impl Worker {
                 let msg = format!("Container {} failed {} probe, will be restarted", c.name, what.to_lowercase());
                 self.ctx.recorder.record(pod, EventType::Normal, "Killing", &msg);
                 let grace = p.termination_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
-                let _ = self.ctx.rt.runtime.clone().stop_container(api::StopContainerRequest { container_id: inst.id.clone(), timeout: grace }).await;
+                // Stopping takes up to the grace period: in the background, so
+                // the pod's other containers keep being probed meanwhile; the
+                // relist sees the exit and the next sync restarts it.
+                let (mut rt, id) = (self.ctx.rt.runtime.clone(), inst.id.clone());
+                tokio::spawn(async move {
+                    let _ = rt.stop_container(api::StopContainerRequest { container_id: id, timeout: grace }).await;
+                });
                 self.probes.retain(|(n, _), _| *n != c.name);
                 return Some(Duration::from_millis(100));
             }

@@ -30,12 +30,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Marks a server that runs its node agent (real containerd): without it,
+/// test servers run the control plane only.
+pub const WITH_AGENT: &str = "--with-agent";
+
 fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
     let _ = std::fs::remove_file(dir.join("admin.kubeconfig"));
+    let with_agent = args.iter().any(|a| a == WITH_AGENT);
+    let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--data-dir"])
         .arg(dir)
         .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args(if with_agent { &[][..] } else { &["--disable", "agent"][..] })
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -53,6 +60,14 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
 /// Starts a server with extra flags.
 pub fn start_with(args: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let child = spawn(dir.path(), port, &args);
+    Server { child, kubeconfig: dir.path().join("admin.kubeconfig"), port, args, dir }
+}
+
+/// Starts a server with extra flags in a data dir the caller prepared.
+pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
     let port = free_port();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let child = spawn(dir.path(), port, &args);
