@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(600);
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
     let data = dir.path().join("skiff");
-    let skiff = start_skiff(&data, &["--disable", "scheduler,controllers"])?;
+    let skiff = start_skiff(&data, &["--disable", "scheduler,controllers,agent"])?;
     let kc = kube::config::Kubeconfig::read_from(&skiff.kubeconfig)?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
     let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");

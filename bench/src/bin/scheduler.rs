@@ -64,7 +64,7 @@ fn cycles(nodes: usize, pods: usize) -> anyhow::Result<()> {
 
 async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers"])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent"])?;
     let c = client(&skiff.kubeconfig).await?;
     let napi: Api<Node> = Api::all(c.clone());
     futures::stream::iter(0..nodes)
@@ -126,7 +126,7 @@ async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
 
 async fn deployment(nodes: usize, replicas: i32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &[])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "agent"])?;
     let c = client(&skiff.kubeconfig).await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let cfg = skiff_simnodes::Config { count: nodes, prefix: "sim-".into(), cpu: "32".into(), memory: "128Gi".into(), pods: 110, lease_duration_seconds: 40 };

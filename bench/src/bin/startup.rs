@@ -13,7 +13,7 @@ use skiff_bench::{ms, rss_kib, start_skiff};
 
 fn main() -> anyhow::Result<()> {
     for (what, flags) in
-        [("API server alone (--disable scheduler,controllers)", &["--disable", "scheduler,controllers"][..]), ("whole control plane (default)", &[][..])]
+        [("API server alone (--disable scheduler,controllers,agent)", &["--disable", "scheduler,controllers,agent"][..]), ("whole control plane (--disable agent)", &["--disable", "agent"][..])]
     {
         println!("{what}");
         println!("{:>4} {:>16} {:>14}", "run", "start→ready ms", "idle RSS MiB");

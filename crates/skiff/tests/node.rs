@@ -37,6 +37,10 @@ struct Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = kubectl(&self.s, &["delete", "pods", "--all", "-A", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+        // The node's bridge would outlive the test, and a later cluster given
+        // the same pod range would find its routes taken.
+        let bridge = skiff_kubelet::network::bridge_name(&self.s.dir.path().join("agent"));
+        let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
     }
 }
 

@@ -1,0 +1,186 @@
+//! Pod startup latency on a real node: `skiff server` with its agent
+//! (containerd + runc + the CNI bridge), the image already present.
+//!
+//! Prints create → Running (as a client polling the API every 10 ms sees
+//! it) for pods created one at a time and for 30 created at once, p50/p99;
+//! beside them the runtime's own time for the same work through CRI alone
+//! (RunPodSandbox + CreateContainer + StartContainer, no API server or
+//! kubelet in front); then the RSS of skiff (API server, controllers,
+//! scheduler and agent in one process) and of its containerd, idle.
+//!
+//! Needs root and Debian's containerd, runc, containernetworking-plugins
+//! and busybox-static. Run: `cargo build --release -p skiff && cargo run
+//! --release -p skiff-bench --bin pod_startup`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use skiff_bench::{ms, rss_kib, start_skiff, summarize};
+use skiff_cri::api;
+
+const IMAGE: &str = "skiff.local/busybox:1";
+
+fn pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"bench": "startup"}},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"]}]}
+    }))?)
+}
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+}
+
+async fn wait_running(pods: &Api<Pod>, names: &[String], start: Instant) -> anyhow::Result<Vec<Duration>> {
+    let mut done: HashMap<String, Duration> = HashMap::new();
+    while done.len() < names.len() {
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("only {} of {} pods Running after 120 s", done.len(), names.len());
+        }
+        for p in pods.list(&ListParams::default().labels("bench=startup")).await?.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            if names.contains(&name) && running(&p) && !done.contains_key(&name) {
+                done.insert(name, start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(done.into_values().collect())
+}
+
+async fn clear(pods: &Api<Pod>) -> anyhow::Result<()> {
+    let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    pods.delete_collection(&dp, &ListParams::default().labels("bench=startup")).await?;
+    let t = Instant::now();
+    while !pods.list(&ListParams::default().labels("bench=startup")).await?.items.is_empty() {
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("pods not gone after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The same work through CRI alone: sandbox (with its CNI address), create, start.
+async fn runtime_alone(socket: &std::path::Path, logs: &std::path::Path, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let rt = skiff_cri::Runtime::connect(socket).await?;
+    let (mut sandboxes, mut containers) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let uid = format!("bench-{i}-{}", std::process::id());
+        let config = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata { name: format!("cri-{i}"), uid: uid.clone(), namespace: "bench".into(), attempt: 0 }),
+            hostname: format!("cri-{i}"),
+            log_directory: logs.join(&uid).display().to_string(),
+            labels: [("bench".to_string(), "cri".to_string())].into(),
+            linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: format!("/skiff/pod{uid}"), ..Default::default() }),
+            ..Default::default()
+        };
+        std::fs::create_dir_all(logs.join(&uid))?;
+        let t = Instant::now();
+        let id = rt.runtime.clone().run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
+        sandboxes.push(t.elapsed());
+        let c = api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata { name: "c".into(), attempt: 0 }),
+            image: Some(api::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+            command: vec!["sleep".into(), "3600".into()],
+            log_path: "c.log".into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let cid = rt.runtime.clone().create_container(api::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c), sandbox_config: Some(config) }).await?.into_inner().container_id;
+        rt.runtime.clone().start_container(api::StartContainerRequest { container_id: cid }).await?;
+        containers.push(t.elapsed());
+        rt.runtime.clone().stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
+        rt.runtime.clone().remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id }).await?;
+    }
+    Ok((sandboxes, containers))
+}
+
+fn containerd_pid(config: &std::path::Path) -> Option<u32> {
+    let want = config.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read_to_string(e.path().join("cmdline")).ok()?;
+        (cmd.starts_with("containerd\0") || cmd.contains("/containerd\0")).then_some(())?;
+        cmd.contains(&want).then_some(pid)
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let missing = skiff_cri::containerd::missing();
+    if !missing.is_empty() {
+        bail!("this benchmark needs {}", missing.join(", "));
+    }
+    let busybox = skiff_cri::which("busybox").context("busybox-static is needed")?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("skiff");
+    std::fs::create_dir_all(data.join("agent/images"))?;
+    skiff_cri::oci::Image::busybox(IMAGE, &busybox)?.write(&data.join("agent/images/busybox.tar"))?;
+    let skiff = start_skiff(&data, &["--kubelet-port", "0", "--cluster-cidr", "10.99.0.0/16", "--node-name", "bench-node"])?;
+    let client = skiff_runtime::client(&skiff.kubeconfig).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let t = Instant::now();
+    loop {
+        let ready = nodes.get_opt("bench-node").await?.and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("node not Ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("node Ready {:.0} ms after the server answered", ms(t.elapsed()));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Warm-up: the first pod pays for the image's first unpack and the bridge.
+    pods.create(&PostParams::default(), &pod("warmup")?).await?;
+    wait_running(&pods, &["warmup".into()], Instant::now()).await?;
+    clear(&pods).await?;
+
+    let mut one = Vec::new();
+    for i in 0..10 {
+        let name = format!("one-{i}");
+        let t = Instant::now();
+        pods.create(&PostParams::default(), &pod(&name)?).await?;
+        one.extend(wait_running(&pods, &[name], t).await?);
+    }
+    let f = summarize(one, Duration::from_secs(1));
+    println!("one at a time (10 pods): create → Running p50 {:.0} ms, p99 {:.0} ms", ms(f.p50), ms(f.p99));
+    clear(&pods).await?;
+
+    let names: Vec<String> = (0..30).map(|i| format!("batch-{i}")).collect();
+    let t = Instant::now();
+    let creates = names.iter().map(|n| {
+        let pods = pods.clone();
+        let n = n.clone();
+        async move { pods.create(&PostParams::default(), &pod(&n)?).await.map_err(anyhow::Error::from) }
+    });
+    futures::future::try_join_all(creates).await?;
+    let lat = wait_running(&pods, &names, t).await?;
+    let all = t.elapsed();
+    let f = summarize(lat, all);
+    println!("30 at once: create → Running p50 {:.0} ms, p99 {:.0} ms, all Running after {:.0} ms", ms(f.p50), ms(f.p99), ms(all));
+    clear(&pods).await?;
+
+    let (sb, ct) = runtime_alone(&data.join("agent/containerd/containerd.sock"), &data.join("agent/logs"), 10).await?;
+    let (sb, ct) = (summarize(sb, Duration::from_secs(1)), summarize(ct, Duration::from_secs(1)));
+    println!(
+        "containerd through CRI alone (10, one at a time): RunPodSandbox p50 {:.0} ms p99 {:.0} ms; CreateContainer+StartContainer p50 {:.0} ms p99 {:.0} ms; sum of p50s {:.0} ms",
+        ms(sb.p50),
+        ms(sb.p99),
+        ms(ct.p50),
+        ms(ct.p99),
+        ms(sb.p50 + ct.p50)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let skiff_rss = rss_kib(skiff.child.id())? as f64 / 1024.0;
+    let ctd = containerd_pid(&data.join("agent/containerd/config.toml")).map(|p| rss_kib(p).unwrap_or(0) as f64 / 1024.0);
+    println!("idle RSS: skiff (control plane + agent) {skiff_rss:.1} MiB; its containerd {}", ctd.map(|r| format!("{r:.1} MiB")).unwrap_or_else(|| "not found".into()));
+    drop(skiff);
+    let _ = std::process::Command::new("ip").args(["link", "delete", &skiff_kubelet::network::bridge_name(&data.join("agent"))]).output();
+    Ok(())
+}
