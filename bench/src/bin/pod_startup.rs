@@ -31,7 +31,10 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
 }
 
 fn running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
 }
 
 async fn wait_running(pods: &Api<Pod>, names: &[String], start: Instant) -> anyhow::Result<Vec<Duration>> {
@@ -80,7 +83,13 @@ async fn runtime_alone(socket: &std::path::Path, logs: &std::path::Path, n: usiz
         };
         std::fs::create_dir_all(logs.join(&uid))?;
         let t = Instant::now();
-        let id = rt.runtime.clone().run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
+        let id = rt
+            .runtime
+            .clone()
+            .run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
         sandboxes.push(t.elapsed());
         let c = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata { name: "c".into(), attempt: 0 }),
@@ -90,7 +99,13 @@ async fn runtime_alone(socket: &std::path::Path, logs: &std::path::Path, n: usiz
             ..Default::default()
         };
         let t = Instant::now();
-        let cid = rt.runtime.clone().create_container(api::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c), sandbox_config: Some(config) }).await?.into_inner().container_id;
+        let cid = rt
+            .runtime
+            .clone()
+            .create_container(api::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c), sandbox_config: Some(config) })
+            .await?
+            .into_inner()
+            .container_id;
         rt.runtime.clone().start_container(api::StartContainerRequest { container_id: cid }).await?;
         containers.push(t.elapsed());
         rt.runtime.clone().stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
@@ -125,7 +140,12 @@ async fn main() -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let t = Instant::now();
     loop {
-        let ready = nodes.get_opt("bench-node").await?.and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = nodes
+            .get_opt("bench-node")
+            .await?
+            .and_then(|n| n.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if ready {
             break;
         }
@@ -179,7 +199,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let skiff_rss = rss_kib(skiff.child.id())? as f64 / 1024.0;
     let ctd = containerd_pid(&data.join("agent/containerd/config.toml")).map(|p| rss_kib(p).unwrap_or(0) as f64 / 1024.0);
-    println!("idle RSS: skiff (control plane + agent) {skiff_rss:.1} MiB; its containerd {}", ctd.map(|r| format!("{r:.1} MiB")).unwrap_or_else(|| "not found".into()));
+    println!(
+        "idle RSS: skiff (control plane + agent) {skiff_rss:.1} MiB; its containerd {}",
+        ctd.map(|r| format!("{r:.1} MiB")).unwrap_or_else(|| "not found".into())
+    );
     drop(skiff);
     let _ = std::process::Command::new("ip").args(["link", "delete", &skiff_kubelet::network::bridge_name(&data.join("agent"))]).output();
     Ok(())

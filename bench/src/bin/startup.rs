@@ -12,9 +12,10 @@ use std::time::Duration;
 use skiff_bench::{ms, rss_kib, start_skiff};
 
 fn main() -> anyhow::Result<()> {
-    for (what, flags) in
-        [("API server alone (--disable scheduler,controllers,agent)", &["--disable", "scheduler,controllers,agent"][..]), ("whole control plane (--disable agent)", &["--disable", "agent"][..])]
-    {
+    for (what, flags) in [
+        ("API server alone (--disable scheduler,controllers,agent)", &["--disable", "scheduler,controllers,agent"][..]),
+        ("whole control plane (--disable agent)", &["--disable", "agent"][..]),
+    ] {
         println!("{what}");
         println!("{:>4} {:>16} {:>14}", "run", "start→ready ms", "idle RSS MiB");
         for run in 1..=5 {

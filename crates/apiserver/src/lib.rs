@@ -118,7 +118,9 @@ impl ApiServer {
             shutdown: shutdown_rx,
             toleration_seconds: (cfg.default_not_ready_toleration_seconds, cfg.default_unreachable_toleration_seconds),
             allocations: tokio::sync::Mutex::new(()),
-            kubelet_tls: Some(pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?),
+            kubelet_tls: Some(
+                pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?,
+            ),
         });
         handler::bootstrap(&state, local_addr.port()).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };

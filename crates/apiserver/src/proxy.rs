@@ -44,7 +44,14 @@ pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) ->
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     }
     let node = object(state, "nodes", None, &node_name).await?;
-    let ip = node["status"]["addresses"].as_array().into_iter().flatten().find(|a| a["type"] == "InternalIP").and_then(|a| a["address"].as_str()).unwrap_or("").to_string();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("")
+        .to_string();
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250);
     let tls = state.kubelet_tls.clone().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
     let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
@@ -75,7 +82,10 @@ pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) ->
 
 async fn get(tls: Arc<rustls::ClientConfig>, ip: &str, port: u16, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let addr: std::net::IpAddr = ip.parse().map_err(|_| format!("node address {ip:?} is not an IP"))?;
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((addr, port))).await.map_err(|_| "dial timeout".to_string())?.map_err(|e| e.to_string())?;
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((addr, port)))
+        .await
+        .map_err(|_| "dial timeout".to_string())?
+        .map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.into());
     let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;

@@ -50,8 +50,7 @@ pub fn cni_bin_dir() -> Option<PathBuf> {
 /// What is missing on this machine to run pods, as `program (package)`
 /// phrases; empty when everything is there.
 pub fn missing() -> Vec<String> {
-    let mut v: Vec<String> =
-        PREREQUISITES.iter().filter(|(p, _)| which(p).is_none()).map(|(p, pkg)| format!("{p} (Debian package {pkg})")).collect();
+    let mut v: Vec<String> = PREREQUISITES.iter().filter(|(p, _)| which(p).is_none()).map(|(p, pkg)| format!("{p} (Debian package {pkg})")).collect();
     if cni_bin_dir().is_none() {
         v.push("the CNI plugins bridge, host-local, loopback and portmap (Debian package containernetworking-plugins)".into());
     }

@@ -199,9 +199,8 @@ pub async fn import(containerd_socket: &Path, archive: &Path) -> Result<String, 
 
 /// The image archives in `dir` (`*.tar`), for the air-gapped import at start.
 pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "tar")).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "tar")).collect()).unwrap_or_default();
     v.sort();
     v
 }

@@ -13,10 +13,17 @@ pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
     let pairs = |map: &Option<std::collections::BTreeMap<String, String>>| {
-        map.iter().flatten().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))).collect::<Vec<_>>().join("\n")
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let sub = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| {
-        path.strip_prefix(prefix).and_then(|k| k.strip_prefix("['")).and_then(|k| k.strip_suffix("']")).map(|k| map.as_ref().and_then(|m| m.get(k)).cloned().unwrap_or_default())
+        path.strip_prefix(prefix)
+            .and_then(|k| k.strip_prefix("['"))
+            .and_then(|k| k.strip_suffix("']"))
+            .map(|k| map.as_ref().and_then(|m| m.get(k)).cloned().unwrap_or_default())
     };
     Some(match path {
         "metadata.name" => m.name.clone()?,
@@ -163,7 +170,12 @@ pub async fn resolve(client: &kube::Client, pod: &Pod, c: &Container) -> Result<
     Ok(out)
 }
 
-async fn config_map<'a>(client: &kube::Client, ns: &str, name: &str, cache: &'a mut HashMap<String, Option<ConfigMap>>) -> Result<&'a Option<ConfigMap>, String> {
+async fn config_map<'a>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    cache: &'a mut HashMap<String, Option<ConfigMap>>,
+) -> Result<&'a Option<ConfigMap>, String> {
     if !cache.contains_key(name) {
         let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())?;
         cache.insert(name.to_string(), cm);
@@ -195,12 +207,17 @@ mod tests {
     #[test]
     fn downward_fields() {
         let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "n", "labels": {"app": "web"}},
-            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]}})).expect("pod");
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]}}))
+        .expect("pod");
         assert_eq!(field_value(&pod, "metadata.name").as_deref(), Some("p"));
         assert_eq!(field_value(&pod, "metadata.labels['app']").as_deref(), Some("web"));
         assert_eq!(field_value(&pod, "metadata.labels").as_deref(), Some("app=\"web\""));
         assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("node-a"));
-        let r = |res: &str, div: Option<&str>| ResourceFieldSelector { container_name: None, resource: res.into(), divisor: div.map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())) };
+        let r = |res: &str, div: Option<&str>| ResourceFieldSelector {
+            container_name: None,
+            resource: res.into(),
+            divisor: div.map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
+        };
         assert_eq!(resource_value(&pod, "c", &r("limits.memory", None)).as_deref(), Some("67108864"));
         assert_eq!(resource_value(&pod, "c", &r("limits.cpu", None)).as_deref(), Some("1"));
         assert_eq!(resource_value(&pod, "c", &r("limits.cpu", Some("1m"))).as_deref(), Some("250"));

@@ -108,7 +108,7 @@ pub fn default_node_ip() -> IpAddr {
 
 /// The runtime as the node sees it: connected, or why not.
 enum RuntimeState {
-    Up(Runtime, String),
+    Up(Box<Runtime>, String),
     Down(String),
 }
 
@@ -117,7 +117,7 @@ async fn start_runtime(cfg: &Config) -> (RuntimeState, Option<containerd::Contai
         return match Runtime::connect(sock).await {
             Ok(rt) => {
                 let v = rt.version().await.unwrap_or_default();
-                (RuntimeState::Up(rt, v), None)
+                (RuntimeState::Up(Box::new(rt), v), None)
             }
             Err(e) => (RuntimeState::Down(format!("container runtime is down: {e}")), None),
         };
@@ -155,7 +155,7 @@ async fn start_runtime(cfg: &Config) -> (RuntimeState, Option<containerd::Contai
         }
     }
     let v = rt.version().await.unwrap_or_default();
-    (RuntimeState::Up(rt, v), Some(ctd))
+    (RuntimeState::Up(Box::new(rt), v), Some(ctd))
 }
 
 /// Runs the kubelet until `shutdown` flips to true.
@@ -180,7 +180,7 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
     let since = skiff_runtime::now();
     let (state, supervised) = start_runtime(&cfg).await;
     let (rt, version, readiness) = match state {
-        RuntimeState::Up(rt, v) => (Some(rt), v, node::Readiness::NotReady("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized".into())),
+        RuntimeState::Up(rt, v) => (Some(*rt), v, node::Readiness::NotReady("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized".into())),
         RuntimeState::Down(msg) => {
             tracing::error!(node = %cfg.node_name, "{msg}");
             (None, String::new(), node::Readiness::NotReady(msg))
@@ -221,7 +221,17 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
 /// Renews the Lease every 10 s and rewrites the status when readiness
 /// changes (or every minute, as the kubelet's status report).
 #[allow(clippy::too_many_arguments)]
-async fn heartbeat(client: kube::Client, cfg: Config, facts: node::Facts, rt: Option<Runtime>, version: String, mut readiness: node::Readiness, port: u16, mut since: String, mut shutdown: watch::Receiver<bool>) {
+async fn heartbeat(
+    client: kube::Client,
+    cfg: Config,
+    facts: node::Facts,
+    rt: Option<Runtime>,
+    version: String,
+    mut readiness: node::Readiness,
+    port: u16,
+    mut since: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -261,11 +271,13 @@ async fn runtime_readiness(rt: &Runtime) -> node::Readiness {
             let conds = r.into_inner().status.map(|s| s.conditions).unwrap_or_default();
             match conds.iter().find(|c| !c.status) {
                 None => node::Readiness::Ready,
-                Some(c) if c.r#type == "NetworkReady" => node::Readiness::NotReady(format!(
-                    "container runtime network not ready: NetworkReady=false reason:{} message:{}",
-                    c.reason, c.message
+                Some(c) if c.r#type == "NetworkReady" => {
+                    node::Readiness::NotReady(format!("container runtime network not ready: NetworkReady=false reason:{} message:{}", c.reason, c.message))
+                }
+                Some(c) => node::Readiness::NotReady(format!(
+                    "container runtime status check may not have completed yet: {}={} reason:{}",
+                    c.r#type, c.status, c.reason
                 )),
-                Some(c) => node::Readiness::NotReady(format!("container runtime status check may not have completed yet: {}={} reason:{}", c.r#type, c.status, c.reason)),
             }
         }
     }

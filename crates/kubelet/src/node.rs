@@ -47,7 +47,7 @@ impl Facts {
             .find_map(|l| l.strip_prefix("PRETTY_NAME="))
             .map(|v| v.trim_matches('"').to_string())
             .unwrap_or_else(|| "Linux".into());
-        let ephemeral_storage = nix::sys::statvfs::statvfs(data_dir).map(|s| s.blocks() as u64 * s.fragment_size() as u64).unwrap_or(0);
+        let ephemeral_storage = nix::sys::statvfs::statvfs(data_dir).map(|s| s.blocks() * s.fragment_size()).unwrap_or(0);
         Self {
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             memory,

@@ -84,7 +84,10 @@ fn ns_name(pod: &Pod) -> (String, String, String) {
 }
 
 fn rfc3339_nanos(ns: i64) -> Option<String> {
-    (ns > 0).then(|| chrono::DateTime::from_timestamp(ns / 1_000_000_000, (ns % 1_000_000_000) as u32)).flatten().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    (ns > 0)
+        .then(|| chrono::DateTime::from_timestamp(ns / 1_000_000_000, (ns % 1_000_000_000) as u32))
+        .flatten()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Runs the worker for one pod until the pod is gone or the kubelet stops.
@@ -157,7 +160,7 @@ impl Worker {
             by_name.entry(name).or_default().push(Instance { id: c.id, attempt, state: c.state, status: None });
         }
         for v in by_name.values_mut() {
-            v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+            v.sort_by_key(|i| std::cmp::Reverse(i.attempt));
             // The newest two carry state and lastState; details for those only.
             for inst in v.iter_mut().take(2) {
                 let req = api::ContainerStatusRequest { container_id: inst.id.clone(), verbose: false };
@@ -173,7 +176,11 @@ impl Worker {
             let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
             self.terminate(pod, grace).await;
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-            let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                ..Default::default()
+            };
             return match api.delete(&name, &dp).await {
                 Ok(_) => Step::Done,
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Step::Done,
@@ -321,10 +328,20 @@ impl Worker {
         if let Some((count, until)) = self.backoff.get(&c.name).copied() {
             if now < until {
                 let (_, name, uid) = ns_name(pod);
-                let msg = format!("back-off {}s restarting failed container={} pod={name}_{}({uid})", backoff_delay(count.saturating_sub(1)).as_secs(), c.name, pod.metadata.namespace.as_deref().unwrap_or(""));
+                let msg = format!(
+                    "back-off {}s restarting failed container={} pod={name}_{}({uid})",
+                    backoff_delay(count.saturating_sub(1)).as_secs(),
+                    c.name,
+                    pod.metadata.namespace.as_deref().unwrap_or("")
+                );
                 self.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
                 if self.last_status.as_ref().is_some_and(|s| !s.to_string().contains("CrashLoopBackOff")) {
-                    self.ctx.recorder.record(pod, EventType::Warning, "BackOff", &format!("Back-off restarting failed container {} in pod {name}_{}({uid})", c.name, pod.metadata.namespace.as_deref().unwrap_or("")));
+                    self.ctx.recorder.record(
+                        pod,
+                        EventType::Warning,
+                        "BackOff",
+                        &format!("Back-off restarting failed container {} in pod {name}_{}({uid})", c.name, pod.metadata.namespace.as_deref().unwrap_or("")),
+                    );
                 }
                 return Some(until - now);
             }
@@ -435,7 +452,12 @@ impl Worker {
         match images.pull_image(api::PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }).await {
             Ok(r) => {
                 self.pull_backoff.remove(&image);
-                self.ctx.recorder.record(pod, EventType::Normal, "Pulled", &format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64()));
+                self.ctx.recorder.record(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64()),
+                );
                 Ok(r.into_inner().image_ref)
             }
             Err(e) => {
@@ -457,7 +479,8 @@ impl Worker {
         let since_start = Duration::from_nanos((chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - started_ns).max(0) as u64);
         let started = Instant::now().checked_sub(since_start).unwrap_or_else(Instant::now);
         let mut next: Option<Duration> = None;
-        let startup_done = probe::of(c, Kind::Startup).is_none() || self.probes.get(&(c.name.clone(), Kind::Startup)).is_some_and(|t| t.container_id == inst.id && t.passing && t.next > started);
+        let startup_done = probe::of(c, Kind::Startup).is_none()
+            || self.probes.get(&(c.name.clone(), Kind::Startup)).is_some_and(|t| t.container_id == inst.id && t.passing && t.next > started);
         for kind in [Kind::Startup, Kind::Liveness, Kind::Readiness] {
             let Some(p) = probe::of(c, kind) else { continue };
             if kind != Kind::Startup && !startup_done {
@@ -530,7 +553,10 @@ impl Worker {
         let Some(latest) = insts.and_then(|v| v.first()) else {
             let (reason, message) = self.waiting.get(&c.name).cloned().unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
             let w = if message.is_empty() { json!({"reason": reason}) } else { json!({"reason": reason, "message": message}) };
-            return (json!({"name": c.name, "image": image, "imageID": "", "ready": false, "started": false, "restartCount": 0, "state": {"waiting": w}, "lastState": {}}), "waiting");
+            return (
+                json!({"name": c.name, "image": image, "imageID": "", "ready": false, "started": false, "restartCount": 0, "state": {"waiting": w}, "lastState": {}}),
+                "waiting",
+            );
         };
         let s = latest.status.clone().unwrap_or_default();
         let last_state = insts.and_then(|v| v.get(1)).map(terminated).unwrap_or_else(|| json!({}));
@@ -587,7 +613,12 @@ impl Worker {
         let now = skiff_runtime::now();
         let cond = |t: &str, ok: bool, reason: Option<&str>| {
             let status = if ok { "True" } else { "False" };
-            let since = previous.iter().find(|c| c.type_ == t && c.status == status).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.to_string()).unwrap_or_else(|| now.clone());
+            let since = previous
+                .iter()
+                .find(|c| c.type_ == t && c.status == status)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| now.clone());
             json!({"type": t, "status": status, "lastProbeTime": null, "lastTransitionTime": since, "reason": if ok { None } else { reason }})
         };
         let terminal = phase == "Succeeded" || phase == "Failed";
@@ -636,7 +667,13 @@ impl Worker {
                 let (rt, recorder, pod) = (self.ctx.rt.clone(), self.ctx.recorder.clone(), pod.clone());
                 stops.push(async move {
                     recorder.record(&pod, EventType::Normal, "Killing", &format!("Stopping container {name}"));
-                    if let Some(cmd) = c.as_ref().and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.pre_stop.as_ref()).and_then(|h| h.exec.as_ref()).and_then(|e| e.command.clone()) {
+                    if let Some(cmd) = c
+                        .as_ref()
+                        .and_then(|c| c.lifecycle.as_ref())
+                        .and_then(|l| l.pre_stop.as_ref())
+                        .and_then(|h| h.exec.as_ref())
+                        .and_then(|e| e.command.clone())
+                    {
                         let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1) as i64;
                         let req = api::ExecSyncRequest { container_id: inst.id.clone(), cmd, timeout: left };
                         let _ = tokio::time::timeout(Duration::from_secs(left as u64), rt.runtime.clone().exec_sync(req)).await;

@@ -40,7 +40,14 @@ impl Tally {
     pub fn new(container_id: &str, kind: Kind, probe: &Probe, started: Instant) -> Self {
         let delay = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
         // Readiness starts failing (not ready until proven); the others passing.
-        Self { container_id: container_id.into(), passing: kind != Kind::Readiness, successes: 0, failures: 0, next: started + delay, last_message: String::new() }
+        Self {
+            container_id: container_id.into(),
+            passing: kind != Kind::Readiness,
+            successes: 0,
+            failures: 0,
+            next: started + delay,
+            last_message: String::new(),
+        }
     }
 
     /// Records one result; returns true when the verdict flips.

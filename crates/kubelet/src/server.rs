@@ -75,7 +75,7 @@ async fn find(rt: &Runtime, ns: &str, pod: &str, container: &str, previous: bool
         Ok(r) => r.into_inner().containers,
         Err(e) => return Err(text(500, e.message().to_string())),
     };
-    list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let pick = if previous { list.get(1) } else { list.first() };
     let Some(c) = pick else {
         let msg = if previous {

@@ -153,7 +153,15 @@ pub fn resources(pod: &Pod, c: &Container, node_memory: u64) -> api::LinuxContai
 }
 
 /// The container config: `attempt` counts earlier instances (restarts).
-pub fn container(pod: &Pod, c: &Container, image_ref: &str, env: Vec<(String, String)>, volumes: &HostPaths, attempt: u32, node_memory: u64) -> api::ContainerConfig {
+pub fn container(
+    pod: &Pod,
+    c: &Container,
+    image_ref: &str,
+    env: Vec<(String, String)>,
+    volumes: &HostPaths,
+    attempt: u32,
+    node_memory: u64,
+) -> api::ContainerConfig {
     let vars: HashMap<String, String> = env.iter().cloned().collect();
     let expand = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| crate::env::expand(s, &vars)).collect::<Vec<_>>();
     let mounts = c
@@ -220,8 +228,16 @@ pub fn container(pod: &Pod, c: &Container, image_ref: &str, env: Vec<(String, St
                 supplemental_groups: pod_sc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default(),
                 no_new_privs: sc.and_then(|s| s.allow_privilege_escalation).is_some_and(|a| !a),
                 namespace_options: Some(api::NamespaceOption {
-                    network: if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) { api::NamespaceMode::Node as i32 } else { api::NamespaceMode::Pod as i32 },
-                    pid: if pod.spec.as_ref().and_then(|s| s.share_process_namespace).unwrap_or(false) { api::NamespaceMode::Pod as i32 } else { api::NamespaceMode::Container as i32 },
+                    network: if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+                        api::NamespaceMode::Node as i32
+                    } else {
+                        api::NamespaceMode::Pod as i32
+                    },
+                    pid: if pod.spec.as_ref().and_then(|s| s.share_process_namespace).unwrap_or(false) {
+                        api::NamespaceMode::Pod as i32
+                    } else {
+                        api::NamespaceMode::Container as i32
+                    },
                     ipc: api::NamespaceMode::Pod as i32,
                     ..Default::default()
                 }),
@@ -235,10 +251,20 @@ pub fn container(pod: &Pod, c: &Container, image_ref: &str, env: Vec<(String, St
 }
 
 fn default_masked() -> Vec<String> {
-    ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn default_readonly() -> Vec<String> {

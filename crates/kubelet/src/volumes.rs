@@ -41,13 +41,11 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
         let p = PathBuf::from(&hp.path);
         match hp.type_.as_deref().unwrap_or("") {
             "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io)?,
-            "FileOrCreate" => {
-                if !p.exists() {
-                    if let Some(parent) = p.parent() {
-                        std::fs::create_dir_all(parent).map_err(io)?;
-                    }
-                    std::fs::write(&p, b"").map_err(io)?;
+            "FileOrCreate" if !p.exists() => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
                 }
+                std::fs::write(&p, b"").map_err(io)?;
             }
             "Directory" if !p.is_dir() => return Err(format!("hostPath type check failed: {} is not a directory", hp.path)),
             "File" if !p.is_file() => return Err(format!("hostPath type check failed: {} is not a file", hp.path)),
@@ -123,7 +121,14 @@ pub fn cleanup(pod_dir: &Path) {
     let _ = std::fs::remove_dir_all(pod_dir);
 }
 
-fn keys_to_files(data: BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, mode: i32, what: &str, optional: bool, files: &mut BTreeMap<String, (Vec<u8>, i32)>) -> Result<(), String> {
+fn keys_to_files(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    what: &str,
+    optional: bool,
+    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
+) -> Result<(), String> {
     match items {
         Some(items) => {
             for it in items {
@@ -141,7 +146,15 @@ fn keys_to_files(data: BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, m
     Ok(())
 }
 
-async fn add_config_map(client: &kube::Client, ns: &str, name: &str, items: Option<&[KeyToPath]>, mode: i32, optional: bool, files: &mut BTreeMap<String, (Vec<u8>, i32)>) -> Result<(), String> {
+async fn add_config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    optional: bool,
+    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
+) -> Result<(), String> {
     let cm = match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())? {
         Some(cm) => cm,
         None if optional => return Ok(()),
@@ -152,7 +165,15 @@ async fn add_config_map(client: &kube::Client, ns: &str, name: &str, items: Opti
     keys_to_files(data, items, mode, "configmap", optional, files)
 }
 
-async fn add_secret(client: &kube::Client, ns: &str, name: &str, items: Option<&[KeyToPath]>, mode: i32, optional: bool, files: &mut BTreeMap<String, (Vec<u8>, i32)>) -> Result<(), String> {
+async fn add_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    optional: bool,
+    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
+) -> Result<(), String> {
     let s = match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())? {
         Some(s) => s,
         None if optional => return Ok(()),

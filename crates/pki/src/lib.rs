@@ -207,7 +207,8 @@ impl ClusterPki {
         for cert in pem_certs(&self.ca.cert_pem)? {
             roots.add(cert).map_err(|e| tls(&e))?;
         }
-        let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
+        let key =
+            rustls_pemfile::private_key(&mut client.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(&e))?

@@ -154,7 +154,11 @@ impl AgentArgs {
     fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
             let h = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default();
-            if h.is_empty() { "skiff-node".into() } else { h }
+            if h.is_empty() {
+                "skiff-node".into()
+            } else {
+                h
+            }
         })
     }
 
@@ -308,7 +312,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Images { command: ImagesCommand::BuildBusybox { name, output, busybox } } => {
-            skiff_cri::oci::Image::busybox(&name, &busybox).and_then(|i| i.write(&output)).with_context(|| format!("building {name} from {}", busybox.display()))?;
+            skiff_cri::oci::Image::busybox(&name, &busybox)
+                .and_then(|i| i.write(&output))
+                .with_context(|| format!("building {name} from {}", busybox.display()))?;
             println!("{}", output.display());
             Ok(())
         }

@@ -62,7 +62,9 @@ fn node() -> Option<Node> {
     let dir = tempfile::tempdir().expect("tempdir");
     let images = dir.path().join("agent/images");
     std::fs::create_dir_all(&images).expect("images dir");
-    skiff_cri::oci::Image::busybox(IMAGE, &skiff_cri::which("busybox").expect("busybox")).and_then(|i| i.write(&images.join("busybox.tar"))).expect("build the busybox image");
+    skiff_cri::oci::Image::busybox(IMAGE, &skiff_cri::which("busybox").expect("busybox"))
+        .and_then(|i| i.write(&images.join("busybox.tar")))
+        .expect("build the busybox image");
     let s = common::start_in(dir, &[WITH_AGENT, "--cluster-cidr", &cidr, "--node-name", &name, "--kubelet-port", "0"]);
     common::wait_for(&s, 60, |s| {
         let (_, out, _) = kubectl(s, &["get", "node", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
@@ -120,7 +122,11 @@ fn containers_share_localhost_and_see_config_maps_secrets_and_env() {
     let dir = tempfile::tempdir().expect("tempdir");
     ok(s, &["create", "configmap", "web", "--from-literal=index.html=served over localhost", "--from-literal=greeting=hi"]);
     ok(s, &["create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
-    let m = manifest(&dir, "pod.yaml", &format!(r#"
+    let m = manifest(
+        &dir,
+        "pod.yaml",
+        &format!(
+            r#"
 apiVersion: v1
 kind: Pod
 metadata: {{name: duo, labels: {{app: duo}}}}
@@ -142,7 +148,9 @@ spec:
     - {{name: MESSAGE, value: "$(GREETING) from $(POD_NAME)"}}
     volumeMounts: [{{name: creds, mountPath: /creds, readOnly: true}}]
     command: ["sh", "-c", "echo $MESSAGE; echo pw=$PASSWORD; cat /creds/password; echo; until wget -q -O - http://localhost:8080/index.html; do sleep 0.2; done; echo; sleep 3600"]
-"#));
+"#
+        ),
+    );
     ok(s, &["apply", "-f", &m]);
     wait_until(s, 60, "both containers ready", |s| jsonpath(s, &["pod", "duo"], "{.status.containerStatuses[*].ready}") == "true true");
     wait_until(s, 30, "client output", |s| kubectl(s, &["logs", "duo", "-c", "client"]).1.contains("served over localhost"));
@@ -152,7 +160,10 @@ spec:
     ok(s, &["patch", "configmap", "web", "--type=merge", "-p", r#"{"data":{"index.html":"updated"}}"#]);
     wait_until(s, 60, "configMap update in the volume", |s| {
         let ip = jsonpath(s, &["pod", "duo"], "{.status.podIP}");
-        std::process::Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{ip}:8080/index.html")]).output().is_ok_and(|o| o.stdout == b"updated")
+        std::process::Command::new("busybox")
+            .args(["wget", "-q", "-O", "-", &format!("http://{ip}:8080/index.html")])
+            .output()
+            .is_ok_and(|o| o.stdout == b"updated")
     });
     // kubectl picks the first container when none is named, and says so.
     let (success, _, err) = kubectl(s, &["logs", "duo"]);
@@ -164,7 +175,11 @@ fn probes_restart_unhealthy_containers_and_gate_readiness() {
     let Some(n) = node() else { return };
     let s = &n.s;
     let dir = tempfile::tempdir().expect("tempdir");
-    let m = manifest(&dir, "pod.yaml", &format!(r#"
+    let m = manifest(
+        &dir,
+        "pod.yaml",
+        &format!(
+            r#"
 apiVersion: v1
 kind: Pod
 metadata: {{name: probed}}
@@ -179,7 +194,9 @@ spec:
     image: {IMAGE}
     command: ["sh", "-c", "sleep 4; touch /tmp/ready; sleep 3600"]
     readinessProbe: {{exec: {{command: ["cat", "/tmp/ready"]}}, periodSeconds: 1}}
-"#));
+"#
+        ),
+    );
     ok(s, &["apply", "-f", &m]);
     wait_until(s, 30, "slow container running", |s| jsonpath(s, &["pod", "probed"], "{.status.containerStatuses[?(@.name==\"slow\")].started}") == "true");
     assert_eq!(jsonpath(s, &["pod", "probed"], "{.status.conditions[?(@.type==\"Ready\")].status}"), "False", "not ready before the readiness probe passes");
@@ -196,7 +213,11 @@ fn a_memory_hog_is_oom_killed_and_a_missing_image_backs_off() {
     let Some(n) = node() else { return };
     let s = &n.s;
     let dir = tempfile::tempdir().expect("tempdir");
-    let m = manifest(&dir, "pod.yaml", &format!(r#"
+    let m = manifest(
+        &dir,
+        "pod.yaml",
+        &format!(
+            r#"
 apiVersion: v1
 kind: Pod
 metadata: {{name: hog}}
@@ -207,7 +228,9 @@ spec:
     image: {IMAGE}
     command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]
     resources: {{limits: {{memory: 32Mi}}}}
-"#));
+"#
+        ),
+    );
     ok(s, &["apply", "-f", &m]);
     ok(s, &["run", "ghost", "--image=skiff.local/does-not-exist:1", "--restart=Never"]);
     wait_until(s, 60, "hog killed", |s| phase(s, "hog") == "Failed");
@@ -228,7 +251,11 @@ fn deletion_runs_pre_stop_and_ends_within_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mark = dir.path().join("marks");
     std::fs::create_dir_all(&mark).expect("mark dir");
-    let m = manifest(&dir, "pod.yaml", &format!(r#"
+    let m = manifest(
+        &dir,
+        "pod.yaml",
+        &format!(
+            r#"
 apiVersion: v1
 kind: Pod
 metadata: {{name: stubborn}}
@@ -241,7 +268,10 @@ spec:
     command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
     volumeMounts: [{{name: marks, mountPath: /marks}}]
     lifecycle: {{preStop: {{exec: {{command: ["sh", "-c", "echo stopping > /marks/prestop"]}}}}}}
-"#, mark = mark.display()));
+"#,
+            mark = mark.display()
+        ),
+    );
     ok(s, &["apply", "-f", &m]);
     wait_until(s, 60, "running", |s| phase(s, "stubborn") == "Running");
     let started = Instant::now();
