@@ -37,6 +37,9 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
     if r.kind == "Pod" {
         out.push(("binding".to_string(), "", "v1", "Binding", vec!["create"]));
         out.push(("log".to_string(), "", "v1", "Pod", vec!["get"]));
+        for sub in ["exec", "attach", "portforward"] {
+            out.push((sub.to_string(), "", "v1", "PodExecOptions", vec!["create", "get"]));
+        }
     }
     if r.kind == "Namespace" {
         out.push(("finalize".to_string(), "", "v1", "Namespace", vec!["update"]));

@@ -192,6 +192,9 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         Some("scale") if rt.scale => Scope::Main,
         Some("binding") if rt.kind == "Pod" => Scope::All,
         Some("finalize") if rt.kind == "Namespace" => Scope::Finalize,
+        Some(sub @ ("exec" | "attach" | "portforward")) if rt.kind == "Pod" => {
+            return crate::proxy::stream(state, ns.as_deref().unwrap_or("default"), name.unwrap_or(""), sub, req).await;
+        }
         Some("log") if rt.kind == "Pod" && req.method() == Method::GET => {
             let query = req.uri().query().unwrap_or("").to_string();
             return crate::proxy::pod_log(state, ns.as_deref().unwrap_or("default"), name.unwrap_or(""), &query).await;

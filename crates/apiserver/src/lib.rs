@@ -192,7 +192,7 @@ impl ApiServer {
                     let (state, identity) = (state.clone(), identity.clone());
                     async move { Ok::<_, std::convert::Infallible>(handler::handle(&state, identity, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
             });
         }
     }

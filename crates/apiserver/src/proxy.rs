@@ -1,10 +1,11 @@
 //! Subresources the API server proxies to the pod's kubelet: `pods/log`
-//! (`kubectl logs`). The API server dials the kubelet API (HTTPS, the
+//! (`kubectl logs`), and the streams `pods/exec`, `pods/attach` and
+//! `pods/portforward` (`kubectl exec`, `attach`, `cp`, `port-forward`),
+//! relayed hop by hop once upgraded (SPDY, or WebSocket for exec/attach). The API server dials the kubelet API (HTTPS, the
 //! node's InternalIP and `daemonEndpoints.kubeletEndpoint.Port`), verifies
 //! it against the cluster CA and presents its kubelet-client certificate.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -23,9 +24,8 @@ async fn object(state: &State, plural: &str, ns: Option<&str>, name: &str) -> Re
     serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// `GET pods/{name}/log`: the container's log, streamed from its kubelet.
-pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) -> Result<Resp, ApiError> {
-    let pod = object(state, "pods", Some(ns), name).await?;
+/// The container a `log`/`exec`/`attach` request names, or the pod's only one.
+fn container_of(pod: &Value, name: &str, query: &str) -> Result<String, ApiError> {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let names: Vec<String> = ["initContainers", "containers", "ephemeralContainers"]
         .iter()
@@ -39,6 +39,11 @@ pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) ->
         None if app.len() == 1 => app[0].clone(),
         None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", names.join(" ")))),
     };
+    Ok(container)
+}
+
+/// The kubelet API address (node InternalIP, kubelet port) of the pod's node.
+async fn kubelet_of(state: &State, pod: &Value, name: &str) -> Result<(String, u16), ApiError> {
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
@@ -52,10 +57,24 @@ pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) ->
         .and_then(|a| a["address"].as_str())
         .unwrap_or("")
         .to_string();
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250);
-    let tls = state.kubelet_tls.clone().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(10250);
+    Ok((ip, port))
+}
+
+/// `GET pods/{name}/log`: the container's log, streamed from its kubelet.
+pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) -> Result<Resp, ApiError> {
+    let pod = object(state, "pods", Some(ns), name).await?;
+    let container = container_of(&pod, name, query)?;
+    let (ip, port) = kubelet_of(state, &pod, name).await?;
     let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
-    let resp = get(tls, &ip, port as u16, &path).await.map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+    let stream = dial(state, &ip, port).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(&path)
+        .header("host", format!("{ip}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = send.send_request(req).await.map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
     if !resp.status().is_success() {
         let code = resp.status().as_u16();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -80,16 +99,37 @@ pub(crate) async fn pod_log(state: &State, ns: &str, name: &str, query: &str) ->
     hyper::Response::builder().status(200).header("Content-Type", "text/plain").body(body).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn get(tls: Arc<rustls::ClientConfig>, ip: &str, port: u16, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    let addr: std::net::IpAddr = ip.parse().map_err(|_| format!("node address {ip:?} is not an IP"))?;
+/// A TLS connection to a kubelet's API, verified against the cluster CA.
+async fn dial(state: &State, ip: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
+    let tls = state.kubelet_tls.clone().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
+    let err = |e: String| ApiError::internal(format!("dialing the kubelet at {ip}:{port}: {e}"));
+    let addr: std::net::IpAddr = ip.parse().map_err(|_| err(format!("node address {ip:?} is not an IP")))?;
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((addr, port)))
         .await
-        .map_err(|_| "dial timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| err("timeout".into()))?
+        .map_err(|e| err(e.to_string()))?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.into());
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path).header("host", format!("{ip}:{port}")).body(http_body_util::Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    send.send_request(req).await.map_err(|e| e.to_string())
+    tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| err(e.to_string()))
+}
+
+/// `pods/{name}/exec|attach|portforward`: the upgraded stream, relayed to the kubelet.
+pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: hyper::Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    if !skiff_upgrade::is_upgrade(&req) {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
+    // kubectl ≥ 1.31 first offers port-forward as SPDY tunneled in
+    // WebSocket; the runtime's streaming server speaks plain SPDY, so that
+    // offer is declined as an upgrade failure and kubectl falls back to SPDY.
+    if sub == "portforward" && skiff_upgrade::is_websocket(&req) {
+        return Err(ApiError::bad_request("port-forward over WebSocket is not served: use SPDY/3.1"));
+    }
+    let pod = object(state, "pods", Some(ns), name).await?;
+    let path = match sub {
+        "portforward" => format!("/portForward/{ns}/{name}?{query}"),
+        _ => format!("/{sub}/{ns}/{name}/{}?{query}", container_of(&pod, name, &query)?),
+    };
+    let (ip, port) = kubelet_of(state, &pod, name).await?;
+    let stream = dial(state, &ip, port).await?;
+    skiff_upgrade::proxy(req, stream, &format!("{ip}:{port}"), &path).await.map_err(|e| ApiError::internal(format!("proxying {sub} to the kubelet: {e}")))
 }

@@ -1,5 +1,8 @@
 //! The kubelet's HTTPS API (port 10250): `containerLogs`, which the API
-//! server's `pods/log` proxies to, and `healthz`. Clients must present a
+//! server's `pods/log` proxies to; `exec`, `attach` and `portForward`,
+//! which ask the runtime for a streaming URL (CRI `Exec`, `Attach`,
+//! `PortForward`) and relay the client's upgraded SPDY or WebSocket stream
+//! to the runtime's streaming server; and `healthz`. Clients must present a
 //! certificate signed by the cluster CA in the `system:masters` group (the
 //! API server's kubelet-client identity, or an admin).
 
@@ -49,7 +52,7 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
                     Ok(route(&rt, req, stop).await)
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -63,7 +66,75 @@ async fn route(rt: &Runtime, req: Request<hyper::body::Incoming>, stop: tokio::s
             let o = Options::from_query(req.uri().query().unwrap_or(""));
             container_logs(rt, ns, pod, container, o, stop).await
         }
+        [kind @ ("exec" | "attach"), ns, pod, container] => {
+            let (kind, ns, pod, container) = (kind.to_string(), ns.to_string(), pod.to_string(), container.to_string());
+            stream(rt, &kind, &ns, &pod, Some(&container), req).await
+        }
+        ["portForward", ns, pod] => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            stream(rt, "portForward", &ns, &pod, None, req).await
+        }
         _ => text(404, "404 page not found"),
+    }
+}
+
+/// Query parameters as Go's `url.Values` encodes them (`+` is a space).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    query.split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (decode(k), decode(v))).collect()
+}
+
+/// exec, attach and portForward: the runtime's streaming URL for the
+/// request, then the client's upgraded stream relayed to it.
+async fn stream(rt: &Runtime, kind: &str, ns: &str, pod: &str, container: Option<&str>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let q = query_pairs(req.uri().query().unwrap_or(""));
+    let flag = |k: &str| q.iter().any(|(kk, v)| kk == k && (v == "true" || v == "1"));
+    let mut r = rt.runtime.clone();
+    let url = match (kind, container) {
+        ("portForward", _) => {
+            let labels = [(POD_NAMESPACE, ns), (POD_NAME, pod)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let state = Some(api::PodSandboxStateValue { state: api::PodSandboxState::SandboxReady as i32 });
+            let filter = api::PodSandboxFilter { label_selector: labels, state, ..Default::default() };
+            let sandbox = match r.list_pod_sandbox(api::ListPodSandboxRequest { filter: Some(filter) }).await {
+                Ok(l) => l.into_inner().items.into_iter().max_by_key(|s| s.created_at),
+                Err(e) => return text(500, e.message().to_string()),
+            };
+            let Some(sb) = sandbox else { return text(404, format!("pod \"{pod}\" has no running sandbox")) };
+            r.port_forward(api::PortForwardRequest { pod_sandbox_id: sb.id, port: Vec::new() }).await.map(|x| x.into_inner().url)
+        }
+        (_, Some(container)) => {
+            let status = match find(rt, ns, pod, container, false).await {
+                Ok(s) => s,
+                Err(resp) => return resp,
+            };
+            if status.state != api::ContainerState::ContainerRunning as i32 {
+                return text(400, format!("container {container} is not running"));
+            }
+            let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr") && !flag("tty"), flag("tty"));
+            if kind == "exec" {
+                let cmd: Vec<String> = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+                r.exec(api::ExecRequest { container_id: status.id, cmd, tty, stdin, stdout, stderr }).await.map(|x| x.into_inner().url)
+            } else {
+                r.attach(api::AttachRequest { container_id: status.id, stdin, tty, stdout, stderr }).await.map(|x| x.into_inner().url)
+            }
+        }
+        _ => return text(404, "404 page not found"),
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return text(500, e.message().to_string()),
+    };
+    // The runtime's streaming server: http://host:port/path (on this node).
+    let Some((host, path)) = url.strip_prefix("http://").and_then(|rest| rest.split_once('/').map(|(h, p)| (h.to_string(), format!("/{p}")))) else {
+        return text(500, format!("unexpected streaming URL {url:?}"));
+    };
+    let tcp = match tokio::net::TcpStream::connect(&host).await {
+        Ok(t) => t,
+        Err(e) => return text(502, format!("dialing the runtime's streaming server {host}: {e}")),
+    };
+    match skiff_upgrade::proxy(req, tcp, &host, &path).await {
+        Ok(resp) => resp,
+        Err(e) => text(502, e),
     }
 }
 
