@@ -299,3 +299,92 @@ fn restarting_the_node_keeps_running_containers() {
     wait_until(&n.s, 60, "new pod done", |s| phase(s, "after") == "Succeeded");
     assert_eq!(ok(&n.s, &["logs", "after"]), "after restart\n");
 }
+
+#[test]
+fn exec_cp_attach_and_port_forward_reach_the_container() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    ok(
+        s,
+        &[
+            "run",
+            "box",
+            &format!("--image={IMAGE}"),
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /www; echo served > /www/index.html; httpd -p 8080 -h /www; i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        ],
+    );
+    wait_until(s, 60, "running", |s| phase(s, "box") == "Running");
+    // The exit code comes back through kubectl, from today's WebSocket client and from SPDY (1.27).
+    for bin in [common::kubectl_bin(), "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"] {
+        if !std::path::Path::new(bin).exists() && bin != common::kubectl_bin() {
+            continue;
+        }
+        let (success, out, err) = common::kubectl_with(bin, s, &["exec", "box", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+        assert!(!success, "{bin}: a failing command fails kubectl");
+        assert_eq!(out, "out\n", "{bin}");
+        assert!(err.contains("err\n") && err.contains("command terminated with exit code 3"), "{bin}: {err}");
+    }
+    let out = std::process::Command::new(common::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["exec", "-i", "box", "--", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"through stdin\n")?;
+            c.wait_with_output()
+        })
+        .expect("kubectl exec -i");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "THROUGH STDIN\n");
+    // kubectl cp is tar over exec, both ways.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("up.txt");
+    std::fs::write(&local, "copied up\n").expect("write");
+    ok(s, &["cp", &local.display().to_string(), "box:/tmp/up.txt"]);
+    assert_eq!(ok(s, &["exec", "box", "--", "cat", "/tmp/up.txt"]), "copied up\n");
+    let back = dir.path().join("down.txt");
+    ok(s, &["cp", "box:/tmp/up.txt", &back.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(&back).expect("copied down"), "copied up\n");
+    // attach streams the running container's output.
+    let attach = std::process::Command::new("timeout")
+        .args(["5", common::kubectl_bin(), "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .args(["attach", "box"])
+        .output()
+        .expect("kubectl attach");
+    assert!(String::from_utf8_lossy(&attach.stdout).contains("tick "), "{}", String::from_utf8_lossy(&attach.stderr));
+    // port-forward reaches busybox httpd in the pod, from today's kubectl (falling back to SPDY) and 1.29's.
+    for (bin, port) in [(common::kubectl_bin(), 0), ("/usr/lib/google-cloud-sdk/bin/kubectl.1.29", 1)] {
+        if !std::path::Path::new(bin).exists() {
+            continue;
+        }
+        let local_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port() + port;
+        let mut pf = std::process::Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(["port-forward", "pod/box", &format!("{local_port}:8080")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl port-forward");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let got = std::process::Command::new("timeout")
+                .args(["3", "busybox", "wget", "-q", "-O", "-", &format!("http://127.0.0.1:{local_port}/index.html")])
+                .output();
+            if let Some(o) = got.ok().filter(|o| o.status.success()) {
+                break String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            assert!(Instant::now() < deadline, "{bin}: port-forward never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert_eq!(body, "served\n", "{bin}");
+    }
+}
