@@ -86,24 +86,34 @@ pub fn parse_taints(s: &str) -> Result<Vec<serde_json::Value>, String> {
         .collect()
 }
 
-/// The node's own address: the first global IPv4 address of this
-/// machine (from /proc/net/fib_trie), else loopback.
+/// The node's own address: the IPv4 address of the interface that holds
+/// the default route (as the kubelet picks it), else of the first up
+/// interface that is not a bridge or veth of a pod network, else loopback.
+/// Never a pod bridge's gateway: another agent's bridge on the same
+/// machine can disappear at any time.
 pub fn default_node_ip() -> IpAddr {
-    let text = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
-    let mut last: Option<&str> = None;
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(ip) = t.strip_prefix("|-- ") {
-            last = Some(ip);
-        } else if t.contains("/32 host LOCAL") {
-            if let Some(ip) = last.and_then(|i| i.parse::<std::net::Ipv4Addr>().ok()) {
-                if !ip.is_loopback() && !ip.is_link_local() {
-                    return IpAddr::V4(ip);
-                }
-            }
-        }
-    }
-    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    let default_iface = std::fs::read_to_string("/proc/net/route").ok().and_then(|t| {
+        t.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
+        })
+    });
+    let addrs: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|a| {
+                let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+                Some((a.interface_name, ip))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let pod_network = |name: &str| ["skiff", "cni", "veth", "flannel", "docker", "lo"].iter().any(|p| name.starts_with(p));
+    addrs
+        .iter()
+        .find(|(n, _)| Some(n) == default_iface.as_ref())
+        .or_else(|| addrs.iter().find(|(n, ip)| !pod_network(n) && !ip.is_loopback() && !ip.is_link_local()))
+        .map(|(_, ip)| IpAddr::V4(*ip))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 /// The runtime as the node sees it: connected, or why not.

@@ -163,11 +163,28 @@ impl Worker {
             v.sort_by_key(|i| std::cmp::Reverse(i.attempt));
             // The newest two carry state and lastState; details for those only.
             for inst in v.iter_mut().take(2) {
-                let req = api::ContainerStatusRequest { container_id: inst.id.clone(), verbose: false };
-                inst.status = self.ctx.rt.runtime.clone().container_status(req).await.ok().and_then(|r| r.into_inner().status);
+                inst.status = self.runtime_status(&inst.id).await;
+                // containerd learns of an OOM kill from a separate event that
+                // can land just after the exit: a fresh SIGKILL exit is read
+                // again shortly, so it is reported as OOMKilled, not Error.
+                for _ in 0..5 {
+                    let fresh_kill = inst.status.as_ref().is_some_and(|s| {
+                        s.exit_code == 137 && s.reason != "OOMKilled" && chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - s.finished_at < 2_000_000_000
+                    });
+                    if !fresh_kill {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    inst.status = self.runtime_status(&inst.id).await;
+                }
             }
         }
         by_name
+    }
+
+    async fn runtime_status(&self, id: &str) -> Option<api::ContainerStatus> {
+        let req = api::ContainerStatusRequest { container_id: id.to_string(), verbose: false };
+        self.ctx.rt.runtime.clone().container_status(req).await.ok().and_then(|r| r.into_inner().status)
     }
 
     async fn sync(&mut self, pod: &Pod) -> Step {

@@ -147,13 +147,22 @@ spec:
     - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
     - {{name: MESSAGE, value: "$(GREETING) from $(POD_NAME)"}}
     volumeMounts: [{{name: creds, mountPath: /creds, readOnly: true}}]
-    command: ["sh", "-c", "echo $MESSAGE; echo pw=$PASSWORD; cat /creds/password; echo; until wget -q -O - http://localhost:8080/index.html; do sleep 0.2; done; echo; sleep 3600"]
+    command: ["sh", "-c", "echo $MESSAGE; echo pw=$PASSWORD; cat /creds/password; echo; until timeout 2 wget -q -O - http://127.0.0.1:8080/index.html; do sleep 0.2; done; echo; sleep 3600"]
 "#
         ),
     );
     ok(s, &["apply", "-f", &m]);
     wait_until(s, 60, "both containers ready", |s| jsonpath(s, &["pod", "duo"], "{.status.containerStatuses[*].ready}") == "true true");
-    wait_until(s, 30, "client output", |s| kubectl(s, &["logs", "duo", "-c", "client"]).1.contains("served over localhost"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl(s, &["logs", "duo", "-c", "client"]).1.contains("served over localhost") {
+        if Instant::now() > deadline {
+            let (_, client, _) = kubectl(s, &["logs", "duo", "-c", "client"]);
+            let (_, server, _) = kubectl(s, &["logs", "duo", "-c", "server"]);
+            let (_, netstat, _) = kubectl(s, &["exec", "duo", "-c", "server", "--", "sh", "-c", "netstat -ltn; ip addr"]);
+            panic!("client output not reached in 30 s\nclient: {client}\nserver: {server}\n{netstat}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let logs = ok(s, &["logs", "duo", "-c", "client"]);
     assert_eq!(logs, "hi from duo\npw=s3cret\ns3cret\nserved over localhost\n");
     // A configMap update reaches the running container's volume.
