@@ -71,11 +71,11 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
     let mut files: BTreeMap<String, (Vec<u8>, i32)> = BTreeMap::new();
     let kind = if let Some(cm) = &v.config_map {
         let name = cm.name.clone();
-        add_config_map(client, ns, &name, cm.items.as_deref(), cm.default_mode.unwrap_or(0o644), cm.optional.unwrap_or(false), &mut files).await?;
+        add_keys(client, Source::ConfigMap, ns, &name, cm.items.as_deref(), cm.default_mode.unwrap_or(0o644), cm.optional.unwrap_or(false), &mut files).await?;
         "kubernetes.io~configmap"
     } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        add_secret(client, ns, &name, s.items.as_deref(), s.default_mode.unwrap_or(0o644), s.optional.unwrap_or(false), &mut files).await?;
+        add_keys(client, Source::Secret, ns, &name, s.items.as_deref(), s.default_mode.unwrap_or(0o644), s.optional.unwrap_or(false), &mut files).await?;
         "kubernetes.io~secret"
     } else if let Some(d) = &v.downward_api {
         add_downward(pod, d.items.as_deref().unwrap_or_default(), d.default_mode.unwrap_or(0o644), &mut files);
@@ -84,10 +84,10 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
         let mode = p.default_mode.unwrap_or(0o644);
         for src in p.sources.iter().flatten() {
             if let Some(cm) = &src.config_map {
-                add_config_map(client, ns, &cm.name, cm.items.as_deref(), mode, cm.optional.unwrap_or(false), &mut files).await?;
+                add_keys(client, Source::ConfigMap, ns, &cm.name, cm.items.as_deref(), mode, cm.optional.unwrap_or(false), &mut files).await?;
             }
             if let Some(s) = &src.secret {
-                add_secret(client, ns, &s.name, s.items.as_deref(), mode, s.optional.unwrap_or(false), &mut files).await?;
+                add_keys(client, Source::Secret, ns, &s.name, s.items.as_deref(), mode, s.optional.unwrap_or(false), &mut files).await?;
             }
             if let Some(d) = &src.downward_api {
                 add_downward(pod, d.items.as_deref().unwrap_or_default(), mode, &mut files);
@@ -121,14 +121,57 @@ pub fn cleanup(pod_dir: &Path) {
     let _ = std::fs::remove_dir_all(pod_dir);
 }
 
-fn keys_to_files(
-    data: BTreeMap<String, Vec<u8>>,
+/// Where a volume's files come from: a ConfigMap or a Secret of the pod's namespace.
+#[derive(Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    /// The word Kubernetes' messages use for it.
+    fn word(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmap",
+            Source::Secret => "secret",
+        }
+    }
+
+    /// The object's keys and bytes (`data` and `binaryData`/`stringData`), or None when absent.
+    async fn read(self, client: &kube::Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(match self {
+            Source::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())?.map(|cm| {
+                let mut d: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                d
+            }),
+            Source::Secret => Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())?.map(|s| {
+                let mut d: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                d
+            }),
+        })
+    }
+}
+
+/// Adds the files a ConfigMap or Secret projects: the listed `items`, or every key.
+#[allow(clippy::too_many_arguments)]
+async fn add_keys(
+    client: &kube::Client,
+    source: Source,
+    ns: &str,
+    name: &str,
     items: Option<&[KeyToPath]>,
     mode: i32,
-    what: &str,
     optional: bool,
     files: &mut BTreeMap<String, (Vec<u8>, i32)>,
 ) -> Result<(), String> {
+    let what = source.word();
+    let data = match source.read(client, ns, name).await? {
+        Some(d) => d,
+        None if optional => return Ok(()),
+        None => return Err(format!("{what} \"{name}\" not found")),
+    };
     match items {
         Some(items) => {
             for it in items {
@@ -137,51 +180,13 @@ fn keys_to_files(
                         files.insert(it.path.clone(), (v.clone(), it.mode.unwrap_or(mode)));
                     }
                     None if optional => {}
-                    None => return Err(format!("configmap references non-existent config key: {}", it.key).replace("configmap", what)),
+                    None => return Err(format!("{what} references non-existent config key: {}", it.key)),
                 }
             }
         }
         None => files.extend(data.into_iter().map(|(k, v)| (k, (v, mode)))),
     }
     Ok(())
-}
-
-async fn add_config_map(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: i32,
-    optional: bool,
-    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
-) -> Result<(), String> {
-    let cm = match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())? {
-        Some(cm) => cm,
-        None if optional => return Ok(()),
-        None => return Err(format!("configmap \"{name}\" not found")),
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-    data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-    keys_to_files(data, items, mode, "configmap", optional, files)
-}
-
-async fn add_secret(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: i32,
-    optional: bool,
-    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
-) -> Result<(), String> {
-    let s = match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| e.to_string())? {
-        Some(s) => s,
-        None if optional => return Ok(()),
-        None => return Err(format!("secret \"{name}\" not found")),
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-    data.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
-    keys_to_files(data, items, mode, "secret", optional, files)
 }
 
 fn add_downward(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32, files: &mut BTreeMap<String, (Vec<u8>, i32)>) {
