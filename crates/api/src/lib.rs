@@ -7,6 +7,7 @@
 
 pub mod defaults;
 pub mod error;
+pub mod join;
 pub mod managed;
 pub mod openapi;
 pub mod patch;

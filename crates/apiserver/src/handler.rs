@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) kubelet_tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Serializes Service creates while they allocate IPs and ports.
     pub(crate) allocations: tokio::sync::Mutex<()>,
+    /// The node-join endpoints' CA and token.
+    pub(crate) join: crate::join::Join,
 }
 
 /// Creates the namespaces every cluster has.
@@ -83,6 +85,10 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
         (Some(c), Bearer::Absent) => Some(c),
         (None, Bearer::Absent) => None,
     };
+    // A joining node has no credential yet; the join endpoints check its token.
+    if crate::join::is_join_path(req.uri().path()) {
+        return crate::join::serve(&state.join, req).await.unwrap_or_else(|e| error(&e));
+    }
     if user.is_none() && !public {
         return error(&ApiError::unauthorized());
     }
@@ -532,7 +538,7 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
     /// Past the limit the rest is read and dropped (up to this much), so
     /// the client, still sending, can read the 413 instead of a reset.
     const DRAIN: usize = 64 * 1024 * 1024;

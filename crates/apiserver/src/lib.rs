@@ -14,6 +14,7 @@ mod auth;
 mod cache;
 mod discovery;
 mod handler;
+mod join;
 mod metrics;
 mod proxy;
 mod read;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use skiff_pki::ClusterPki;
+use skiff_pki::{ClusterPki, JoinToken};
 use skiff_store::Store;
 use tokio::net::TcpListener;
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// HTTPS port.
     pub secure_port: u16,
+    /// Extra names and addresses for the serving certificate (`--tls-san`).
+    pub tls_san: Vec<String>,
     /// kube-apiserver's `--token-auth-file`: static bearer tokens.
     pub token_auth_file: Option<PathBuf>,
     /// How often the store's history is compacted; each compaction keeps
@@ -81,9 +84,23 @@ pub struct ApiServer {
     pub local_addr: SocketAddr,
     /// Path of the admin kubeconfig written for this server.
     pub kubeconfig: PathBuf,
-    pki: ClusterPki,
+    pki: Arc<ClusterPki>,
     pki_dir: PathBuf,
     server: String,
+}
+
+/// The addresses of this host's interfaces that are up, except loopback
+/// and the pod bridges and veths skiff itself creates.
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(ifaces) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    ifaces
+        .filter(|i| !i.interface_name.starts_with("skiff") && !i.interface_name.starts_with("veth") && !i.interface_name.starts_with("cni"))
+        .filter_map(|i| {
+            let a = i.address?;
+            a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())).or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .filter(|ip| !ip.is_loopback() && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .collect()
 }
 
 fn host_name() -> String {
@@ -95,11 +112,15 @@ impl ApiServer {
     /// default namespaces and writes the admin kubeconfig.
     pub async fn bind(cfg: Config, store: Arc<dyn Store>) -> Result<Self, ServerError> {
         let pki_dir = cfg.data_dir.join("pki");
-        let pki = ClusterPki::load_or_create(&pki_dir)?;
+        let pki = Arc::new(ClusterPki::load_or_create(&pki_dir)?);
         let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "kubernetes".into(), "kubernetes.default".into(), host_name()];
-        if !cfg.bind_address.is_unspecified() {
+        if cfg.bind_address.is_unspecified() {
+            // Agents on other machines dial one of this host's addresses.
+            names.extend(host_addresses().iter().map(|a| a.to_string()));
+        } else {
             names.push(cfg.bind_address.to_string());
         }
+        names.extend(cfg.tls_san.iter().cloned());
         let serving = pki.load_or_issue("apiserver", |p| p.issue_server("kube-apiserver", &names))?;
         let tls = pki.server_tls(&serving, &[b"http/1.1"])?;
         let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port)).await?;
@@ -121,6 +142,7 @@ impl ApiServer {
             kubelet_tls: Some(
                 pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?,
             ),
+            join: join::Join { pki: pki.clone(), token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())? },
         });
         handler::bootstrap(&state, local_addr.port()).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };

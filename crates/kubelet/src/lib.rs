@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 pub mod env;
 pub mod logs;
 pub mod network;

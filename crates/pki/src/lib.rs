@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod token;
+
+pub use token::JoinToken;
+
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 /// Errors of certificate handling.
@@ -27,6 +31,9 @@ pub enum PkiError {
     /// Building the TLS configuration failed.
     #[error("tls: {0}")]
     Tls(String),
+    /// A join token could not be read.
+    #[error("join token: {0}")]
+    Token(String),
 }
 
 /// Result alias of this crate.
@@ -52,7 +59,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
-fn write(path: &Path, contents: &str, secret: bool) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str, secret: bool) -> Result<()> {
     let io = |source| PkiError::Io { path: path.to_path_buf(), source };
     std::fs::write(path, contents).map_err(io)?;
     if secret {
@@ -123,38 +130,29 @@ impl ClusterPki {
     }
 
     /// Issues a client certificate for user `cn`, member of `group`.
-    ///
-    /// One group at most: rcgen keeps one value per attribute type in a
-    /// subject, so several O attributes cannot be written (they can be read).
     pub fn issue_client(&self, cn: &str, group: Option<&str>) -> Result<CertPair> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        if let Some(g) = group {
-            dn.push(DnType::OrganizationName, g);
-        }
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params)
+        self.sign(client_params(cn, group)?)
     }
 
     /// Issues a serving certificate for the given DNS names and IP addresses.
     pub fn issue_server(&self, cn: &str, names: &[String]) -> Result<CertPair> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        let mut seen = std::collections::BTreeSet::new();
-        for n in names.iter().filter(|n| !n.is_empty() && seen.insert(n.to_string())) {
-            params.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(n.as_str().try_into()?),
-            });
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params)
+        self.sign(server_params(cn, names)?)
+    }
+
+    /// Signs a certificate request (PEM) whose key stays with the requester.
+    /// Only the request's public key is used: subject, names and usages
+    /// come from `what`, never from the request.
+    pub fn sign_request(&self, csr_pem: &str, what: &Usage) -> Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = match what {
+            Usage::Client { user, group } => client_params(user, group.as_deref())?,
+            Usage::Server { name, names } => server_params(name, names)?,
+        };
+        validity(&mut params, LEAF_DAYS);
+        csr.params = params;
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
+        Ok(csr.signed_by(&issuer)?.pem())
     }
 
     /// Loads `name.crt`/`name.key` from the PKI directory, issuing them with
@@ -174,49 +172,124 @@ impl ClusterPki {
     /// for a certificate signed by the cluster CA, without requiring one (a
     /// bearer token may authenticate instead).
     pub fn server_tls(&self, serving: &CertPair, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
-        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in pem_certs(&self.ca.cert_pem)? {
-            roots.add(cert).map_err(|e| tls(&e))?;
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| tls(&e))?;
-        let key =
-            rustls_pemfile::private_key(&mut serving.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls(&e))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(pem_certs(&serving.cert_pem)?, key)
-            .map_err(|e| tls(&e))?;
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(cfg))
+        server_tls(&self.ca.cert_pem, serving, alpn)
     }
-}
 
-impl ClusterPki {
     /// A TLS client configuration that trusts only the cluster CA and
     /// presents `client` (the API server's identity towards kubelets).
     pub fn client_tls(&self, client: &CertPair) -> Result<Arc<rustls::ClientConfig>> {
-        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in pem_certs(&self.ca.cert_pem)? {
-            roots.add(cert).map_err(|e| tls(&e))?;
-        }
-        let key =
-            rustls_pemfile::private_key(&mut client.key_pem.as_bytes()).map_err(|e| tls(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))?;
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls(&e))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(pem_certs(&client.cert_pem)?, key)
-            .map_err(|e| tls(&e))?;
-        Ok(Arc::new(cfg))
+        client_tls(&self.ca.cert_pem, client)
     }
+}
+
+fn tls_err(e: &dyn std::fmt::Display) -> PkiError {
+    PkiError::Tls(e.to_string())
+}
+
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(ca_pem)? {
+        roots.add(cert).map_err(|e| tls_err(&e))?;
+    }
+    Ok(roots)
+}
+
+fn private_key(pair: &CertPair) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {
+    rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).map_err(|e| tls_err(&e))?.ok_or_else(|| PkiError::Tls("no private key in PEM".into()))
+}
+
+/// A TLS server configuration presenting `serving` that asks clients for a
+/// certificate signed by the CA in `ca_pem`, without requiring one. Used
+/// where only the CA certificate is at hand (a joined node's kubelet).
+pub fn server_tls(ca_pem: &str, serving: &CertPair, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_err(&e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pem_certs(&serving.cert_pem)?, private_key(serving)?)
+        .map_err(|e| tls_err(&e))?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// A TLS client configuration that trusts only the CA in `ca_pem` and
+/// presents `client`.
+pub fn client_tls(ca_pem: &str, client: &CertPair) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(pem_certs(&client.cert_pem)?, private_key(client)?)
+        .map_err(|e| tls_err(&e))?;
+    Ok(Arc::new(cfg))
+}
+
+/// What a signed certificate is for.
+#[derive(Debug, Clone)]
+pub enum Usage {
+    /// Client authentication as `user` in `group`.
+    Client {
+        /// The user (CN).
+        user: String,
+        /// The group (O).
+        group: Option<String>,
+    },
+    /// Serving as `name` for the DNS names and IP addresses in `names`.
+    Server {
+        /// The subject CN.
+        name: String,
+        /// Subject alternative names.
+        names: Vec<String>,
+    },
+}
+
+/// Certificate parameters for a client: user = CN, group = O.
+///
+/// One group at most: rcgen keeps one value per attribute type in a
+/// subject, so several O attributes cannot be written (they can be read).
+fn client_params(cn: &str, group: Option<&str>) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    if let Some(g) = group {
+        dn.push(DnType::OrganizationName, g);
+    }
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// Certificate parameters for a server with the given DNS names and IPs.
+fn server_params(cn: &str, names: &[String]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names.iter().filter(|n| !n.is_empty() && seen.insert(n.to_string())) {
+        params.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(n.as_str().try_into()?),
+        });
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
+}
+
+/// A new private key and a certificate request for it (PEM), to be signed
+/// by [`ClusterPki::sign_request`] elsewhere.
+pub fn new_request() -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
 }
 
 fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
@@ -258,6 +331,29 @@ mod tests {
         // The CA is reused, not regenerated, on the next load.
         let again = ClusterPki::load_or_create(&dir).expect("reload");
         assert_eq!(again.ca_cert_pem(), pki.ca_cert_pem());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn signed_requests_carry_the_signers_identity_not_the_requesters() {
+        let dir = tempfile_dir().with_extension("csr");
+        let pki = ClusterPki::load_or_create(&dir).expect("pki");
+        // The request names an admin; the signer decides who it is.
+        let key = KeyPair::generate().expect("key");
+        let mut asked = client_params("admin", Some("system:masters")).expect("params");
+        asked.distinguished_name.push(DnType::CommonName, "admin");
+        let csr = asked.serialize_request(&key).expect("csr").pem().expect("pem");
+        let usage = Usage::Client { user: "system:node:n1".into(), group: Some("system:nodes".into()) };
+        let cert = pki.sign_request(&csr, &usage).expect("sign");
+        let der = pem_certs(&cert).expect("pem").remove(0);
+        assert_eq!(identity_of(&der).expect("identity"), CertIdentity { user: "system:node:n1".into(), groups: vec!["system:nodes".into()] });
+        // The key never left the requester, and the pair works for TLS.
+        let pair = CertPair { cert_pem: cert, key_pem: key.serialize_pem() };
+        client_tls(pki.ca_cert_pem(), &pair).expect("client tls");
+        assert!(pki.sign_request("not a csr", &usage).is_err());
+        let (csr, key) = new_request().expect("request");
+        let serving = pki.sign_request(&csr, &Usage::Server { name: "n1".into(), names: vec!["n1".into(), "10.0.0.1".into()] }).expect("sign");
+        server_tls(pki.ca_cert_pem(), &CertPair { cert_pem: serving, key_pem: key }, &[]).expect("server tls");
         let _ = std::fs::remove_dir_all(dir);
     }
 

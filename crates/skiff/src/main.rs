@@ -51,16 +51,25 @@ enum Command {
         leader_elect: bool,
     },
     /// Runs a node: the kubelet with a supervised containerd (or the CRI
-    /// socket given), registered with an API server.
+    /// socket given), registered with an API server. Join a cluster with
+    /// `--server URL --token TOKEN` (the server's `DATA_DIR/node-token`),
+    /// or run with a kubeconfig and the cluster's PKI directory.
     Agent {
+        /// The API server to join, e.g. `https://10.0.0.1:6443`.
+        #[arg(long, requires = "token", conflicts_with_all = ["kubeconfig", "pki_dir"])]
+        server: Option<String>,
+        /// The join token (`K10<ca-sha256>::node:<secret>`).
+        #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Kubeconfig of the API server to use (the node's identity).
-        #[arg(long)]
-        kubeconfig: PathBuf,
+        #[arg(long, requires = "pki_dir")]
+        kubeconfig: Option<PathBuf>,
         /// The cluster's PKI directory (the server's `DATA_DIR/pki`), whose
         /// CA signs the kubelet API's serving certificate.
-        #[arg(long)]
-        pki_dir: PathBuf,
-        /// Where the agent keeps containerd, pods, logs and images.
+        #[arg(long, requires = "kubeconfig")]
+        pki_dir: Option<PathBuf>,
+        /// Where the agent keeps containerd, pods, logs, images and, when it
+        /// joined with a token, its certificates and kubeconfig.
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -196,6 +205,10 @@ struct ServerArgs {
     /// kube-apiserver's static token file: CSV `token,user,uid[,"groups"]`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Extra host names or IP addresses for the serving certificate
+    /// (repeatable), e.g. the name agents on other machines dial.
+    #[arg(long)]
+    tls_san: Vec<String>,
     /// Seconds between compactions of the store's history; each keeps
     /// one interval of history. Watches resume from the watch cache's own
     /// history, so the store keeps little: under churn the database stays
@@ -292,16 +305,28 @@ async fn main() -> anyhow::Result<()> {
             skiff_controllers::run(client, controllers.options(leader_elect), shutdown).await;
             Ok(())
         }
-        Command::Agent { kubeconfig, pki_dir, data_dir, agent } => {
-            let client = skiff_runtime::client(&kubeconfig).await?;
-            let pki = skiff_pki::ClusterPki::load_or_create(&pki_dir).context("reading the cluster PKI")?;
+        Command::Agent { server, token, kubeconfig, pki_dir, data_dir, agent } => {
             let node_ip = agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
             let name = agent.node_name();
-            let names = vec![name.clone(), node_ip.to_string()];
-            let pair = pki.load_or_issue(&format!("kubelet-{name}-{node_ip}"), |p| p.issue_server(&name, &names))?;
-            let tls = pki.server_tls(&pair, &[b"http/1.1"])?;
             let dir = data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let dir = std::path::absolute(&dir)?;
+            let (client, tls) = match (server, token, kubeconfig, pki_dir) {
+                (Some(server), Some(token), _, _) => {
+                    let token = skiff_pki::JoinToken::parse(&token)?;
+                    let creds = skiff_kubelet::bootstrap::join(&server, &token, &dir, &name, &[node_ip]).await.context("joining the cluster")?;
+                    (skiff_runtime::client(&creds.kubeconfig).await?, creds.tls)
+                }
+                (None, _, Some(kubeconfig), Some(pki_dir)) => {
+                    let pki = skiff_pki::ClusterPki::load_or_create(&pki_dir).context("reading the cluster PKI")?;
+                    let names = vec![name.clone(), node_ip.to_string()];
+                    let pair = pki.load_or_issue(&format!("kubelet-{name}-{node_ip}"), |p| p.issue_server(&name, &names))?;
+                    (skiff_runtime::client(&kubeconfig).await?, pki.server_tls(&pair, &[b"http/1.1"])?)
+                }
+                _ => anyhow::bail!("skiff agent needs --server and --token (to join), or --kubeconfig and --pki-dir"),
+            };
+            let mut agent = agent;
+            agent.node_ip = Some(node_ip);
             skiff_kubelet::run(client, agent.config(dir, tls)?, shutdown).await?;
             Ok(())
         }
@@ -343,6 +368,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         bind_address: args.bind_address,
         secure_port: args.secure_port,
         token_auth_file: args.token_auth_file.clone(),
+        tls_san: args.tls_san.clone(),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval.max(1)),
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
@@ -378,7 +404,12 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
             }
         }));
     }
-    tracing::info!(address = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "API server ready; admin kubeconfig written");
+    tracing::info!(
+        address = %server.local_addr,
+        kubeconfig = %server.kubeconfig.display(),
+        node_token = %data_dir.join("node-token").display(),
+        "API server ready; admin kubeconfig written; agents join with `skiff agent --server URL --token $(cat NODE_TOKEN)`"
+    );
     let mut stop = shutdown.clone();
     server
         .serve(async move {

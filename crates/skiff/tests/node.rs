@@ -46,30 +46,48 @@ impl Drop for Node {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Starts a node, or returns None (outside CI) when the machine cannot run one.
-fn node() -> Option<Node> {
+/// Whether this machine can run nodes; under CI=true it must.
+fn can_run_nodes() -> bool {
     if let Some(missing) = prerequisites() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and the node e2e prerequisites are missing: {missing}");
         eprintln!("skipping: the node e2e tests need {missing}");
-        return None;
+        return false;
     }
-    // Every test cluster gets its own pod range and bridge, so parallel
-    // tests never share addresses or routes.
+    true
+}
+
+/// A cluster CIDR and node name of this test's own: parallel tests never
+/// share addresses, routes or nodes.
+fn unique_cluster() -> (String, String) {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let octet = 64 + (std::process::id() * 7 + n * 13) % 64;
-    let cidr = format!("10.{octet}.0.0/16");
-    let name = format!("node-{}-{n}", std::process::id());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let images = dir.path().join("agent/images");
+    (format!("10.{octet}.0.0/16"), format!("node-{}-{n}", std::process::id()))
+}
+
+/// Puts the busybox test image where an agent with data dir `agent_dir`
+/// imports it at start.
+fn stage_images(agent_dir: &std::path::Path) {
+    let images = agent_dir.join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     skiff_cri::oci::Image::busybox(IMAGE, &skiff_cri::which("busybox").expect("busybox"))
         .and_then(|i| i.write(&images.join("busybox.tar")))
         .expect("build the busybox image");
+}
+
+fn node_ready(s: &Server, name: &str) -> bool {
+    jsonpath(s, &["node", name], "{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+}
+
+/// Starts a node, or returns None (outside CI) when the machine cannot run one.
+fn node() -> Option<Node> {
+    if !can_run_nodes() {
+        return None;
+    }
+    let (cidr, name) = unique_cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    stage_images(&dir.path().join("agent"));
     let s = common::start_in(dir, &[WITH_AGENT, "--cluster-cidr", &cidr, "--node-name", &name, "--kubelet-port", "0"]);
-    common::wait_for(&s, 60, |s| {
-        let (_, out, _) = kubectl(s, &["get", "node", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
-        out == "True"
-    });
+    common::wait_for(&s, 60, |s| node_ready(s, &name));
     Some(Node { s, name })
 }
 
@@ -396,4 +414,80 @@ fn exec_cp_attach_and_port_forward_reach_the_container() {
         let _ = pf.wait();
         assert_eq!(body, "served\n", "{bin}");
     }
+}
+
+/// A `skiff agent` process that joined a server with its token.
+struct JoinedAgent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for JoinedAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bridge = skiff_kubelet::network::bridge_name(self.dir.path());
+        let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
+    }
+}
+
+fn agent(s: &Server, dir: &std::path::Path, token: &str, name: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+    c.args(["agent", "--server", &format!("https://127.0.0.1:{}", s.port), "--token", token, "--node-name", name, "--kubelet-port", "0", "--data-dir"])
+        .arg(dir);
+    c
+}
+
+#[test]
+fn an_agent_joins_with_the_servers_token_and_runs_pods() {
+    if !can_run_nodes() {
+        return;
+    }
+    let (cidr, name) = unique_cluster();
+    let s = common::start_with(&["--cluster-cidr", &cidr]);
+    let token = std::fs::read_to_string(s.dir.path().join("node-token")).expect("the server writes DATA_DIR/node-token");
+    let token = token.trim();
+    assert!(token.starts_with("K10") && token.contains("::node:"), "{token}");
+    let dir = tempfile::tempdir().expect("agent dir");
+
+    // A wrong secret is refused, and so is a token pinning another CA.
+    let wrong_secret = format!("{}::node:not-the-secret", token.split("::").next().expect("hash"));
+    let out = agent(&s, dir.path(), &wrong_secret, &name).output().expect("run agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("refused the token"), "{err}");
+    let other_ca = format!("K10{}::node:x", "0".repeat(64));
+    let out = agent(&s, dir.path(), &other_ca, &name).output().expect("run agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not the one the token pins"), "{err}");
+    assert!(kubectl(&s, &["get", "node", &name]).2.contains("NotFound"), "no node registered without a valid token");
+
+    stage_images(dir.path());
+    let child = agent(&s, dir.path(), token, &name).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn agent");
+    let joined = JoinedAgent { child, dir };
+    wait_until(&s, 60, "joined node Ready", |s| node_ready(s, &name));
+    // The node holds its own keys and the CA certificate, never the CA's key.
+    let pki = joined.dir.path().join("pki");
+    assert!(pki.join("ca.crt").exists() && !pki.join("ca.key").exists());
+    let kubeconfig = std::fs::read_to_string(joined.dir.path().join("kubelet.kubeconfig")).expect("the agent writes its kubeconfig");
+    assert!(kubeconfig.contains(&format!("system:node:{name}")), "{kubeconfig}");
+    // The joined node runs a pod, and its kubelet API (serving certificate
+    // signed at join) answers `kubectl logs` through the API server.
+    ok(
+        &s,
+        &[
+            "run",
+            "joined",
+            &format!("--image={IMAGE}"),
+            "--restart=Never",
+            "--overrides",
+            &format!(r#"{{"spec":{{"nodeName":"{name}"}}}}"#),
+            "--",
+            "echo",
+            "hello from a joined node",
+        ],
+    );
+    wait_until(&s, 60, "pod Succeeded", |s| phase(s, "joined") == "Succeeded");
+    assert_eq!(ok(&s, &["logs", "joined"]), "hello from a joined node\n");
+    let _ = kubectl(&s, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    drop(joined);
 }
