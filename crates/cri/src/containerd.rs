@@ -20,6 +20,9 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// The image every pod sandbox runs.
     pub sandbox_image: String,
+    /// containerd's registry hosts directory (`<host[:port]>/hosts.toml`,
+    /// containerd's own format): mirrors, CAs, plain-HTTP registries.
+    pub registry_config_dir: PathBuf,
     /// Keep containers' OOM score adjustments at or above containerd's own:
     /// needed where root lacks CAP_SYS_RESOURCE (some VMs and sandboxes),
     /// or runc fails every sandbox trying to lower it. See [`can_lower_oom_score`].
@@ -96,7 +99,11 @@ state = "{state}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{registries}"
 "#,
+            registries = d(&self.registry_config_dir),
             root = d(&self.dir.join("root")),
             state = d(&self.dir.join("state")),
             sock = d(&self.socket()),
@@ -106,6 +113,22 @@ state = "{state}"
             restrict = self.restrict_oom_score_adj,
         )
     }
+}
+
+/// Lets containerd pull from `host` (`name[:port]`) over plain HTTP, as
+/// docker's `insecure-registries` does: writes `dir/<host>/hosts.toml`.
+pub fn allow_plain_http(dir: &Path, host: &str) -> Result<(), CriError> {
+    let valid = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) && !host.contains("..");
+    if !valid {
+        return Err(CriError::Containerd(format!("insecure registry {host:?}: want host[:port]")));
+    }
+    let d = dir.join(host);
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(
+        d.join("hosts.toml"),
+        format!("# Written by skiff (--insecure-registry): plain HTTP.\nserver = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    )?;
+    Ok(())
 }
 
 /// A running containerd, child of this process. It is killed when this
@@ -184,6 +207,7 @@ mod tests {
             cni_bin_dir: "/usr/lib/cni".into(),
             cni_conf_dir: "/var/lib/skiff/agent/etc/cni/net.d".into(),
             sandbox_image: "skiff.local/pause:3.10".into(),
+            registry_config_dir: "/var/lib/skiff/agent/certs.d".into(),
             restrict_oom_score_adj: true,
         };
         let text = cfg.render();
@@ -191,6 +215,7 @@ mod tests {
         assert!(text.contains(r#"root = "/var/lib/skiff/agent/containerd/root""#));
         assert!(text.contains(r#"sandbox_image = "skiff.local/pause:3.10""#));
         assert!(text.contains(r#"conf_dir = "/var/lib/skiff/agent/etc/cni/net.d""#));
+        assert!(text.contains(r#"config_path = "/var/lib/skiff/agent/certs.d""#));
         assert!(text.contains("restrict_oom_score_adj = true"));
     }
 }

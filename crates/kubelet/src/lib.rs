@@ -68,6 +68,8 @@ pub struct Config {
     pub kubelet_port: u16,
     /// Pod capacity.
     pub max_pods: u32,
+    /// Registries (`host[:port]`) the supervised containerd pulls from over plain HTTP.
+    pub insecure_registries: Vec<String>,
     /// TLS for the kubelet API (its serving certificate; clients verified against the cluster CA).
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -146,8 +148,14 @@ async fn start_runtime(cfg: &Config) -> (RuntimeState, Option<containerd::Contai
         cni_bin_dir: containerd::cni_bin_dir().unwrap_or_else(|| PathBuf::from("/usr/lib/cni")),
         cni_conf_dir: cfg.dir.join("etc/cni/net.d"),
         sandbox_image: oci::PAUSE_IMAGE.into(),
+        registry_config_dir: cfg.dir.join("certs.d"),
         restrict_oom_score_adj: !containerd::can_lower_oom_score(),
     };
+    for host in &cfg.insecure_registries {
+        if let Err(e) = containerd::allow_plain_http(&ccfg.registry_config_dir, host) {
+            return (RuntimeState::Down(format!("--insecure-registry: {e}")), None);
+        }
+    }
     let (ctd, rt) = match containerd::Containerd::start(&ccfg).await {
         Ok(x) => x,
         Err(e) => return (RuntimeState::Down(format!("container runtime is down: {e}")), None),

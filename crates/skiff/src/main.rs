@@ -157,6 +157,11 @@ struct AgentArgs {
     /// Pods per node.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// A registry (`host[:port]`) to pull from over plain HTTP (repeatable).
+    /// Other registry settings go in containerd's own format under
+    /// `DATA_DIR/agent/certs.d/<host>/hosts.toml`.
+    #[arg(long, value_delimiter = ',')]
+    insecure_registry: Vec<String>,
 }
 
 impl AgentArgs {
@@ -186,6 +191,7 @@ impl AgentArgs {
             runtime_endpoint: self.container_runtime_endpoint.as_deref().map(skiff_cri::socket_path),
             kubelet_port: self.kubelet_port,
             max_pods: self.max_pods,
+            insecure_registries: self.insecure_registry.clone(),
             tls,
         })
     }

@@ -21,6 +21,11 @@ fn prerequisites() -> Option<String> {
     if skiff_cri::which("busybox").is_none() {
         missing.push("busybox (busybox-static)".into());
     }
+    for (program, package) in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] {
+        if skiff_cri::which(program).is_none() {
+            missing.push(format!("{program} (Debian package {package})"));
+        }
+    }
     if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))) {
         missing.push("root".into());
     }
@@ -80,13 +85,20 @@ fn node_ready(s: &Server, name: &str) -> bool {
 
 /// Starts a node, or returns None (outside CI) when the machine cannot run one.
 fn node() -> Option<Node> {
+    node_with(&[])
+}
+
+/// Starts a node with extra server flags.
+fn node_with(extra: &[&str]) -> Option<Node> {
     if !can_run_nodes() {
         return None;
     }
     let (cidr, name) = unique_cluster();
     let dir = tempfile::tempdir().expect("tempdir");
     stage_images(&dir.path().join("agent"));
-    let s = common::start_in(dir, &[WITH_AGENT, "--cluster-cidr", &cidr, "--node-name", &name, "--kubelet-port", "0"]);
+    let mut args = vec![WITH_AGENT, "--cluster-cidr", &cidr, "--node-name", &name, "--kubelet-port", "0"];
+    args.extend_from_slice(extra);
+    let s = common::start_in(dir, &args);
     common::wait_for(&s, 60, |s| node_ready(s, &name));
     Some(Node { s, name })
 }
@@ -490,4 +502,80 @@ fn an_agent_joins_with_the_servers_token_and_runs_pods() {
     assert_eq!(ok(&s, &["logs", "joined"]), "hello from a joined node\n");
     let _ = kubectl(&s, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     drop(joined);
+}
+
+/// Debian's `docker-registry` serving from a temp dir on a free loopback port.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry() -> Registry {
+    let dir = tempfile::tempdir().expect("registry dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = dir.path().join("config.yml");
+    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", dir.path().join("data").display());
+    std::fs::write(&config, yaml).expect("registry config");
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Registry { child, port, _dir: dir }
+}
+
+#[test]
+fn a_pod_pulls_its_image_from_a_registry() {
+    if !can_run_nodes() {
+        return;
+    }
+    let reg = registry();
+    let host = format!("127.0.0.1:{}", reg.port);
+    // An image pushed with skopeo, never imported into the node.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("pushed.tar");
+    skiff_cri::oci::Image::busybox("skiff.local/pushed:1", &skiff_cri::which("busybox").expect("busybox"))
+        .and_then(|i| i.write(&archive))
+        .expect("build image");
+    let image = format!("{host}/team/pushed:1");
+    let push = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", archive.display()), &format!("docker://{image}")])
+        .output()
+        .expect("skopeo");
+    assert!(push.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&push.stderr));
+
+    let Some(n) = node_with(&["--insecure-registry", &host]) else { return };
+    let s = &n.s;
+    ok(s, &["run", "pulled", &format!("--image={image}"), "--image-pull-policy=Always", "--restart=Never", "--", "echo", "pulled from the registry"]);
+    wait_until(s, 60, "pulled pod Succeeded", |s| phase(s, "pulled") == "Succeeded");
+    assert_eq!(ok(s, &["logs", "pulled"]), "pulled from the registry\n");
+    let events =
+        ok(s, &["get", "events", "--field-selector", "involvedObject.name=pulled", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]);
+    assert!(events.contains(&format!("Pulling: Pulling image \"{image}\"")), "{events}");
+    assert!(events.lines().any(|l| l.starts_with("Pulled: Successfully pulled image")), "{events}");
+    // A tag the registry does not have: the runtime's message comes back.
+    ok(s, &["run", "absent", &format!("--image={host}/team/pushed:absent"), "--restart=Never"]);
+    wait_until(s, 60, "pull failure reported", |s| {
+        let waiting = jsonpath(s, &["pod", "absent"], "{.status.containerStatuses[0].state.waiting.reason}");
+        waiting == "ErrImagePull" || waiting == "ImagePullBackOff"
+    });
+    // The runtime's own words are in the Failed event (the waiting message
+    // moves on to "Back-off pulling image" once back-off starts).
+    let failed = ok(s, &["get", "events", "--field-selector", "involvedObject.name=absent,reason=Failed", "-o", "jsonpath={.items[*].message}"]);
+    assert!(failed.contains("Failed to pull image") && failed.contains("pushed:absent") && failed.contains("not found"), "{failed}");
 }
