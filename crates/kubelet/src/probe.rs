@@ -1,5 +1,5 @@
 //! Container probes (startup, liveness, readiness): exec through CRI
-//! `ExecSync`, `httpGet` and `tcpSocket` from the node to the pod's IP,
+//! `ExecSync`, `httpGet`, `tcpSocket` and `grpc` from the node to the pod's IP,
 //! with the probe's period, timeout and thresholds.
 
 use std::time::Duration;
@@ -124,8 +124,34 @@ pub async fn run(rt: &Runtime, probe: &Probe, c: &Container, container_id: &str,
             Err(_) => Err(format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")),
         };
     }
-    // gRPC and unknown handlers: nothing to run, counted as passing.
+    if let Some(g) = &probe.grpc {
+        let port = u16::try_from(g.port).map_err(|_| format!("probe port {} is out of range", g.port))?;
+        return grpc(pod_ip, port, g.service.as_deref().unwrap_or(""), timeout).await;
+    }
+    // A probe with no handler is refused by validation; nothing to run.
     Ok(())
+}
+
+/// The gRPC health checking protocol (`grpc.health.v1.Health/Check`) in
+/// plaintext, worded as the kubelet's gRPC prober words its failures.
+async fn grpc(host: &str, port: u16, service: &str, timeout: Duration) -> Result<(), String> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?.connect_timeout(timeout).timeout(timeout);
+    let channel = endpoint.connect().await.map_err(|e| format!("timeout: failed to connect service {addr:?} within {}s: {e}", timeout.as_secs()))?;
+    let resp = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_string() }).await;
+    match resp {
+        Ok(r) => match ServingStatus::try_from(r.into_inner().status) {
+            Ok(ServingStatus::Serving) => Ok(()),
+            Ok(other) => Err(format!("service unhealthy (responded with {:?})", other.as_str_name())),
+            Err(_) => Err("service unhealthy (responded with an unknown status)".into()),
+        },
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            Err(format!("this server does not implement the grpc health protocol (grpc.health.v1.Health): {}", s.message()))
+        }
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(format!("timeout: health rpc did not complete within {}s", timeout.as_secs())),
+        Err(s) => Err(format!("rpc error: code = {:?} desc = {}", s.code(), s.message())),
+    }
 }
 
 async fn http_get(host: &str, port: u16, path: &str, headers: &[k8s_openapi::api::core::v1::HTTPHeader]) -> Result<u16, String> {
@@ -139,4 +165,37 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[k8s_openapi::api
     let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     Ok(resp.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::ServingStatus;
+
+    /// A real gRPC health server (tonic-health) on a free loopback port.
+    async fn health_server() -> (tonic_health::server::HealthReporter, u16) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+        (reporter, port)
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_follow_the_health_protocol() {
+        let (reporter, port) = health_server().await;
+        let t = Duration::from_secs(2);
+        reporter.set_service_status("app", ServingStatus::Serving).await;
+        assert_eq!(grpc("127.0.0.1", port, "app", t).await, Ok(()));
+        // The empty service is the server as a whole, serving by default.
+        assert_eq!(grpc("127.0.0.1", port, "", t).await, Ok(()));
+        reporter.set_service_status("app", ServingStatus::NotServing).await;
+        assert_eq!(grpc("127.0.0.1", port, "app", t).await, Err("service unhealthy (responded with \"NOT_SERVING\")".into()));
+        let unknown = grpc("127.0.0.1", port, "nope", t).await.expect_err("unknown service");
+        assert!(unknown.starts_with("rpc error: code = NotFound"), "{unknown}");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+        let refused = grpc("127.0.0.1", closed, "", t).await.expect_err("nothing listens");
+        assert!(refused.starts_with("timeout: failed to connect service \"127.0.0.1:"), "{refused}");
+    }
 }
