@@ -21,9 +21,40 @@ pub(crate) fn openapi_docs() -> &'static std::collections::BTreeMap<String, (Str
     })
 }
 
-/// Review resources that are answered, never stored:
-/// (group, version, plural, kind).
-const REVIEWS: &[(&str, &str, &str, &str)] = &[("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview")];
+/// A resource that is answered, never stored.
+struct Answered {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    verbs: &'static [&'static str],
+}
+
+/// Reviews (answered on create) and resource metrics (`kubectl top`).
+const ANSWERED: &[Answered] = &[
+    Answered {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+    },
+    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", kind: "NodeMetrics", namespaced: false, verbs: &["get", "list"] },
+    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "pods", kind: "PodMetrics", namespaced: true, verbs: &["get", "list"] },
+];
+
+/// The groups of [`ANSWERED`], each once, with its version.
+fn answered_groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for a in ANSWERED {
+        if !out.contains(&(a.group, a.version)) {
+            out.push((a.group, a.version));
+        }
+    }
+    out
+}
 
 /// Verbs every served resource supports.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -52,15 +83,15 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
 
 /// `GET /api/{v}` or `/apis/{g}/{v}`: an `APIResourceList`.
 pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
-    let reviews: Vec<Value> = REVIEWS
+    let answered: Vec<Value> = ANSWERED
         .iter()
-        .filter(|(g, v, _, _)| *g == group && *v == version)
-        .map(|(_, _, plural, kind)| json!({"name": plural, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"]}))
+        .filter(|a| a.group == group && a.version == version)
+        .map(|a| json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": a.verbs}))
         .collect();
-    if !reviews.is_empty() {
+    if !answered.is_empty() {
         return Ok(json_response(
             200,
-            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": reviews}),
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": answered}),
         ));
     }
     let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
@@ -162,9 +193,14 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
             match aggregated_version(accept) {
                 Some(v) => {
                     let mut groups: Vec<Value> = names.into_iter().map(discovery_group).collect();
-                    groups.extend(REVIEWS.iter().map(|(g, ver, plural, kind)| {
-                        json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": ver, "freshness": "Current", "resources": [
-                            {"resource": plural, "responseKind": {"group": g, "version": ver, "kind": kind}, "scope": "Cluster", "singularResource": "", "verbs": ["create"]}]}]})
+                    groups.extend(answered_groups().into_iter().map(|(g, ver)| {
+                        let resources: Vec<Value> = ANSWERED
+                            .iter()
+                            .filter(|a| a.group == g)
+                            .map(|a| json!({"resource": a.plural, "responseKind": {"group": g, "version": ver, "kind": a.kind},
+                                "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs}))
+                            .collect();
+                        json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": ver, "freshness": "Current", "resources": resources}]})
                     }));
                     aggregated(groups, v)
                 }
@@ -177,7 +213,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                             json!({"name": g, "versions": [gv], "preferredVersion": gv})
                         })
                         .collect();
-                    groups.extend(REVIEWS.iter().map(|(g, v, _, _)| {
+                    groups.extend(answered_groups().into_iter().map(|(g, v)| {
                         let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                         json!({"name": g, "versions": [gv], "preferredVersion": gv})
                     }));
@@ -189,6 +225,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
         ["apis", g] => {
             let versions: Vec<Value> = skiff_api::registry::group_versions()
                 .into_iter()
+                .chain(answered_groups())
                 .filter(|(gg, _)| gg == g)
                 .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
                 .collect();

@@ -18,6 +18,7 @@ mod join;
 mod metrics;
 mod proxy;
 mod read;
+mod resource_metrics;
 mod respond;
 mod watch;
 mod write;

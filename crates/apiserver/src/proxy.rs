@@ -49,6 +49,12 @@ async fn kubelet_of(state: &State, pod: &Value, name: &str) -> Result<(String, u
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     }
     let node = object(state, "nodes", None, &node_name).await?;
+    Ok(kubelet_address(&node))
+}
+
+/// The kubelet API address a Node reports: its InternalIP and
+/// `daemonEndpoints.kubeletEndpoint.Port`.
+pub(crate) fn kubelet_address(node: &Value) -> (String, u16) {
     let ip = node["status"]["addresses"]
         .as_array()
         .into_iter()
@@ -58,7 +64,25 @@ async fn kubelet_of(state: &State, pod: &Value, name: &str) -> Result<(String, u
         .unwrap_or("")
         .to_string();
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(10250);
-    Ok((ip, port))
+    (ip, port)
+}
+
+/// `GET path` on a kubelet's API: the whole body of a 200 answer.
+pub(crate) async fn kubelet_get(state: &State, ip: &str, port: u16, path: &str) -> Result<Bytes, ApiError> {
+    let stream = dial(state, ip, port).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", format!("{ip}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = send.send_request(req).await.map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+    let code = resp.status();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
+    if !code.is_success() {
+        return Err(ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {code}: {}", String::from_utf8_lossy(&body).trim())));
+    }
+    Ok(body)
 }
 
 /// `GET pods/{name}/log`: the container's log, streamed from its kubelet.

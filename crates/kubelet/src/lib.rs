@@ -19,6 +19,7 @@ pub mod pod;
 pub mod probe;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -212,7 +213,7 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(heartbeat(client.clone(), cfg.clone(), facts.clone(), rt.clone(), version.clone(), readiness, port, since, shutdown.clone())));
     if let Some(rt) = rt {
-        tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), shutdown.clone())));
         tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), shutdown.clone())));
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),

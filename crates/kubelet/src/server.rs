@@ -4,7 +4,8 @@
 //! `PortForward`) and relay the client's upgraded SPDY or WebSocket stream
 //! to the runtime's streaming server; and `healthz`. Clients must present a
 //! certificate signed by the cluster CA in the `system:masters` group (the
-//! API server's kubelet-client identity, or an admin).
+//! API server's kubelet-client identity, or an admin). `stats/summary`
+//! answers resource usage for `kubectl top`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::logs::{self, Options};
 use crate::spec::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE};
+use crate::stats::Stats;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -30,7 +32,13 @@ fn text(code: u16, msg: impl Into<String>) -> Response<Body> {
 }
 
 /// Serves the kubelet API on `listener` until `shutdown` flips.
-pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, rt: Runtime, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    rt: Runtime,
+    stats: Arc<Stats>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {
@@ -38,18 +46,18 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
             _ = shutdown.changed() => return,
         };
         let Ok((tcp, _)) = accepted else { continue };
-        let (acceptor, rt, stop) = (acceptor.clone(), rt.clone(), shutdown.clone());
+        let (acceptor, rt, stats, stop) = (acceptor.clone(), rt.clone(), stats.clone(), shutdown.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else { return };
             let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
             let allowed = identity.is_some_and(|i| i.groups.iter().any(|g| g == "system:masters"));
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (rt, stop) = (rt.clone(), stop.clone());
+                let (rt, stats, stop) = (rt.clone(), stats.clone(), stop.clone());
                 async move {
                     if !allowed {
                         return Ok::<_, Infallible>(text(401, "Unauthorized"));
                     }
-                    Ok(route(&rt, req, stop).await)
+                    Ok(route(&rt, &stats, req, stop).await)
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
@@ -57,11 +65,18 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
     }
 }
 
-async fn route(rt: &Runtime, req: Request<hyper::body::Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
+async fn route(rt: &Runtime, stats: &Stats, req: Request<hyper::body::Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
     let path = req.uri().path().trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').collect();
     match segs.as_slice() {
         ["healthz"] => text(200, "ok"),
+        ["stats", "summary"] => match stats.summary(rt).await {
+            Ok(v) => Response::builder()
+                .header("Content-Type", "application/json")
+                .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
+                .unwrap_or_else(|_| text(500, "building the response")),
+            Err(e) => text(500, format!("container stats: {}", e.message())),
+        },
         ["containerLogs", ns, pod, container] => {
             let o = Options::from_query(req.uri().query().unwrap_or(""));
             container_logs(rt, ns, pod, container, o, stop).await

@@ -579,3 +579,34 @@ fn a_pod_pulls_its_image_from_a_registry() {
     let failed = ok(s, &["get", "events", "--field-selector", "involvedObject.name=absent,reason=Failed", "-o", "jsonpath={.items[*].message}"]);
     assert!(failed.contains("Failed to pull image") && failed.contains("pushed:absent") && failed.contains("not found"), "{failed}");
 }
+
+/// The millicores in a `kubectl top` CPU cell (`250m`, or whole cores `1`).
+fn millicores(cell: &str) -> u64 {
+    match cell.strip_suffix('m') {
+        Some(m) => m.parse().unwrap_or(0),
+        None => cell.parse::<u64>().map(|c| c * 1000).unwrap_or(0),
+    }
+}
+
+#[test]
+fn kubectl_top_reports_node_and_pod_usage() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    ok(s, &["run", "burner", &format!("--image={IMAGE}"), "--", "sh", "-c", "while true; do :; done"]);
+    ok(s, &["run", "idler", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
+    wait_until(s, 60, "running", |s| phase(s, "burner") == "Running" && phase(s, "idler") == "Running");
+    // kubectl finds metrics.k8s.io in discovery and reads NodeMetrics.
+    let top = ok(s, &["top", "node"]);
+    let row: Vec<&str> = top.lines().find(|l| l.starts_with(&n.name)).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    assert_eq!(row.len(), 5, "NAME CPU(cores) CPU% MEMORY(bytes) MEMORY%: {top}");
+    assert!(millicores(row[1]) > 0 && row[2].ends_with('%') && row[3].ends_with("Mi") && row[4].ends_with('%'), "{top}");
+    // The busy loop shows as most of a core; the sleeper as next to none.
+    let top = ok(s, &["top", "pod"]);
+    let cpu = |pod: &str| top.lines().find(|l| l.starts_with(pod)).and_then(|l| l.split_whitespace().nth(1)).map(millicores);
+    assert!(cpu("burner").is_some_and(|m| m >= 300), "{top}");
+    assert!(cpu("idler").is_some_and(|m| m < 100), "{top}");
+    let by_label = ok(s, &["top", "pod", "-l", "run=idler", "--containers"]);
+    assert!(by_label.contains("idler") && !by_label.contains("burner"), "{by_label}");
+    let (success, _, err) = kubectl(s, &["top", "pod", "nonexistent"]);
+    assert!(!success && err.contains("not found"), "{err}");
+}
