@@ -1,11 +1,65 @@
 //! A container's environment: `env` (values, `$(VAR)` references, and
 //! `valueFrom` configMapKeyRef / secretKeyRef / fieldRef / resourceFieldRef)
-//! and `envFrom`, resolved as the kubelet does.
+//! and `envFrom`, resolved as the kubelet does, plus the Docker-link style
+//! variables of the namespace's Services (`enableServiceLinks`) and of the
+//! `kubernetes` Service, which in-cluster clients read.
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret, Service};
+use kube::api::{Api, ListParams};
+
+/// The variables one Service contributes (`FOO_SERVICE_HOST`,
+/// `FOO_SERVICE_PORT[_NAME]`, `FOO_PORT[_80_TCP[_PROTO|_PORT|_ADDR]]`), or
+/// none for headless and ExternalName Services.
+pub fn service_vars(svc: &Service) -> Vec<(String, String)> {
+    let Some(spec) = svc.spec.as_ref() else { return Vec::new() };
+    let ip = spec.cluster_ip.clone().unwrap_or_default();
+    if ip.is_empty() || ip == "None" || spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    let name = upper(svc.metadata.name.as_deref().unwrap_or_default());
+    let ports = spec.ports.clone().unwrap_or_default();
+    let mut out = vec![(format!("{name}_SERVICE_HOST"), ip.clone())];
+    let url = |p: &k8s_openapi::api::core::v1::ServicePort| format!("{}://{ip}:{}", p.protocol.as_deref().unwrap_or("TCP").to_lowercase(), p.port);
+    if let Some(first) = ports.first() {
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        out.push((format!("{name}_PORT"), url(first)));
+    }
+    for p in &ports {
+        if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            out.push((format!("{name}_SERVICE_PORT_{}", upper(pn)), p.port.to_string()));
+        }
+        let proto = p.protocol.as_deref().unwrap_or("TCP").to_uppercase();
+        let prefix = format!("{name}_PORT_{}_{proto}", p.port);
+        out.push((prefix.clone(), url(p)));
+        out.push((format!("{prefix}_PROTO"), proto.to_lowercase()));
+        out.push((format!("{prefix}_PORT"), p.port.to_string()));
+        out.push((format!("{prefix}_ADDR"), ip.clone()));
+    }
+    out
+}
+
+/// The service variables a pod's containers get: the namespace's Services
+/// unless `enableServiceLinks: false`, and always the `kubernetes` Service.
+async fn service_env(client: &kube::Client, pod: &Pod) -> Result<Vec<(String, String)>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let mut services: Vec<Service> = Vec::new();
+    if links {
+        services = Api::<Service>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.map_err(|e| format!("listing services: {e}"))?.items;
+    }
+    if !links || ns != "default" {
+        services.retain(|s| s.metadata.name.as_deref() != Some("kubernetes"));
+        if let Some(k) =
+            Api::<Service>::namespaced(client.clone(), "default").get_opt("kubernetes").await.map_err(|e| format!("reading service kubernetes: {e}"))?
+        {
+            services.push(k);
+        }
+    }
+    Ok(services.iter().flat_map(service_vars).collect())
+}
 
 /// The downward API's value for `path` (`metadata.name`, `status.podIP`, …).
 pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
@@ -99,7 +153,10 @@ pub async fn resolve(client: &kube::Client, pod: &Pod, c: &Container) -> Result<
     let mut cms: HashMap<String, Option<ConfigMap>> = HashMap::new();
     let mut secrets: HashMap<String, Option<Secret>> = HashMap::new();
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut vars: HashMap<String, String> = HashMap::new();
+    // Service variables can be referenced as $(VAR) and fill in whatever
+    // env and envFrom leave unset.
+    let services = service_env(client, pod).await?;
+    let mut vars: HashMap<String, String> = services.iter().cloned().collect();
     let set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
         vars.insert(k.clone(), v.clone());
         out.retain(|(n, _)| *n != k);
@@ -167,6 +224,11 @@ pub async fn resolve(client: &kube::Client, pod: &Pod, c: &Container) -> Result<
         };
         set(&mut out, &mut vars, e.name.clone(), value);
     }
+    for (k, v) in services {
+        if !out.iter().any(|(n, _)| *n == k) {
+            out.push((k, v));
+        }
+    }
     Ok(out)
 }
 
@@ -202,6 +264,31 @@ mod tests {
         assert_eq!(expand("$(B)", &vars), "$(B)");
         assert_eq!(expand("$$(A)", &vars), "$(A)");
         assert_eq!(expand("cost $5", &vars), "cost $5");
+    }
+
+    #[test]
+    fn services_become_link_variables() {
+        let svc: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "my-db"},
+            "spec": {"clusterIP": "10.43.0.7", "ports": [{"name": "sql", "port": 5432, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}}))
+        .expect("service");
+        let vars: HashMap<String, String> = service_vars(&svc).into_iter().collect();
+        for (k, v) in [
+            ("MY_DB_SERVICE_HOST", "10.43.0.7"),
+            ("MY_DB_SERVICE_PORT", "5432"),
+            ("MY_DB_SERVICE_PORT_SQL", "5432"),
+            ("MY_DB_PORT", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP_PROTO", "tcp"),
+            ("MY_DB_PORT_5432_TCP_PORT", "5432"),
+            ("MY_DB_PORT_5432_TCP_ADDR", "10.43.0.7"),
+            ("MY_DB_PORT_53_UDP", "udp://10.43.0.7:53"),
+        ] {
+            assert_eq!(vars.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert_eq!(vars.len(), 12);
+        let headless: Service =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}})).expect("service");
+        assert!(service_vars(&headless).is_empty());
     }
 
     #[test]

@@ -143,6 +143,25 @@ fn a_pod_runs_and_kubectl_logs_shows_its_output() {
     assert_eq!(jsonpath(s, &["pod", "hello"], "{.status.containerStatuses[0].state.terminated.reason}"), "Completed");
     let (success, _, err) = kubectl(s, &["logs", "hello", "--previous"]);
     assert!(!success && err.contains("previous terminated container"), "{err}");
+    // Services existing when a container starts show up as link variables,
+    // and the `kubernetes` Service always does (in-cluster clients read it).
+    ok(s, &["create", "service", "clusterip", "web-front", "--tcp=8080:80"]);
+    ok(s, &["run", "envs", &format!("--image={IMAGE}"), "--restart=Never", "--", "sh", "-c", "env | grep -E '^(KUBERNETES|WEB_FRONT)_' | sort"]);
+    wait_until(s, 60, "env pod Succeeded", |s| phase(s, "envs") == "Succeeded");
+    let env = ok(s, &["logs", "envs"]);
+    let kubernetes_ip = jsonpath(s, &["service", "kubernetes"], "{.spec.clusterIP}");
+    let web_ip = jsonpath(s, &["service", "web-front"], "{.spec.clusterIP}");
+    for line in [
+        format!("KUBERNETES_SERVICE_HOST={kubernetes_ip}"),
+        "KUBERNETES_SERVICE_PORT=443".to_string(),
+        format!("KUBERNETES_PORT_443_TCP=tcp://{kubernetes_ip}:443"),
+        format!("WEB_FRONT_SERVICE_HOST={web_ip}"),
+        "WEB_FRONT_SERVICE_PORT=8080".to_string(),
+        "WEB_FRONT_SERVICE_PORT_8080_80=8080".to_string(),
+        format!("WEB_FRONT_PORT=tcp://{web_ip}:8080"),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing from:\n{env}");
+    }
 }
 
 #[test]
