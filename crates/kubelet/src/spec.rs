@@ -64,8 +64,11 @@ pub fn sandbox(pod: &Pod, logs_root: &Path, attempt: u32) -> api::PodSandboxConf
     let m = &pod.metadata;
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
+    // A host-network pod shares the node's UTS namespace, so it already has
+    // the node's name; naming it again makes runc (≥ 1.1) refuse the sandbox
+    // ("unable to set hostname without a private UTS namespace").
     let hostname = if host_network {
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+        String::new()
     } else {
         let h = spec.hostname.clone().unwrap_or_else(|| m.name.clone().unwrap_or_default());
         h.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()

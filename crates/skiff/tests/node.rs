@@ -162,6 +162,34 @@ fn a_pod_runs_and_kubectl_logs_shows_its_output() {
     ] {
         assert!(env.lines().any(|l| l == line), "{line} missing from:\n{env}");
     }
+    // A host-network pod sees the node's interfaces and name, and reports the node's IP.
+    let host_net = r#"{"spec":{"hostNetwork":true}}"#;
+    ok(
+        s,
+        &[
+            "run",
+            "hostnet",
+            &format!("--image={IMAGE}"),
+            "--restart=Never",
+            "--overrides",
+            host_net,
+            "--",
+            "sh",
+            "-c",
+            "hostname; cat /proc/net/dev | grep -c :",
+        ],
+    );
+    wait_until(s, 60, "host-network pod Succeeded", |s| phase(s, "hostnet") == "Succeeded");
+    let node_ip = jsonpath(s, &["node", &n.name], "{.status.addresses[?(@.type==\"InternalIP\")].address}");
+    assert_eq!(jsonpath(s, &["pod", "hostnet"], "{.status.podIP}"), node_ip);
+    let out = ok(s, &["logs", "hostnet"]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(host.trim()), "{out}");
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev").expect("net dev").lines().filter(|l| l.contains(':')).count();
+    let seen: usize = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    // The pod sees the host's interfaces (others may come and go meanwhile: other tests' veths).
+    assert!(seen > 2 && seen.abs_diff(host_ifaces) <= 8, "pod saw {seen} interfaces, host has {host_ifaces}");
 }
 
 #[test]
