@@ -23,7 +23,11 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(600);
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
     let data = dir.path().join("skiff");
-    let skiff = start_skiff(&data, &["--disable", "scheduler,controllers,agent"])?;
+    // Further arguments go to the server, e.g. `--compaction-interval 2`.
+    let extra: Vec<String> = std::env::args().skip(2).collect();
+    let mut args = vec!["--disable", "scheduler,controllers,agent"];
+    args.extend(extra.iter().map(String::as_str));
+    let skiff = start_skiff(&data, &args)?;
     let kc = kube::config::Kubeconfig::read_from(&skiff.kubeconfig)?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
     let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -34,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         }))?;
         api.create(&PostParams::default(), &lease).await?;
     }
-    println!("{LEASES} leases renewed every 10 s for {seconds} s; compaction every 5 s (server default)");
+    println!("{LEASES} leases renewed every 10 s for {seconds} s; server args {extra:?} (default compaction: every 1 s)");
     println!("{:>6} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10} {:>9}", "t s", "db+wal MB", "live MB", "renewals", "ratio", "p50 ms", "p99 ms", "RSS MiB");
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));

@@ -196,7 +196,7 @@ impl ApiServer {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        tokio::spawn(compactor(self.state.store.clone(), self.compaction_interval, self.shutdown.subscribe()));
+        tokio::spawn(compactor(self.state.store.clone(), self.state.cache.clone(), self.compaction_interval, self.shutdown.subscribe()));
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -222,16 +222,18 @@ impl ApiServer {
 }
 
 /// Compacts the store every `interval` up to the revision it had one
-/// interval earlier, as kube-apiserver does with etcd: watchers can resume
-/// from anything newer than one interval, and history stays bounded.
-async fn compactor(store: Arc<dyn Store>, interval: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// interval earlier, as kube-apiserver does with etcd, and never past what
+/// the watch cache has applied: watches resume from the watch cache's own
+/// history, so the store needs only enough to feed the cache, and under
+/// churn the database stays near the size of the live data.
+async fn compactor(store: Arc<dyn Store>, cache: Arc<cache::WatchCache>, interval: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut previous = store.current_revision();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let target = previous;
+        let target = previous.min(cache.revision());
         previous = store.current_revision();
         if target > store.compacted_revision() {
             if let Err(e) = store.compact(target).await {
