@@ -169,14 +169,9 @@ impl ApiServer {
     /// (in `group`) signed by the cluster CA, and this server's address.
     pub fn write_kubeconfig(&self, path: &std::path::Path, cert_name: &str, user: &str, group: Option<&str>) -> Result<(), ServerError> {
         self.pki.load_or_issue(cert_name, |p| p.issue_client(user, group))?;
-        let p = |f: &str| self.pki_dir.join(f).display().to_string();
-        let doc = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user}\n    namespace: default\ncurrent-context: skiff\n",
-            server = self.server,
-            ca = p("ca.crt"),
-            crt = p(&format!("{cert_name}.crt")),
-            key = p(&format!("{cert_name}.key")),
-        );
+        let p = |f: &str| self.pki_dir.join(f);
+        let doc =
+            skiff_pki::kubeconfig_yaml(&self.server, &p("ca.crt"), &p(&format!("{cert_name}.crt")), &p(&format!("{cert_name}.key")), user, Some("default"));
         // Written whole or not at all: whoever waits for the file (scripts,
         // tests) never reads half of it.
         let tmp = path.with_extension("kubeconfig.tmp");

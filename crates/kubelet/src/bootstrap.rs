@@ -143,13 +143,7 @@ pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, 
         }
     };
     let kubeconfig = dir.join("kubelet.kubeconfig");
-    let user = format!("system:node:{node_name}");
-    let doc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user}\ncurrent-context: skiff\n",
-        ca = ca_path.display(),
-        crt = file(&client_name, "crt").display(),
-        key = file(&client_name, "key").display(),
-    );
+    let doc = skiff_pki::kubeconfig_yaml(server, &ca_path, &file(&client_name, "crt"), &file(&client_name, "key"), &format!("system:node:{node_name}"), None);
     write(&kubeconfig, &doc, 0o600)?;
     let tls = skiff_pki::server_tls(&ca, &serving_pair, &[b"http/1.1"])?;
     Ok(Credentials { kubeconfig, tls })

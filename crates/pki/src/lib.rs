@@ -296,6 +296,19 @@ fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
     rustls_pemfile::certs(&mut pem.as_bytes()).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| PkiError::Tls(e.to_string()))
 }
 
+/// A kubeconfig naming `server`, the CA that verifies it, and a client
+/// certificate and key for `user` (all as file paths; kubectl resolves
+/// relative ones against the kubeconfig's folder, so pass absolute ones).
+pub fn kubeconfig_yaml(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str, namespace: Option<&str>) -> String {
+    let ns = namespace.map(|n| format!("    namespace: {n}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user}\n{ns}current-context: skiff\n",
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
 /// The user a verified client certificate names: CN is the user name, each O
 /// a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
