@@ -123,6 +123,12 @@ fn wait_until(s: &Server, secs: u64, what: &str, check: impl Fn(&Server) -> bool
     }
 }
 
+/// `kubectl apply -f` of a manifest given as text.
+fn apply(s: &Server, yaml: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(s, &["apply", "-f", &manifest(&dir, "manifest.yaml", yaml)]);
+}
+
 fn phase(s: &Server, pod: &str) -> String {
     jsonpath(s, &["pod", pod], "{.status.phase}")
 }
@@ -196,12 +202,10 @@ fn a_pod_runs_and_kubectl_logs_shows_its_output() {
 fn containers_share_localhost_and_see_config_maps_secrets_and_env() {
     let Some(n) = node() else { return };
     let s = &n.s;
-    let dir = tempfile::tempdir().expect("tempdir");
     ok(s, &["create", "configmap", "web", "--from-literal=index.html=served over localhost", "--from-literal=greeting=hi"]);
     ok(s, &["create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
-    let m = manifest(
-        &dir,
-        "pod.yaml",
+    apply(
+        s,
         &format!(
             r#"
 apiVersion: v1
@@ -228,7 +232,6 @@ spec:
 "#
         ),
     );
-    ok(s, &["apply", "-f", &m]);
     wait_until(s, 60, "both containers ready", |s| jsonpath(s, &["pod", "duo"], "{.status.containerStatuses[*].ready}") == "true true");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !kubectl(s, &["logs", "duo", "-c", "client"]).1.contains("served over localhost") {
@@ -260,10 +263,8 @@ spec:
 fn probes_restart_unhealthy_containers_and_gate_readiness() {
     let Some(n) = node() else { return };
     let s = &n.s;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let m = manifest(
-        &dir,
-        "pod.yaml",
+    apply(
+        s,
         &format!(
             r#"
 apiVersion: v1
@@ -283,7 +284,6 @@ spec:
 "#
         ),
     );
-    ok(s, &["apply", "-f", &m]);
     wait_until(s, 30, "slow container running", |s| jsonpath(s, &["pod", "probed"], "{.status.containerStatuses[?(@.name==\"slow\")].started}") == "true");
     assert_eq!(jsonpath(s, &["pod", "probed"], "{.status.conditions[?(@.type==\"Ready\")].status}"), "False", "not ready before the readiness probe passes");
     wait_until(s, 30, "slow container ready", |s| jsonpath(s, &["pod", "probed"], "{.status.containerStatuses[?(@.name==\"slow\")].ready}") == "true");
@@ -298,10 +298,8 @@ spec:
 fn a_memory_hog_is_oom_killed_and_a_missing_image_backs_off() {
     let Some(n) = node() else { return };
     let s = &n.s;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let m = manifest(
-        &dir,
-        "pod.yaml",
+    apply(
+        s,
         &format!(
             r#"
 apiVersion: v1
@@ -317,7 +315,6 @@ spec:
 "#
         ),
     );
-    ok(s, &["apply", "-f", &m]);
     ok(s, &["run", "ghost", "--image=skiff.local/does-not-exist:1", "--restart=Never"]);
     wait_until(s, 60, "hog killed", |s| phase(s, "hog") == "Failed");
     assert_eq!(jsonpath(s, &["pod", "hog"], "{.status.containerStatuses[0].state.terminated.reason}"), "OOMKilled");
@@ -337,9 +334,8 @@ fn deletion_runs_pre_stop_and_ends_within_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mark = dir.path().join("marks");
     std::fs::create_dir_all(&mark).expect("mark dir");
-    let m = manifest(
-        &dir,
-        "pod.yaml",
+    apply(
+        s,
         &format!(
             r#"
 apiVersion: v1
@@ -358,7 +354,6 @@ spec:
             mark = mark.display()
         ),
     );
-    ok(s, &["apply", "-f", &m]);
     wait_until(s, 60, "running", |s| phase(s, "stubborn") == "Running");
     let started = Instant::now();
     ok(s, &["delete", "pod", "stubborn", "--wait=true", "--timeout=30s"]);
