@@ -1,7 +1,7 @@
 //! Subresources the API server proxies to the pod's kubelet: `pods/log`
 //! (`kubectl logs`), and the streams `pods/exec`, `pods/attach` and
 //! `pods/portforward` (`kubectl exec`, `attach`, `cp`, `port-forward`),
-//! relayed hop by hop once upgraded (SPDY, or WebSocket for exec/attach). The API server dials the kubelet API (HTTPS, the
+//! relayed hop by hop once upgraded (SPDY or WebSocket). The API server dials the kubelet API (HTTPS, the
 //! node's InternalIP and `daemonEndpoints.kubeletEndpoint.Port`), verifies
 //! it against the cluster CA and presents its kubelet-client certificate.
 
@@ -143,10 +143,12 @@ pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: 
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     // kubectl ≥ 1.31 first offers port-forward as SPDY tunneled in
-    // WebSocket; the runtime's streaming server speaks plain SPDY, so that
-    // offer is declined as an upgrade failure and kubectl falls back to SPDY.
-    if sub == "portforward" && skiff_upgrade::is_websocket(&req) {
-        return Err(ApiError::bad_request("port-forward over WebSocket is not served: use SPDY/3.1"));
+    // WebSocket frames, which the runtime's streaming server does not
+    // speak: that offer is declined as an upgrade failure and kubectl falls
+    // back to plain SPDY. A plain WebSocket port-forward (`v4.channel.k8s.io`,
+    // the official Python client's) is relayed like exec.
+    if sub == "portforward" && skiff_upgrade::websocket_protocols(&req).iter().any(|p| p.starts_with("SPDY/")) {
+        return Err(ApiError::bad_request("port-forward with SPDY tunneled over WebSocket is not served: use SPDY/3.1 or v4.channel.k8s.io"));
     }
     let pod = object(state, "pods", Some(ns), name).await?;
     let path = match sub {

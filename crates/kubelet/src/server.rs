@@ -99,6 +99,29 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
     query.split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (decode(k), decode(v))).collect()
 }
 
+/// The ports a WebSocket port-forward names in its query (`ports=8080`,
+/// repeated or comma-separated), worded as the kubelet words a bad one.
+fn websocket_ports(q: &[(String, String)]) -> Result<Vec<i32>, String> {
+    let values: Vec<&str> = q.iter().filter(|(k, _)| k == "ports").map(|(_, v)| v.as_str()).collect();
+    if values.is_empty() {
+        return Err("query parameter \"ports\" is required".into());
+    }
+    let mut ports = Vec::new();
+    for v in values {
+        if v.is_empty() {
+            return Err("query parameter \"ports\" cannot be empty".into());
+        }
+        for p in v.split(',') {
+            match p.parse::<u16>() {
+                Ok(0) => return Err(format!("port {v:?} must be > 0")),
+                Ok(n) => ports.push(i32::from(n)),
+                Err(e) => return Err(format!("unable to parse {v:?} as a port: {e}")),
+            }
+        }
+    }
+    Ok(ports)
+}
+
 /// exec, attach and portForward: the runtime's streaming URL for the
 /// request, then the client's upgraded stream relayed to it.
 async fn stream(rt: &Runtime, kind: &str, ns: &str, pod: &str, container: Option<&str>, req: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -115,7 +138,19 @@ async fn stream(rt: &Runtime, kind: &str, ns: &str, pod: &str, container: Option
                 Err(e) => return text(500, e.message().to_string()),
             };
             let Some(sb) = sandbox else { return text(404, format!("pod \"{pod}\" has no running sandbox")) };
-            r.port_forward(api::PortForwardRequest { pod_sandbox_id: sb.id, port: Vec::new() }).await.map(|x| x.into_inner().url)
+            // SPDY clients name each port in a stream's headers; a plain
+            // WebSocket client (the official Python client) names them in
+            // the query, and the runtime's streaming server takes them from
+            // the CRI request.
+            let port = if skiff_upgrade::is_websocket(&req) {
+                match websocket_ports(&q) {
+                    Ok(p) => p,
+                    Err(msg) => return text(400, msg),
+                }
+            } else {
+                Vec::new()
+            };
+            r.port_forward(api::PortForwardRequest { pod_sandbox_id: sb.id, port }).await.map(|x| x.into_inner().url)
         }
         (_, Some(container)) => {
             let status = match find(rt, ns, pod, container, false).await {
@@ -234,4 +269,24 @@ async fn container_logs(rt: &Runtime, ns: &str, pod: &str, container: &str, o: O
     });
     let body = BodyExt::boxed_unsync(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
     Response::builder().status(200).header("Content-Type", "text/plain").body(body).unwrap_or_else(|_| text(500, "response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(query: &str) -> Vec<(String, String)> {
+        query_pairs(query)
+    }
+
+    #[test]
+    fn websocket_port_forward_reads_its_ports_from_the_query() {
+        assert_eq!(websocket_ports(&q("ports=8080")), Ok(vec![8080]));
+        assert_eq!(websocket_ports(&q("ports=80,443&ports=8080")), Ok(vec![80, 443, 8080]));
+        assert_eq!(websocket_ports(&q("")), Err("query parameter \"ports\" is required".into()));
+        assert_eq!(websocket_ports(&q("ports=")), Err("query parameter \"ports\" cannot be empty".into()));
+        assert!(websocket_ports(&q("ports=0")).is_err_and(|e| e.contains("must be > 0")));
+        assert!(websocket_ports(&q("ports=70000")).is_err_and(|e| e.contains("unable to parse")));
+        assert!(websocket_ports(&q("ports=http")).is_err_and(|e| e.contains("unable to parse")));
+    }
 }

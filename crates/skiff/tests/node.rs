@@ -470,6 +470,27 @@ fn exec_cp_attach_and_port_forward_reach_the_container() {
     }
 }
 
+#[test]
+fn the_python_client_reads_logs_execs_and_port_forwards() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    ok(
+        s,
+        &[
+            "run",
+            "web",
+            &format!("--image={IMAGE}"),
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /www; echo served > /www/index.html; httpd -p 8080 -h /www; i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        ],
+    );
+    wait_until(s, 60, "running", |s| phase(s, "web") == "Running" && kubectl(s, &["logs", "web"]).1.contains("tick 1"));
+    let kubeconfig = s.kubeconfig.display().to_string();
+    common::python_client("node.py", &[&kubeconfig, "default", "web"]);
+}
+
 /// A `skiff agent` process that joined a server with its token.
 struct JoinedAgent {
     child: std::process::Child,

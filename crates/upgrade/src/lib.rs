@@ -35,6 +35,18 @@ pub fn is_websocket<B>(req: &Request<B>) -> bool {
     req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// The WebSocket sub-protocols the client offers (`Sec-WebSocket-Protocol`), in its order.
+pub fn websocket_protocols<B>(req: &Request<B>) -> Vec<String> {
+    req.headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// Replays `req` to `path` over `backend` (an established connection to the
 /// next hop, `host` naming it) and, on 101, splices the two upgraded
 /// connections. Any other answer is relayed as it is.

@@ -175,3 +175,26 @@ pub fn wait_for(s: &Server, secs: u64, check: impl Fn(&Server) -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs one of the official Python client's scripts in `tests/python/`
+/// with `args` and insists it exits 0 (each script asserts what it sees
+/// and names what differed). Returns false, saying why, when python3 or
+/// the `kubernetes` package is missing; under `CI=true` that fails.
+pub fn python_client(script: &str, args: &[&str]) -> bool {
+    let have = Command::new("python3").args(["-c", "import kubernetes"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and python3 with the `kubernetes` package (pip install kubernetes) is missing");
+        eprintln!("skipping: needs python3 with the `kubernetes` package (pip install kubernetes)");
+        return false;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = Command::new("timeout").arg("120").arg("python3").arg(&path).args(args).output().expect("run python3");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
