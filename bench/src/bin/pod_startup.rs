@@ -1,11 +1,11 @@
 //! Pod startup latency on a real node: `skiff server` with its agent
 //! (containerd + runc + the CNI bridge), the image already present.
 //!
-//! Prints create → Running (as a client polling the API every 10 ms sees
-//! it) for pods created one at a time and for 30 created at once, p50/p99;
-//! beside them the runtime's own time for the same work through CRI alone
-//! (RunPodSandbox + CreateContainer + StartContainer, no API server or
-//! kubelet in front); then the RSS of skiff (API server, controllers,
+//! Prints create → Running (as a client watching the pods sees it) for
+//! pods created one at a time and for 30 created at once, p50/p99; beside
+//! them the runtime's own time for the same work through CRI alone, one at
+//! a time and 30 at once (RunPodSandbox + CreateContainer + StartContainer,
+//! no API server or kubelet in front); then the RSS of skiff (API server, controllers,
 //! scheduler and agent in one process) and of its containerd, idle.
 //!
 //! Needs root and Debian's containerd, runc, containernetworking-plugins
@@ -37,81 +37,111 @@ fn running(p: &Pod) -> bool {
         .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
 }
 
+/// Waits, watching the pods (no polling), until each named pod has all
+/// its containers running; returns each one's time since `start`.
 async fn wait_running(pods: &Api<Pod>, names: &[String], start: Instant) -> anyhow::Result<Vec<Duration>> {
+    use futures::TryStreamExt;
     let mut done: HashMap<String, Duration> = HashMap::new();
+    let wc = kube::runtime::watcher::Config::default().labels("bench=startup");
+    let mut events = std::pin::pin!(kube::runtime::watcher(pods.clone(), wc));
     while done.len() < names.len() {
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!("only {} of {} pods Running after 120 s", done.len(), names.len());
-        }
-        for p in pods.list(&ListParams::default().labels("bench=startup")).await?.items {
+        let left = Duration::from_secs(120).saturating_sub(start.elapsed());
+        let ev = match tokio::time::timeout(left, events.try_next()).await {
+            Err(_) => bail!("only {} of {} pods Running after 120 s", done.len(), names.len()),
+            Ok(ev) => ev?.context("the pod watch ended")?,
+        };
+        if let kube::runtime::watcher::Event::Apply(p) | kube::runtime::watcher::Event::InitApply(p) = ev {
             let name = p.metadata.name.clone().unwrap_or_default();
-            if names.contains(&name) && running(&p) && !done.contains_key(&name) {
-                done.insert(name, start.elapsed());
+            if names.contains(&name) && running(&p) {
+                done.entry(name).or_insert_with(|| start.elapsed());
             }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(done.into_values().collect())
 }
 
-async fn clear(pods: &Api<Pod>) -> anyhow::Result<()> {
+/// Deletes the benchmark's pods and waits until the runtime has no
+/// sandbox left, so that the next phase does not share the machine with
+/// this one's teardown (pods deleted with grace 0 leave the API at once,
+/// while the kubelet still stops their sandboxes).
+async fn clear(pods: &Api<Pod>, socket: &std::path::Path) -> anyhow::Result<()> {
     let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
     pods.delete_collection(&dp, &ListParams::default().labels("bench=startup")).await?;
+    let rt = skiff_cri::Runtime::connect(socket).await?;
     let t = Instant::now();
-    while !pods.list(&ListParams::default().labels("bench=startup")).await?.items.is_empty() {
+    loop {
+        let left = pods.list(&ListParams::default().labels("bench=startup")).await?.items.len();
+        let sandboxes = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await?.into_inner().items.len();
+        if left == 0 && sandboxes == 0 {
+            return Ok(());
+        }
         if t.elapsed() > Duration::from_secs(120) {
-            bail!("pods not gone after 120 s");
+            bail!("after 120 s, {left} pods and {sandboxes} sandboxes are left");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
-/// The same work through CRI alone: sandbox (with its CNI address), create, start.
-async fn runtime_alone(socket: &std::path::Path, logs: &std::path::Path, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// What the runtime alone takes for one pod through CRI: its sandbox
+/// (RunPodSandbox, with its CNI address), and sandbox + create + start.
+struct RuntimeTimes {
+    sandbox: Duration,
+    running: Duration,
+}
+
+/// The same work through CRI alone (no API server or kubelet in front):
+/// sandbox, create, start, for `n` pods one at a time or all at once; each
+/// pod's `running` is counted from the start of the run when all go at
+/// once (as create → Running is), from its own start otherwise.
+async fn runtime_alone(socket: &std::path::Path, logs: &std::path::Path, n: usize, at_once: bool) -> anyhow::Result<Vec<RuntimeTimes>> {
     let rt = skiff_cri::Runtime::connect(socket).await?;
-    let (mut sandboxes, mut containers) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let uid = format!("bench-{i}-{}", std::process::id());
-        let config = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata { name: format!("cri-{i}"), uid: uid.clone(), namespace: "bench".into(), attempt: 0 }),
-            hostname: format!("cri-{i}"),
-            log_directory: logs.join(&uid).display().to_string(),
-            labels: [("bench".to_string(), "cri".to_string())].into(),
-            linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: format!("/skiff/pod{uid}"), ..Default::default() }),
-            ..Default::default()
-        };
-        std::fs::create_dir_all(logs.join(&uid))?;
-        let t = Instant::now();
-        let id = rt
-            .runtime
-            .clone()
-            .run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
-        sandboxes.push(t.elapsed());
-        let c = api::ContainerConfig {
-            metadata: Some(api::ContainerMetadata { name: "c".into(), attempt: 0 }),
-            image: Some(api::ImageSpec { image: IMAGE.into(), ..Default::default() }),
-            command: vec!["sleep".into(), "3600".into()],
-            log_path: "c.log".into(),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let cid = rt
-            .runtime
-            .clone()
-            .create_container(api::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c), sandbox_config: Some(config) })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.runtime.clone().start_container(api::StartContainerRequest { container_id: cid }).await?;
-        containers.push(t.elapsed());
+    let one = |i: usize, t0: Instant| {
+        let (rt, logs) = (rt.clone(), logs.to_path_buf());
+        async move {
+            let uid = format!("bench-{i}-{}", std::process::id());
+            let config = api::PodSandboxConfig {
+                metadata: Some(api::PodSandboxMetadata { name: format!("cri-{i}"), uid: uid.clone(), namespace: "bench".into(), attempt: 0 }),
+                hostname: format!("cri-{i}"),
+                log_directory: logs.join(&uid).display().to_string(),
+                labels: [("bench".to_string(), "cri".to_string())].into(),
+                linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: format!("/skiff/pod{uid}"), ..Default::default() }),
+                ..Default::default()
+            };
+            std::fs::create_dir_all(logs.join(&uid))?;
+            let t = Instant::now();
+            let req = api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+            let id = rt.runtime.clone().run_pod_sandbox(req).await?.into_inner().pod_sandbox_id;
+            let sandbox = t.elapsed();
+            let c = api::ContainerConfig {
+                metadata: Some(api::ContainerMetadata { name: "c".into(), attempt: 0 }),
+                image: Some(api::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "c.log".into(),
+                ..Default::default()
+            };
+            let req = api::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c), sandbox_config: Some(config) };
+            let cid = rt.runtime.clone().create_container(req).await?.into_inner().container_id;
+            rt.runtime.clone().start_container(api::StartContainerRequest { container_id: cid }).await?;
+            let running = if at_once { t0.elapsed() } else { t.elapsed() };
+            anyhow::Ok((id, RuntimeTimes { sandbox, running }))
+        }
+    };
+    let mut made = Vec::new();
+    if at_once {
+        let t0 = Instant::now();
+        made = futures::future::try_join_all((0..n).map(|i| one(i, t0))).await?;
+    } else {
+        for i in 0..n {
+            made.push(one(i, Instant::now()).await?);
+        }
+    }
+    let mut times = Vec::new();
+    for (id, t) in made {
         rt.runtime.clone().stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
         rt.runtime.clone().remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id }).await?;
+        times.push(t);
     }
-    Ok((sandboxes, containers))
+    Ok(times)
 }
 
 fn containerd_pid(config: &std::path::Path) -> Option<u32> {
@@ -156,10 +186,11 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("node Ready {:.0} ms after the server answered", ms(t.elapsed()));
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let socket = data.join("agent/containerd/containerd.sock");
     // Warm-up: the first pod pays for the image's first unpack and the bridge.
     pods.create(&PostParams::default(), &pod("warmup")?).await?;
     wait_running(&pods, &["warmup".into()], Instant::now()).await?;
-    clear(&pods).await?;
+    clear(&pods, &socket).await?;
 
     let mut one = Vec::new();
     for i in 0..10 {
@@ -170,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let f = summarize(one, Duration::from_secs(1));
     println!("one at a time (10 pods): create → Running p50 {:.0} ms, p99 {:.0} ms", ms(f.p50), ms(f.p99));
-    clear(&pods).await?;
+    clear(&pods, &socket).await?;
 
     let names: Vec<String> = (0..30).map(|i| format!("batch-{i}")).collect();
     let t = Instant::now();
@@ -184,18 +215,20 @@ async fn main() -> anyhow::Result<()> {
     let all = t.elapsed();
     let f = summarize(lat, all);
     println!("30 at once: create → Running p50 {:.0} ms, p99 {:.0} ms, all Running after {:.0} ms", ms(f.p50), ms(f.p99), ms(all));
-    clear(&pods).await?;
+    clear(&pods, &socket).await?;
 
-    let (sb, ct) = runtime_alone(&data.join("agent/containerd/containerd.sock"), &data.join("agent/logs"), 10).await?;
-    let (sb, ct) = (summarize(sb, Duration::from_secs(1)), summarize(ct, Duration::from_secs(1)));
-    println!(
-        "containerd through CRI alone (10, one at a time): RunPodSandbox p50 {:.0} ms p99 {:.0} ms; CreateContainer+StartContainer p50 {:.0} ms p99 {:.0} ms; sum of p50s {:.0} ms",
-        ms(sb.p50),
-        ms(sb.p99),
-        ms(ct.p50),
-        ms(ct.p99),
-        ms(sb.p50 + ct.p50)
-    );
+    for (label, n, at_once) in [("10, one at a time", 10, false), ("30 at once", 30, true)] {
+        let times = runtime_alone(&socket, &data.join("agent/logs"), n, at_once).await?;
+        let (sb, all): (Vec<Duration>, Vec<Duration>) = times.into_iter().map(|t| (t.sandbox, t.running)).unzip();
+        let (sb, all) = (summarize(sb, Duration::from_secs(1)), summarize(all, Duration::from_secs(1)));
+        println!(
+            "containerd through CRI alone ({label}): RunPodSandbox p50 {:.0} ms p99 {:.0} ms; sandbox + create + start p50 {:.0} ms p99 {:.0} ms",
+            ms(sb.p50),
+            ms(sb.p99),
+            ms(all.p50),
+            ms(all.p99)
+        );
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let skiff_rss = rss_kib(skiff.child.id())? as f64 / 1024.0;
     let ctd = containerd_pid(&data.join("agent/containerd/config.toml")).map(|p| rss_kib(p).unwrap_or(0) as f64 / 1024.0);
@@ -204,6 +237,6 @@ async fn main() -> anyhow::Result<()> {
         ctd.map(|r| format!("{r:.1} MiB")).unwrap_or_else(|| "not found".into())
     );
     drop(skiff);
-    let _ = std::process::Command::new("ip").args(["link", "delete", &skiff_kubelet::network::bridge_name(&data.join("agent"))]).output();
+    skiff_kubelet::network::remove(&data.join("agent"));
     Ok(())
 }

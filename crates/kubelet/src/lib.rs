@@ -211,10 +211,22 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
     tracing::info!(node = %cfg.node_name, runtime = %version, kubelet_port = port, "node registered");
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(heartbeat(client.clone(), cfg.clone(), facts.clone(), rt.clone(), version.clone(), readiness, port, since, shutdown.clone())));
+    let network_configured = Arc::new(Notify::new());
+    tasks.push(tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.clone(),
+        facts.clone(),
+        rt.clone(),
+        version.clone(),
+        readiness,
+        port,
+        since,
+        network_configured.clone(),
+        shutdown.clone(),
+    )));
     if let Some(rt) = rt {
         tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), shutdown.clone())));
-        tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), network_configured, shutdown.clone())));
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),
             rt: rt.clone(),
@@ -239,7 +251,10 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
 }
 
 /// Renews the Lease every 10 s and rewrites the status when readiness
-/// changes (or every minute, as the kubelet's status report).
+/// changes (or every minute, as the kubelet's status report). When the pod
+/// network has just been configured, readiness is re-read at once (the
+/// runtime takes a moment to load the CNI config), so the node turns Ready
+/// without waiting for the next tick.
 #[allow(clippy::too_many_arguments)]
 async fn heartbeat(
     client: kube::Client,
@@ -250,6 +265,7 @@ async fn heartbeat(
     mut readiness: node::Readiness,
     port: u16,
     mut since: String,
+    network_configured: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -257,19 +273,29 @@ async fn heartbeat(
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut last_report = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let network_changed = tokio::select! {
+            _ = tick.tick() => false,
+            _ = network_configured.notified() => true,
             _ = shutdown.changed() => return,
-        }
-        if let Ok(n) = nodes.get(&cfg.node_name).await {
-            if let Err(e) = node::renew_lease(&leases, &n, &cfg.node_name, 40).await {
-                tracing::warn!(error = %e, "lease renewal failed");
+        };
+        if !network_changed {
+            if let Ok(n) = nodes.get(&cfg.node_name).await {
+                if let Err(e) = node::renew_lease(&leases, &n, &cfg.node_name, 40).await {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
             }
         }
-        let now_ready = match &rt {
+        let mut now_ready = match &rt {
             None => readiness.clone(),
             Some(rt) => runtime_readiness(rt).await,
         };
+        if let (true, Some(rt)) = (network_changed, &rt) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while now_ready != node::Readiness::Ready && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                now_ready = runtime_readiness(rt).await;
+            }
+        }
         if now_ready != readiness || last_report.elapsed() > Duration::from_secs(60) {
             if now_ready != readiness {
                 since = skiff_runtime::now();
@@ -303,23 +329,44 @@ async fn runtime_readiness(rt: &Runtime) -> node::Readiness {
     }
 }
 
-/// Writes the pod network's CNI config once the node has a podCIDR.
-async fn pod_cidr(client: kube::Client, cfg: Config, mut shutdown: watch::Receiver<bool>) {
+/// Writes the pod network's CNI config once the node has a podCIDR, and
+/// tells the heartbeat.
+async fn pod_cidr(client: kube::Client, cfg: Config, network_configured: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let nodes: Api<Node> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let bridge = network::bridge_name(&cfg.dir);
     let (conf_dir, ipam_dir) = (cfg.dir.join("etc/cni/net.d"), cfg.dir.join("cni/ipam"));
+    let mut configured: Option<String> = None;
     let stream = watcher(nodes, wc).try_for_each(|ev| {
-        if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev {
-            if let Some(cidr) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
-                match network::write(&conf_dir, &bridge, &cidr, &ipam_dir) {
-                    Ok(true) => tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "writing the CNI config"),
-                }
-            }
+        let cidr = match ev {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
+            _ => None,
+        };
+        let fresh = cidr.filter(|c| configured.as_ref() != Some(c));
+        if let Some(c) = &fresh {
+            configured = Some(c.clone());
         }
-        futures::future::ready(Ok(()))
+        let (bridge, conf_dir, ipam_dir, configured_tx) = (bridge.clone(), conf_dir.clone(), ipam_dir.clone(), network_configured.clone());
+        async move {
+            let Some(cidr) = fresh else { return Ok(()) };
+            // Masquerade first: pods start once the conflist exists.
+            let ip_masq = match network::masquerade(&bridge, &cidr).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no nftables masquerade for the pod network; the bridge plugin masquerades per pod");
+                    true
+                }
+            };
+            match network::write(&conf_dir, &bridge, &cidr, &ipam_dir, ip_masq) {
+                Ok(true) => {
+                    tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured");
+                    configured_tx.notify_one();
+                }
+                Ok(false) => configured_tx.notify_one(),
+                Err(e) => tracing::error!(error = %e, "writing the CNI config"),
+            }
+            Ok(())
+        }
     });
     tokio::select! {
         _ = stream => {}

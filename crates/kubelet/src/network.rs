@@ -2,10 +2,18 @@
 //! bridge on this node with host-local addresses from the node's podCIDR
 //! (what k3s's flannel does on one host, and kubenet did before it), a
 //! loopback in every pod, and portmap for `hostPort`.
+//!
+//! Traffic leaving the pod network is masqueraded by one nftables rule for
+//! the whole podCIDR, written once when the node gets its range, as
+//! flannel does: the bridge plugin's own `ipMasq` adds an iptables chain
+//! per pod, several `iptables` runs that serialize on the xtables lock and
+//! grow slower with every pod, which made sandbox creation the bottleneck
+//! of pods starting together. Without `nft` the bridge plugin masquerades.
 
 use std::path::Path;
 
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 /// The bridge and network name for a node: unique per data directory, so
 /// several skiff agents on one machine (tests) never share a bridge or
@@ -19,13 +27,15 @@ pub fn bridge_name(data_dir: &Path) -> String {
     format!("skiff{:08x}", h)
 }
 
-/// The CNI conflist for a node whose pods get addresses from `pod_cidr`.
-pub fn conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> String {
+/// The CNI conflist for a node whose pods get addresses from `pod_cidr`;
+/// `ip_masq`: whether the bridge plugin masquerades (when [`masquerade`]
+/// cannot).
+pub fn conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path, ip_masq: bool) -> String {
     json!({
         "cniVersion": "1.0.0",
         "name": bridge,
         "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": ip_masq, "hairpinMode": true,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": ipam_dir.display().to_string()}},
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
@@ -34,12 +44,50 @@ pub fn conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> String {
     .to_string()
 }
 
+/// The nftables script that masquerades what pods in `pod_cidr` send off
+/// the pod network: one table named after the node's bridge (several
+/// agents on one machine never touch each other's), replaced whole in one
+/// transaction, so writing it again is harmless.
+pub fn masquerade_rules(bridge: &str, pod_cidr: &str) -> String {
+    format!(
+        "table ip {bridge} {{}}\nflush table ip {bridge}\ntable ip {bridge} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {pod_cidr} ip daddr != {pod_cidr} ip daddr != 224.0.0.0/4 masquerade\n  }}\n}}\n"
+    )
+}
+
+/// Installs [`masquerade_rules`] with `nft`. Fails when `nft` is missing
+/// or refuses them (its message is returned).
+pub async fn masquerade(bridge: &str, pod_cidr: &str) -> std::io::Result<()> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(masquerade_rules(bridge, pod_cidr).as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+/// Removes a node's pod network from this machine: its bridge and its
+/// masquerade table (for tests and benchmarks that start throwaway nodes;
+/// a real node keeps both across restarts, as its pods keep running).
+pub fn remove(agent_dir: &Path) {
+    let bridge = bridge_name(agent_dir);
+    let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
+    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &bridge]).output();
+}
+
 /// Writes the conflist into `conf_dir` (atomically: containerd watches the
 /// directory and must never read half a file). Returns whether it changed.
-pub fn write(conf_dir: &Path, bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> std::io::Result<bool> {
+pub fn write(conf_dir: &Path, bridge: &str, pod_cidr: &str, ipam_dir: &Path, ip_masq: bool) -> std::io::Result<bool> {
     std::fs::create_dir_all(conf_dir)?;
     let path = conf_dir.join("10-skiff.conflist");
-    let text = conflist(bridge, pod_cidr, ipam_dir);
+    let text = conflist(bridge, pod_cidr, ipam_dir, ip_masq);
     if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
         return Ok(false);
     }
@@ -64,8 +112,16 @@ mod tests {
 
     #[test]
     fn conflist_uses_the_node_cidr() {
-        let c: serde_json::Value = serde_json::from_str(&conflist("skiff0", "10.42.3.0/24", Path::new("/d"))).expect("json");
+        let c: serde_json::Value = serde_json::from_str(&conflist("skiff0", "10.42.3.0/24", Path::new("/d"), false)).expect("json");
         assert_eq!(c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.42.3.0/24");
+        assert_eq!(c["plugins"][0]["ipMasq"], false);
         assert_eq!(c["plugins"][1]["type"], "portmap");
+    }
+
+    #[test]
+    fn masquerade_covers_the_pod_range_leaving_it() {
+        let r = masquerade_rules("skiff0", "10.42.3.0/24");
+        assert!(r.starts_with("table ip skiff0 {}\nflush table ip skiff0\n"), "{r}");
+        assert!(r.contains("ip saddr 10.42.3.0/24 ip daddr != 10.42.3.0/24 ip daddr != 224.0.0.0/4 masquerade"), "{r}");
     }
 }

@@ -44,8 +44,7 @@ impl Drop for Node {
         let _ = kubectl(&self.s, &["delete", "pods", "--all", "-A", "--grace-period=1", "--wait=true", "--timeout=60s"]);
         // The node's bridge would outlive the test, and a later cluster given
         // the same pod range would find its routes taken.
-        let bridge = skiff_kubelet::network::bridge_name(&self.s.dir.path().join("agent"));
-        let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
+        skiff_kubelet::network::remove(&self.s.dir.path().join("agent"));
     }
 }
 
@@ -501,8 +500,7 @@ impl Drop for JoinedAgent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let bridge = skiff_kubelet::network::bridge_name(self.dir.path());
-        let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
+        skiff_kubelet::network::remove(self.dir.path());
     }
 }
 
