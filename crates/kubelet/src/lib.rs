@@ -5,13 +5,14 @@
 //! Layout, as the real kubelet's: [`node`] (registration, status, Lease),
 //! [`network`] (the CNI config for the node's podCIDR), [`pod`] (one
 //! worker per pod), [`spec`] (pod spec → CRI configs), [`env`] and
-//! [`volumes`] (what a container sees), [`probe`], [`logs`] and [`server`]
+//! [`volumes`] (what a container sees), [`probe`], [`hook`] (postStart, preStop), [`logs`] and [`server`]
 //! (the HTTPS API on 10250 that `kubectl logs` reaches through the API server).
 
 #![deny(missing_docs)]
 
 pub mod bootstrap;
 pub mod env;
+pub mod hook;
 pub mod logs;
 pub mod network;
 pub mod node;

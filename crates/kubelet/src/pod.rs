@@ -424,16 +424,13 @@ impl Worker {
         self.ctx.recorder.record(pod, EventType::Normal, "Started", &format!("Started container {}", c.name));
         self.waiting.remove(&c.name);
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-            if let Some(cmd) = h.exec.as_ref().and_then(|e| e.command.clone()) {
-                let req = api::ExecSyncRequest { container_id: id.clone(), cmd, timeout: 30 };
-                let failed = match rt.exec_sync(req).await {
-                    Ok(r) => r.into_inner().exit_code != 0,
-                    Err(_) => true,
-                };
-                if failed {
-                    self.ctx.recorder.record(pod, EventType::Warning, "FailedPostStartHook", &format!("PostStartHook failed for container {}", c.name));
-                    let _ = rt.stop_container(api::StopContainerRequest { container_id: id, timeout: 0 }).await;
-                }
+            let (ns, name, uid) = ns_name(pod);
+            let who = format!("{name}_{ns}({uid})");
+            if let Err(msg) = crate::hook::run(&self.ctx.rt, h, c, &id, pod_ip.unwrap_or(""), &who, Duration::from_secs(30)).await {
+                // As the kubelet: the hook's failure is an event, and the container is killed.
+                self.ctx.recorder.record(pod, EventType::Warning, "FailedPostStartHook", &msg);
+                self.ctx.recorder.record(pod, EventType::Normal, "Killing", &format!("FailedPostStartHook: stopping container {}", c.name));
+                let _ = rt.stop_container(api::StopContainerRequest { container_id: id, timeout: 0 }).await;
             }
         }
         true
@@ -676,24 +673,23 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         let spec = pod.spec.clone().unwrap_or_default();
         let sandboxes = self.sandboxes(&uid).await;
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        let (ns, name, _) = ns_name(pod);
+        let who = format!("{name}_{ns}({uid})");
         let mut stops = Vec::new();
         for sb in &sandboxes {
             for (name, insts) in self.instances(&sb.id).await {
                 let Some(inst) = insts.into_iter().find(|i| i.state == api::ContainerState::ContainerRunning as i32) else { continue };
                 let c = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name).cloned();
-                let (rt, recorder, pod) = (self.ctx.rt.clone(), self.ctx.recorder.clone(), pod.clone());
+                let (rt, recorder, pod, pod_ip, who) = (self.ctx.rt.clone(), self.ctx.recorder.clone(), pod.clone(), pod_ip.clone(), who.clone());
                 stops.push(async move {
                     recorder.record(&pod, EventType::Normal, "Killing", &format!("Stopping container {name}"));
-                    if let Some(cmd) = c
-                        .as_ref()
-                        .and_then(|c| c.lifecycle.as_ref())
-                        .and_then(|l| l.pre_stop.as_ref())
-                        .and_then(|h| h.exec.as_ref())
-                        .and_then(|e| e.command.clone())
-                    {
-                        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1) as i64;
-                        let req = api::ExecSyncRequest { container_id: inst.id.clone(), cmd, timeout: left };
-                        let _ = tokio::time::timeout(Duration::from_secs(left as u64), rt.runtime.clone().exec_sync(req)).await;
+                    if let Some((c, h)) = c.as_ref().and_then(|c| Some((c, c.lifecycle.as_ref()?.pre_stop.as_ref()?))) {
+                        // The hook has what is left of the grace period; then SIGTERM.
+                        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+                        if let Err(msg) = crate::hook::run(&rt, h, c, &inst.id, &pod_ip, &who, left).await {
+                            recorder.record(&pod, EventType::Warning, "FailedPreStopHook", &msg);
+                        }
                     }
                     let left = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
                     let _ = rt.runtime.clone().stop_container(api::StopContainerRequest { container_id: inst.id, timeout: left }).await;

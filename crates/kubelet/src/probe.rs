@@ -83,7 +83,7 @@ pub fn of(c: &Container, kind: Kind) -> Option<&Probe> {
     }
 }
 
-fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
+pub(crate) fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
     match p {
         IntOrString::Int(i) => u16::try_from(*i).ok(),
         IntOrString::String(name) => c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name)).and_then(|p| u16::try_from(p.container_port).ok()),
@@ -117,7 +117,12 @@ pub async fn run(rt: &Runtime, probe: &Probe, c: &Container, container_id: &str,
         let port = port_of(&h.port, c).ok_or("probe port not found")?;
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         let url = format!("http://{host}:{port}{path}");
-        return match tokio::time::timeout(timeout, http_get(&host, port, &path, h.http_headers.as_deref().unwrap_or_default())).await {
+        return match tokio::time::timeout(
+            timeout,
+            http_get(&host, port, &path, h.http_headers.as_deref().unwrap_or_default(), &format!("kube-probe/{}", crate::KUBELET_VERSION)),
+        )
+        .await
+        {
             Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
             Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
             Ok(Err(e)) => Err(format!("Get \"{url}\": {e}")),
@@ -154,11 +159,12 @@ async fn grpc(host: &str, port: u16, service: &str, timeout: Duration) -> Result
     }
 }
 
-async fn http_get(host: &str, port: u16, path: &str, headers: &[k8s_openapi::api::core::v1::HTTPHeader]) -> Result<u16, String> {
+/// One HTTP GET; the response's status code, or why there was none.
+pub(crate) async fn http_get(host: &str, port: u16, path: &str, headers: &[k8s_openapi::api::core::v1::HTTPHeader], user_agent: &str) -> Result<u16, String> {
     let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req = hyper::Request::get(path).header("host", format!("{host}:{port}")).header("user-agent", format!("kube-probe/{}", crate::KUBELET_VERSION));
+    let mut req = hyper::Request::get(path).header("host", format!("{host}:{port}")).header("user-agent", user_agent);
     for h in headers {
         req = req.header(h.name.as_str(), h.value.as_str());
     }

@@ -363,6 +363,67 @@ spec:
 }
 
 #[test]
+fn lifecycle_hooks_exec_http_and_sleep_and_a_failed_post_start_kills_the_container() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mark = dir.path().join("marks");
+    std::fs::create_dir_all(&mark).expect("mark dir");
+    // busybox httpd runs /cgi-bin scripts: the preStop GET leaves a mark.
+    let web = r#"mkdir -p /www/cgi-bin; printf '#!/bin/sh\necho $HTTP_USER_AGENT > /marks/prestop\necho Content-Type: text/plain\necho\necho ok\n' > /www/cgi-bin/stop; chmod +x /www/cgi-bin/stop; httpd -p 8080 -h /www; trap 'exit 0' TERM; while true; do sleep 1; done"#;
+    apply(
+        s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 20
+  volumes: [{{name: marks, hostPath: {{path: {mark}}}}}]
+  containers:
+  - name: web
+    image: {IMAGE}
+    command: ["sh", "-c", {web:?}]
+    volumeMounts: [{{name: marks, mountPath: /marks}}]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "echo started > /marks/poststart"]}}}}
+      preStop: {{httpGet: {{path: /cgi-bin/stop, port: 8080}}}}
+  - name: pause
+    image: {IMAGE}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle: {{preStop: {{sleep: {{seconds: 3}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: broken}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    lifecycle: {{postStart: {{exec: {{command: ["sh", "-c", "echo no; exit 7"]}}}}}}
+"#,
+            mark = mark.display()
+        ),
+    );
+    wait_until(s, 60, "running", |s| jsonpath(s, &["pod", "hooked"], "{.status.containerStatuses[*].ready}") == "true true");
+    assert_eq!(std::fs::read_to_string(mark.join("poststart")).expect("postStart ran"), "started\n");
+    // A failing postStart hook is an event and kills the container, which restarts.
+    wait_until(s, 60, "broken restarted", |s| jsonpath(s, &["pod", "broken"], "{.status.containerStatuses[0].restartCount}").parse::<u32>().unwrap_or(0) >= 1);
+    let events = ok(s, &["get", "events", "--field-selector", "involvedObject.name=broken,reason=FailedPostStartHook", "-o", "jsonpath={.items[*].message}"]);
+    assert!(events.contains("Exec lifecycle hook ([sh -c echo no; exit 7]) for Container \"c\" in Pod \"broken_default("), "{events}");
+    assert!(events.contains("exited with 7: no"), "{events}");
+    // Deletion: the HTTP preStop hook reaches the container; the sleep hook holds its container ~3 s.
+    let started = Instant::now();
+    ok(s, &["delete", "pod", "hooked", "--wait=true", "--timeout=30s"]);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15), "preStop sleep of 3 s, grace 20 s; deletion took {took:?}");
+    let agent = std::fs::read_to_string(mark.join("prestop")).expect("the preStop GET reached httpd");
+    assert!(agent.starts_with("kube-lifecycle/"), "{agent}");
+}
+
+#[test]
 fn restarting_the_node_keeps_running_containers() {
     let Some(mut n) = node() else { return };
     ok(&n.s, &["run", "steady", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
