@@ -5,7 +5,8 @@
 //! pods created one at a time and for 30 created at once, p50/p99; beside
 //! them the runtime's own time for the same work through CRI alone, one at
 //! a time and 30 at once (RunPodSandbox + CreateContainer + StartContainer,
-//! no API server or kubelet in front); then the RSS of skiff (API server, controllers,
+//! no API server or kubelet in front); how soon a container's exit shows
+//! in its pod's status; then the RSS of skiff (API server, controllers,
 //! scheduler and agent in one process) and of its containerd, idle.
 //!
 //! Needs root and Debian's containerd, runc, containernetworking-plugins
@@ -58,6 +59,25 @@ async fn wait_running(pods: &Api<Pod>, names: &[String], start: Instant) -> anyh
         }
     }
     Ok(done.into_values().collect())
+}
+
+/// Waits, watching, until the pod reaches `phase`.
+async fn wait_phase(pods: &Api<Pod>, name: &str, phase: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let wc = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(kube::runtime::watcher(pods.clone(), wc));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ev = match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), events.try_next()).await {
+            Err(_) => bail!("{name} not {phase} after 60 s"),
+            Ok(ev) => ev?.context("the pod watch ended")?,
+        };
+        if let kube::runtime::watcher::Event::Apply(p) | kube::runtime::watcher::Event::InitApply(p) = ev {
+            if p.status.and_then(|s| s.phase).as_deref() == Some(phase) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Deletes the benchmark's pods and waits until the runtime has no
@@ -215,6 +235,26 @@ async fn main() -> anyhow::Result<()> {
     let all = t.elapsed();
     let f = summarize(lat, all);
     println!("30 at once: create → Running p50 {:.0} ms, p99 {:.0} ms, all Running after {:.0} ms", ms(f.p50), ms(f.p99), ms(all));
+    clear(&pods, &socket).await?;
+
+    // A container's exit reaching its pod's status: a pod that runs `sleep
+    // 2`, from Running seen to Succeeded seen, less the 2 s it sleeps.
+    let mut exits = Vec::new();
+    for i in 0..5 {
+        let name = format!("exit-{i}");
+        let mut p = pod(&name)?;
+        if let Some(spec) = p.spec.as_mut() {
+            spec.restart_policy = Some("Never".into());
+            spec.containers[0].command = Some(vec!["sleep".into(), "2".into()]);
+        }
+        pods.create(&PostParams::default(), &p).await?;
+        wait_running(&pods, std::slice::from_ref(&name), Instant::now()).await?;
+        let running_at = Instant::now();
+        wait_phase(&pods, &name, "Succeeded").await?;
+        exits.push(running_at.elapsed().saturating_sub(Duration::from_secs(2)));
+    }
+    let f = summarize(exits, Duration::from_secs(1));
+    println!("container exit → pod Succeeded seen (5 pods, `sleep 2`): p50 {:.0} ms, p99 {:.0} ms", ms(f.p50), ms(f.p99));
     clear(&pods, &socket).await?;
 
     for (label, n, at_once) in [("10, one at a time", 10, false), ("30 at once", 30, true)] {

@@ -1,7 +1,9 @@
 //! The Container Runtime Interface side of a skiff node.
 //!
 //! - [`Runtime`]: a CRI v1 client (RuntimeService and ImageService) over
-//!   the runtime's unix socket, on `tonic` with the `k8s-cri` messages.
+//!   the runtime's unix socket, on `tonic` with the `k8s-cri` messages;
+//!   and, where the runtime is containerd, its task events
+//!   ([`Runtime::task_events`], with the `containerd-client` messages).
 //! - [`containerd`]: a containerd that the agent starts and supervises with
 //!   its own root, state, socket and CNI directories, the way k3s does.
 //! - [`oci`]: OCI image archives built locally (the pause image, and the
@@ -60,6 +62,7 @@ pub struct Runtime {
     pub images: ImageServiceClient<Channel>,
     /// The socket path.
     pub socket: PathBuf,
+    channel: Channel,
 }
 
 /// The socket path of a CRI endpoint given as `unix:///path` or `/path`.
@@ -81,9 +84,33 @@ impl Runtime {
             }))
             .await
             .map_err(|e| err(e.to_string()))?;
-        let me = Self { runtime: RuntimeServiceClient::new(channel.clone()), images: ImageServiceClient::new(channel), socket: socket.to_path_buf() };
+        let me = Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel.clone()),
+            socket: socket.to_path_buf(),
+            channel,
+        };
         me.version().await?;
         Ok(me)
+    }
+
+    /// containerd's events for the processes of CRI's containers and
+    /// sandboxes that ended on their own (`/tasks/exit`, `/tasks/oom`), with
+    /// the ids CRI uses: what CRI v1 in containerd 1.6 has no stream for.
+    /// The stream ends when the runtime goes away; `Err` when the runtime
+    /// serves no containerd events API (another CRI runtime).
+    pub async fn task_events(&self) -> Result<impl futures::Stream<Item = TaskEvent> + Send + 'static, CriError> {
+        use containerd_client::services::v1::{events_client::EventsClient, SubscribeRequest};
+        use futures::StreamExt;
+        // Filters are alternatives; within one, conditions all hold.
+        let filters = ["/tasks/exit", "/tasks/oom"].iter().map(|t| format!("namespace=={CRI_NAMESPACE},topic==\"{t}\"")).collect();
+        let req = SubscribeRequest { filters };
+        let stream = EventsClient::new(self.channel.clone()).subscribe(req).await?.into_inner();
+        Ok(stream.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| {
+            futures::future::ready(
+                r.ok().filter(|e| e.namespace == CRI_NAMESPACE).map(|e| TaskEvent { topic: e.topic, container_id: container_id_of(e.event) }),
+            )
+        }))
     }
 
     /// The runtime's name and version, e.g. `containerd://1.6.20`.
@@ -91,6 +118,30 @@ impl Runtime {
         let v = self.runtime.clone().version(api::VersionRequest { version: "v1".into() }).await?.into_inner();
         Ok(format!("{}://{}", v.runtime_name, v.runtime_version))
     }
+}
+
+/// The containerd namespace that its CRI plugin keeps pods in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// A change of a container's (or sandbox's) process, from containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// `/tasks/exit` or `/tasks/oom`.
+    pub topic: String,
+    /// The CRI container or sandbox id; empty when the event names none.
+    pub container_id: String,
+}
+
+/// The container id of a task event: the first field of every task event
+/// message (`TaskStart`, `TaskExit`, `TaskOOM`, `TaskDelete`, `TaskCreate`,
+/// `TaskPaused`, … all number `container_id` 1).
+fn container_id_of(any: Option<prost_types::Any>) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ContainerIdOnly {
+        #[prost(string, tag = "1")]
+        container_id: String,
+    }
+    any.and_then(|a| <ContainerIdOnly as prost::Message>::decode(a.value.as_slice()).ok()).map(|m| m.container_id).unwrap_or_default()
 }
 
 /// Finds `program` on `PATH`.

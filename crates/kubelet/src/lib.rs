@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -433,46 +433,128 @@ async fn pods(ctx: Arc<pod::Ctx>, node_name: String, shutdown: watch::Receiver<b
     }
 }
 
-/// The pod lifecycle event generator: relists the runtime's containers
-/// every second (containerd 1.6's CRI has no event stream) and wakes the
-/// worker of each pod whose containers changed state. Sandboxes of pods
-/// no longer bound here are removed once the pod list has been read.
+/// How often the PLEG relists when the runtime streams its task events (a
+/// safety net, as the kubelet's evented PLEG keeps one), and when it does not.
+const RELIST_WITH_EVENTS: Duration = Duration::from_secs(30);
+const RELIST_WITHOUT_EVENTS: Duration = Duration::from_secs(1);
+
+/// The pod lifecycle event generator: relists the runtime's containers and
+/// wakes the worker of each pod whose containers changed state. Relists
+/// follow containerd's task events (a container started, exited, was
+/// OOM-killed), so an exit reaches its pod's status at once; where the
+/// runtime streams no events (another CRI runtime, or containerd
+/// restarting), it relists every second, as the generic PLEG does.
+/// Sandboxes of pods no longer bound here are removed once the pod list
+/// has been read.
 async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>>>, synced: watch::Receiver<bool>) {
+    use futures::StreamExt;
     let mut seen: HashMap<String, String> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut events = None;
+    let mut sync_done = synced.clone();
+    // containerd publishes an exit before its CRI plugin agrees on it (for
+    // a moment ListContainers and ContainerStatus can differ): the pod of
+    // an exited container is relisted and woken again, 20 ms doubling to
+    // 640 ms after the event; its syncs write nothing while nothing changed.
+    let mut pending: HashSet<String> = HashSet::new();
+    let mut retry = Duration::from_millis(20);
     loop {
-        tick.tick().await;
-        let Ok(containers) = rt.runtime.clone().list_containers(api::ListContainersRequest { filter: None }).await else { continue };
-        let Ok(sandboxes) = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await else { continue };
-        let mut now: HashMap<String, String> = HashMap::new();
-        for c in containers.into_inner().containers {
-            let uid = c.labels.get(spec::POD_UID).cloned().unwrap_or_default();
-            now.entry(uid).or_default().push_str(&format!("{}:{};", c.id, c.state));
+        if events.is_none() {
+            match rt.task_events().await {
+                Ok(stream) => events = Some(Box::pin(stream)),
+                Err(e) => tracing::debug!(error = %e, "no runtime events; relisting every second"),
+            }
         }
-        let sandboxes = sandboxes.into_inner().items;
-        for s in &sandboxes {
-            let uid = s.labels.get(spec::POD_UID).cloned().unwrap_or_default();
-            now.entry(uid).or_default().push_str(&format!("{}:{};", s.id, s.state));
+        if let Some(now) = relist(&rt, &workers, &synced, &mut seen).await {
+            owners = now;
         }
-        let known: HashSet<String> = {
+        if !pending.is_empty() {
             let w = workers.lock().unwrap_or_else(|e| e.into_inner());
-            for (uid, fp) in &now {
-                if seen.get(uid) != Some(fp) {
-                    if let Some(h) = w.get(uid) {
-                        h.wake.notify_one();
-                    }
+            for uid in pending.iter().filter_map(|id| owners.get(id)) {
+                if let Some(h) = w.get(uid) {
+                    h.wake.notify_one();
                 }
             }
-            w.keys().cloned().collect()
+        }
+        let next = if pending.is_empty() || retry > Duration::from_millis(640) {
+            pending.clear();
+            RELIST_WITH_EVENTS
+        } else {
+            retry *= 2;
+            retry / 2
         };
-        if *synced.borrow() {
-            for s in sandboxes.iter().filter(|s| s.labels.get(spec::POD_UID).is_some_and(|u| !known.contains(u))) {
-                tracing::info!(sandbox = %s.id, "removing the sandbox of a pod no longer on this node");
-                pod::remove_orphan(&rt, &s.id).await;
+        match events.as_mut() {
+            Some(stream) => {
+                tokio::select! {
+                    ev = stream.next() => match ev {
+                        Some(ev) => {
+                            // A burst (a pod's containers ending together) is one relist.
+                            let mut burst = vec![ev];
+                            while let Some(Some(ev)) = stream.next().now_or_never() {
+                                burst.push(ev);
+                            }
+                            // An OOM kill's exit has its own event; the worker re-reads fresh kills.
+                            pending.extend(burst.into_iter().filter(|e| e.topic == "/tasks/exit").map(|e| e.container_id));
+                            retry = Duration::from_millis(20);
+                        }
+                        None => {
+                            tracing::warn!("the runtime's event stream ended; relisting every second until it is back");
+                            events = None;
+                        }
+                    },
+                    _ = tokio::time::sleep(next) => {}
+                    // Orphans can be told apart once the pod list is read.
+                    _ = sync_done.wait_for(|s| *s), if !*sync_done.borrow() => {}
+                }
+            }
+            None => tokio::time::sleep(RELIST_WITHOUT_EVENTS).await,
+        }
+    }
+}
+
+/// One relist: wakes the workers of pods whose containers' states differ
+/// from `seen`, and removes sandboxes no worker owns. Returns the pod uid
+/// of each container and sandbox by id, or None when the runtime did not
+/// answer.
+async fn relist(
+    rt: &Runtime,
+    workers: &std::sync::Mutex<HashMap<String, Handle>>,
+    synced: &watch::Receiver<bool>,
+    seen: &mut HashMap<String, String>,
+) -> Option<HashMap<String, String>> {
+    let containers = rt.runtime.clone().list_containers(api::ListContainersRequest { filter: None }).await.ok()?.into_inner().containers;
+    let sandboxes = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await.ok()?.into_inner().items;
+    let mut now: HashMap<String, String> = HashMap::new();
+    let mut owners = HashMap::new();
+    for c in containers {
+        let uid = c.labels.get(spec::POD_UID).cloned().unwrap_or_default();
+        now.entry(uid.clone()).or_default().push_str(&format!("{}:{};", c.id, c.state));
+        owners.insert(c.id, uid);
+    }
+    for s in &sandboxes {
+        let uid = s.labels.get(spec::POD_UID).cloned().unwrap_or_default();
+        now.entry(uid.clone()).or_default().push_str(&format!("{}:{};", s.id, s.state));
+        owners.insert(s.id.clone(), uid);
+    }
+    let known: HashSet<String> = {
+        let w = workers.lock().unwrap_or_else(|e| e.into_inner());
+        for (uid, fp) in &now {
+            if seen.get(uid) != Some(fp) {
+                if let Some(h) = w.get(uid) {
+                    h.wake.notify_one();
+                }
             }
         }
-        seen = now;
+        w.keys().cloned().collect()
+    };
+    if *synced.borrow() {
+        for s in sandboxes.iter().filter(|s| s.labels.get(spec::POD_UID).is_some_and(|u| !known.contains(u))) {
+            tracing::info!(sandbox = %s.id, "removing the sandbox of a pod no longer on this node");
+            pod::remove_orphan(rt, &s.id).await;
+        }
     }
+    *seen = now;
+    Some(owners)
 }
 
 #[cfg(test)]
