@@ -71,9 +71,33 @@ async fn try_acquire(api: &Api<Lease>, name: &str, identity: &str, timing: Timin
     }
 }
 
+/// Gives the lease up if we hold it, as client-go's `ReleaseOnCancel`: no
+/// holder, a 1 s duration, so the next candidate (often this same server,
+/// restarted) takes over at once instead of after `lease_duration`.
+/// Bounded by 2 s: shutting down never waits on an API server that is
+/// itself going away.
+async fn release(api: &Api<Lease>, name: &str, identity: &str) {
+    let attempt = async {
+        let mut lease = api.get(name).await?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(identity) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        api.replace(name, &PostParams::default(), &lease).await.map(|_| ())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(())) => tracing::info!(lease = name, identity, "released leadership"),
+        Ok(Err(e)) => tracing::debug!(error = %e, lease = name, "releasing the lease failed"),
+        Err(_) => tracing::debug!(lease = name, "releasing the lease timed out"),
+    }
+}
+
 /// Runs `work` only while holding the lease `namespace/name`; returns when
-/// `shutdown` flips to true. When leadership is lost, `work` is dropped
-/// and the election starts over with a fresh `work()`.
+/// `shutdown` flips to true (giving the lease up). When leadership is lost,
+/// `work` is dropped and the election starts over with a fresh `work()`.
 pub async fn lead<F, Fut>(client: kube::Client, namespace: &str, name: &str, identity: &str, timing: Timing, mut shutdown: watch::Receiver<bool>, work: F)
 where
     F: Fn() -> Fut,
@@ -113,7 +137,10 @@ where
         tokio::select! {
             _ = work() => return,
             _ = renew => tracing::warn!(lease = name, identity, "lost leadership"),
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                release(&api, name, identity).await;
+                return;
+            }
         }
     }
 }

@@ -417,14 +417,17 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         node_token = %data_dir.join("node-token").display(),
         "API server ready; admin kubeconfig written; agents join with `skiff agent --server URL --token $(cat NODE_TOKEN)`"
     );
+    // On shutdown the components end first, while the API server still
+    // answers their last requests (the leaders give their leases up), and
+    // then the API server.
     let mut stop = shutdown.clone();
     server
         .serve(async move {
             let _ = stop.wait_for(|s| *s).await;
+            for c in components {
+                let _ = c.await;
+            }
         })
         .await;
-    for c in components {
-        let _ = c.await;
-    }
     Ok(())
 }

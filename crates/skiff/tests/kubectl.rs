@@ -290,3 +290,17 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     // The first keeps serving.
     ok(&s, &["get", "namespaces", "default"]);
 }
+
+#[test]
+fn a_server_stopped_with_sigterm_hands_its_leader_leases_over_at_once() {
+    let mut s = common::start();
+    let holder = |s: &common::Server, lease: &str| kubectl(s, &["get", "lease", "-n", "kube-system", lease, "-o", "jsonpath={.spec.holderIdentity}"]).1;
+    common::wait_for(&s, 10, |s| !holder(s, "kube-scheduler").is_empty() && !holder(s, "kube-controller-manager").is_empty());
+    let before = (holder(&s, "kube-scheduler"), holder(&s, "kube-controller-manager"));
+    s.stop_and_start();
+    // Leases last 15 s: taken over within 5 s only if the stopped server gave them up.
+    common::wait_for(&s, 5, |s| {
+        let now = (holder(s, "kube-scheduler"), holder(s, "kube-controller-manager"));
+        !now.0.is_empty() && !now.1.is_empty() && now.0 != before.0 && now.1 != before.1
+    });
+}

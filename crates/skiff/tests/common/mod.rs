@@ -87,6 +87,14 @@ impl Server {
         self.child = spawn(self.dir.path(), self.port, &self.args);
     }
 
+    /// Stops the server as an operator does (SIGTERM, then waits for it to
+    /// exit) and starts it again on the same data.
+    pub fn stop_and_start(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), self.port, &self.args);
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
