@@ -361,7 +361,8 @@ spec:
     ok(&s, &["create", "deployment", "api", "--image=x", "--replicas=2", "--port=8080"]);
     ok(&s, &["expose", "deployment", "api", "--port=80", "--target-port=8080"]);
     ok(&s, &["rollout", "status", "deployment/api", "--timeout=30s"]);
-    wait_for(&s, 30, |s| lines(&ok(s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[*].addresses[*].ip}"])).len() == 2);
+    // The endpoints controller creates the object after the Service: NotFound is "not yet".
+    wait_for(&s, 30, |s| lines(&kubectl(s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).1).len() == 2);
     let port = ok(&s, &["get", "endpoints", "api", "-o", "jsonpath={.subsets[0].ports[0].port}"]);
     assert_eq!(port, "8080");
     let slice = ok(&s, &["get", "endpointslices", "-l", "kubernetes.io/service-name=api", "-o", "jsonpath={.items[0].endpoints[*].addresses[0]}"]);
