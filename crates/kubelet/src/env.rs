@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret, Service};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::Store;
 
 /// The variables one Service contributes (`FOO_SERVICE_HOST`,
 /// `FOO_SERVICE_PORT[_NAME]`, `FOO_PORT[_80_TCP[_PROTO|_PORT|_ADDR]]`), or
@@ -42,23 +43,25 @@ pub fn service_vars(svc: &Service) -> Vec<(String, String)> {
 }
 
 /// The service variables a pod's containers get: the namespace's Services
-/// unless `enableServiceLinks: false`, and always the `kubernetes` Service.
-async fn service_env(client: &kube::Client, pod: &Pod) -> Result<Vec<(String, String)>, String> {
+/// unless `enableServiceLinks: false`, and always the `kubernetes` Service;
+/// read from the kubelet's Service cache (a watch, as the kubelet's Service
+/// informer), never from an API call per container.
+async fn service_env(services: &Store<Service>, pod: &Pod) -> Result<Vec<(String, String)>, String> {
+    if tokio::time::timeout(std::time::Duration::from_secs(10), services.wait_until_ready()).await.map_or(true, |r| r.is_err()) {
+        return Err("services have not yet been read from the API server".into());
+    }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
-    let mut services: Vec<Service> = Vec::new();
-    if links {
-        services = Api::<Service>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.map_err(|e| format!("listing services: {e}"))?.items;
-    }
-    if !links || ns != "default" {
-        services.retain(|s| s.metadata.name.as_deref() != Some("kubernetes"));
-        if let Some(k) =
-            Api::<Service>::namespaced(client.clone(), "default").get_opt("kubernetes").await.map_err(|e| format!("reading service kubernetes: {e}"))?
-        {
-            services.push(k);
-        }
-    }
-    Ok(services.iter().flat_map(service_vars).collect())
+    let mut chosen: Vec<std::sync::Arc<Service>> = services
+        .state()
+        .into_iter()
+        .filter(|s| {
+            let (sns, name) = (s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.as_deref().unwrap_or(""));
+            (links && sns == ns) || (sns == "default" && name == "kubernetes")
+        })
+        .collect();
+    chosen.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+    Ok(chosen.iter().flat_map(|s| service_vars(s)).collect())
 }
 
 /// The downward API's value for `path` (`metadata.name`, `status.podIP`, …).
@@ -148,14 +151,14 @@ pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
 
 /// Resolves the container's environment in order. An error is the message
 /// of the `CreateContainerConfigError` the container then waits in.
-pub async fn resolve(client: &kube::Client, pod: &Pod, c: &Container) -> Result<Vec<(String, String)>, String> {
+pub async fn resolve(client: &kube::Client, services: &Store<Service>, pod: &Pod, c: &Container) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut cms: HashMap<String, Option<ConfigMap>> = HashMap::new();
     let mut secrets: HashMap<String, Option<Secret>> = HashMap::new();
     let mut out: Vec<(String, String)> = Vec::new();
     // Service variables can be referenced as $(VAR) and fill in whatever
     // env and envFrom leave unset.
-    let services = service_env(client, pod).await?;
+    let services = service_env(services, pod).await?;
     let mut vars: HashMap<String, String> = services.iter().cloned().collect();
     let set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
         vars.insert(k.clone(), v.clone());

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -228,6 +228,8 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
     if let Some(rt) = rt {
         tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), shutdown.clone())));
         tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), network_configured, shutdown.clone())));
+        let (services, services_writer) = kube::runtime::reflector::store();
+        tasks.push(tokio::spawn(reflect_services(client.clone(), services_writer, shutdown.clone())));
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),
             rt: rt.clone(),
@@ -237,6 +239,7 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
             logs_dir: cfg.dir.join("logs"),
             storage_dir: cfg.dir.join("storage"),
             node_memory: facts.memory,
+            services,
         });
         tasks.push(tokio::spawn(pods(ctx, cfg.node_name.clone(), shutdown.clone())));
     }
@@ -327,6 +330,22 @@ async fn runtime_readiness(rt: &Runtime) -> node::Readiness {
                 )),
             }
         }
+    }
+}
+
+/// Keeps `writer` (the pod workers' Service cache) in step with the API
+/// server's Services until shutdown.
+async fn reflect_services(
+    client: kube::Client,
+    writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use kube::runtime::WatchStreamExt;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
+    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        _ = stream => {}
+        _ = shutdown.changed() => {}
     }
 }
 
@@ -447,7 +466,6 @@ const RELIST_WITHOUT_EVENTS: Duration = Duration::from_secs(1);
 /// Sandboxes of pods no longer bound here are removed once the pod list
 /// has been read.
 async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>>>, synced: watch::Receiver<bool>) {
-    use futures::StreamExt;
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut owners: HashMap<String, String> = HashMap::new();
     let mut events = None;
