@@ -424,6 +424,44 @@ spec:
 }
 
 #[test]
+fn the_security_context_sets_users_groups_a_read_only_root_and_capabilities() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    apply(
+        s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: confined}}
+spec:
+  restartPolicy: Never
+  securityContext: {{supplementalGroups: [4000]}}
+  containers:
+  - name: user
+    image: {IMAGE}
+    command: ["sh", "-c", "id -u; id -g; id -G; touch /x 2>&1; grep NoNewPrivs /proc/self/status"]
+    securityContext: {{runAsUser: 1000, runAsGroup: 3000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}}
+  - name: caps
+    image: {IMAGE}
+    command: ["sh", "-c", "grep CapEff /proc/self/status"]
+    securityContext: {{capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}}}
+"#
+        ),
+    );
+    wait_until(s, 60, "finished", |s| phase(s, "confined") == "Succeeded");
+    let user = ok(s, &["logs", "confined", "-c", "user"]);
+    let lines: Vec<&str> = user.lines().collect();
+    assert_eq!(lines.first(), Some(&"1000"), "{user}");
+    assert_eq!(lines.get(1), Some(&"3000"), "{user}");
+    assert!(lines.get(2).is_some_and(|g| g.split(' ').any(|g| g == "4000")), "supplemental group: {user}");
+    assert!(user.contains("Read-only file system"), "{user}");
+    assert!(user.contains("NoNewPrivs:\t1"), "{user}");
+    // NET_BIND_SERVICE is capability 10: only that bit is left.
+    assert_eq!(ok(s, &["logs", "confined", "-c", "caps"]).trim(), "CapEff:\t0000000000000400");
+}
+
+#[test]
 fn restarting_the_node_keeps_running_containers() {
     let Some(mut n) = node() else { return };
     ok(&n.s, &["run", "steady", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
