@@ -142,14 +142,6 @@ pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: 
     if !skiff_upgrade::is_upgrade(&req) {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
-    // kubectl ≥ 1.31 first offers port-forward as SPDY tunneled in
-    // WebSocket frames, which the runtime's streaming server does not
-    // speak: that offer is declined as an upgrade failure and kubectl falls
-    // back to plain SPDY. A plain WebSocket port-forward (`v4.channel.k8s.io`,
-    // the official Python client's) is relayed like exec.
-    if sub == "portforward" && skiff_upgrade::websocket_protocols(&req).iter().any(|p| p.starts_with("SPDY/")) {
-        return Err(ApiError::bad_request("port-forward with SPDY tunneled over WebSocket is not served: use SPDY/3.1 or v4.channel.k8s.io"));
-    }
     let pod = object(state, "pods", Some(ns), name).await?;
     let path = match sub {
         "portforward" => format!("/portForward/{ns}/{name}?{query}"),
@@ -157,5 +149,15 @@ pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: 
     };
     let (ip, port) = kubelet_of(state, &pod, name).await?;
     let stream = dial(state, &ip, port).await?;
-    skiff_upgrade::proxy(req, stream, &format!("{ip}:{port}"), &path).await.map_err(|e| ApiError::internal(format!("proxying {sub} to the kubelet: {e}")))
+    // kubectl ≥ 1.31 offers port-forward as SPDY inside WebSocket: that is
+    // translated to plain SPDY towards the kubelet. Every other upgrade
+    // (SPDY, and WebSocket exec/attach/port-forward such as the Python
+    // client's `v4.channel.k8s.io`) is relayed as it is.
+    let tunneled = sub == "portforward" && skiff_upgrade::websocket_protocols(&req).iter().any(|p| p == skiff_upgrade::SPDY_TUNNEL_PROTOCOL);
+    let relayed = if tunneled {
+        skiff_upgrade::tunnel_spdy(req, stream, &format!("{ip}:{port}"), &path).await
+    } else {
+        skiff_upgrade::proxy(req, stream, &format!("{ip}:{port}"), &path).await
+    };
+    relayed.map_err(|e| ApiError::internal(format!("proxying {sub} to the kubelet: {e}")))
 }

@@ -537,18 +537,20 @@ fn exec_cp_attach_and_port_forward_reach_the_container() {
         .output()
         .expect("kubectl attach");
     assert!(String::from_utf8_lossy(&attach.stdout).contains("tick "), "{}", String::from_utf8_lossy(&attach.stderr));
-    // port-forward reaches busybox httpd in the pod, from today's kubectl (falling back to SPDY) and 1.29's.
+    // port-forward reaches busybox httpd in the pod, from today's kubectl (SPDY
+    // tunneled in WebSocket, served without falling back) and 1.29's (SPDY).
     for (bin, port) in [(common::kubectl_bin(), 0), ("/usr/lib/google-cloud-sdk/bin/kubectl.1.29", 1)] {
         if !std::path::Path::new(bin).exists() {
             continue;
         }
         let local_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port() + port;
+        let log = dir.path().join(format!("port-forward-{port}.log"));
         let mut pf = std::process::Command::new(bin)
             .arg("--kubeconfig")
             .arg(&s.kubeconfig)
-            .args(["port-forward", "pod/box", &format!("{local_port}:8080")])
+            .args(["port-forward", "-v=4", "pod/box", &format!("{local_port}:8080")])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("kubectl port-forward");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -565,6 +567,8 @@ fn exec_cp_attach_and_port_forward_reach_the_container() {
         let _ = pf.kill();
         let _ = pf.wait();
         assert_eq!(body, "served\n", "{bin}");
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!said.contains("fallback to secondary dialer"), "{bin} had to fall back: {said}");
     }
 }
 

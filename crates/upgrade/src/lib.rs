@@ -6,6 +6,12 @@
 //! either side closes. The stream protocols themselves (remotecommand v1–v5,
 //! portforward) are spoken end to end by kubectl and the runtime's
 //! streaming server; the hops in between never parse them.
+//!
+//! [`tunnel_spdy`] is the one translation, kube-apiserver's tunneling
+//! handler: kubectl ≥ 1.31 carries port-forward's SPDY inside WebSocket
+//! binary messages (`SPDY/3.1+portforward.k8s.io`), which the runtime's
+//! streaming server does not speak; the API server opens plain SPDY to the
+//! next hop and moves the SPDY bytes between the two.
 
 #![deny(missing_docs)]
 
@@ -88,4 +94,89 @@ where
         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
     });
     back.body(Empty::new().boxed_unsync()).map_err(|e| e.to_string())
+}
+
+/// The WebSocket sub-protocol kubectl ≥ 1.31 offers for port-forward: SPDY/3.1 carried in binary messages.
+pub const SPDY_TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// Serves a WebSocket request offering [`SPDY_TUNNEL_PROTOCOL`]: opens a
+/// plain SPDY port-forward upgrade to `path` over `backend` and, once that
+/// hop answers 101, accepts the WebSocket and relays SPDY bytes between the
+/// client's binary messages and the backend's stream. Any other answer from
+/// the backend is relayed as it is.
+pub async fn tunnel_spdy<B, IO>(mut req: Request<B>, backend: IO, host: &str, path: &str) -> Result<Response<Body>, String>
+where
+    B: Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+
+    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned().ok_or("a WebSocket request without Sec-WebSocket-Key")?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let out = Request::post(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", "portforward.k8s.io")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let mut resp = send.send_request(out).await.map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Response::builder().status(status).body(Full::new(body).boxed_unsync()).map_err(|e| e.to_string());
+    }
+    let upstream = hyper::upgrade::on(&mut resp);
+    let downstream = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+            tracing::debug!("a tunneled port-forward did not open");
+            return;
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(down), Role::Server, None).await;
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        let (mut up_rx, mut up_tx) = tokio::io::split(TokioIo::new(up));
+        let client_to_backend = async {
+            while let Some(Ok(msg)) = ws_rx.next().await {
+                match msg {
+                    Message::Binary(data) => {
+                        if up_tx.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = up_tx.shutdown().await;
+        };
+        let backend_to_client = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match up_rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if ws_tx.send(Message::binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = ws_tx.close().await;
+        };
+        tokio::join!(client_to_backend, backend_to_client);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .header(hyper::header::SEC_WEBSOCKET_PROTOCOL, SPDY_TUNNEL_PROTOCOL)
+        .body(Empty::new().boxed_unsync())
+        .map_err(|e| e.to_string())
 }
