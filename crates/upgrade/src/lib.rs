@@ -144,11 +144,7 @@ where
         let client_to_backend = async {
             while let Some(Ok(msg)) = ws_rx.next().await {
                 match msg {
-                    Message::Binary(data) => {
-                        if up_tx.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
+                    Message::Binary(data) if up_tx.write_all(&data).await.is_err() => break,
                     Message::Close(_) => break,
                     _ => {}
                 }
