@@ -61,10 +61,6 @@ where
     B: Send + 'static,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
     let mut out = Request::builder().method(req.method().clone()).uri(path).header(hyper::header::HOST, host);
     for (k, v) in req.headers() {
         if !HOP_HEADERS.contains(&k.as_str()) {
@@ -72,17 +68,11 @@ where
         }
     }
     let out = out.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let mut resp = send.send_request(out).await.map_err(|e| e.to_string())?;
-    let mut back = Response::builder().status(resp.status());
-    for (k, v) in resp.headers() {
-        if !HOP_HEADERS.contains(&k.as_str()) {
-            back = back.header(k, v);
-        }
-    }
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return back.body(Full::new(body).boxed_unsync()).map_err(|e| e.to_string());
-    }
+    let mut resp = match send_upgrade(backend, out).await? {
+        Ok(resp) => resp,
+        Err(refused) => return Ok(refused),
+    };
+    let back = relayed_head(&resp);
     let upstream = hyper::upgrade::on(&mut resp);
     let downstream = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -94,6 +84,37 @@ where
         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
     });
     back.body(Empty::new().boxed_unsync()).map_err(|e| e.to_string())
+}
+
+/// The backend's status and end-to-end headers, for the client.
+fn relayed_head<B>(resp: &Response<B>) -> hyper::http::response::Builder {
+    let mut back = Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        if !HOP_HEADERS.contains(&k.as_str()) {
+            back = back.header(k, v);
+        }
+    }
+    back
+}
+
+/// Sends an upgrade request over a fresh HTTP/1.1 connection on `backend`:
+/// `Ok(response)` when the backend switched protocols, `Err(answer)` with
+/// its refusal (end-to-end headers, body read whole) to relay otherwise.
+async fn send_upgrade<IO>(backend: IO, out: Request<Empty<Bytes>>) -> Result<Result<Response<hyper::body::Incoming>, Response<Body>>, String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let resp = send.send_request(out).await.map_err(|e| e.to_string())?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Ok(resp));
+    }
+    let back = relayed_head(&resp);
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    back.body(Full::new(body).boxed_unsync()).map(Err).map_err(|e| e.to_string())
 }
 
 /// The WebSocket sub-protocol kubectl ≥ 1.31 offers for port-forward: SPDY/3.1 carried in binary messages.
@@ -114,10 +135,6 @@ where
     use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
 
     let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned().ok_or("a WebSocket request without Sec-WebSocket-Key")?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
     let out = Request::post(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::CONNECTION, "Upgrade")
@@ -125,12 +142,10 @@ where
         .header("X-Stream-Protocol-Version", "portforward.k8s.io")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let mut resp = send.send_request(out).await.map_err(|e| e.to_string())?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return Response::builder().status(status).body(Full::new(body).boxed_unsync()).map_err(|e| e.to_string());
-    }
+    let mut resp = match send_upgrade(backend, out).await? {
+        Ok(resp) => resp,
+        Err(refused) => return Ok(refused),
+    };
     let upstream = hyper::upgrade::on(&mut resp);
     let downstream = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
