@@ -33,7 +33,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use skiff_cri::{api, containerd, oci, Runtime};
 use tokio::sync::{watch, Notify};
 
@@ -340,7 +340,6 @@ async fn reflect_services(
     writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use kube::runtime::WatchStreamExt;
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
     let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(|_| futures::future::ready(()));
     tokio::select! {
@@ -356,41 +355,42 @@ async fn pod_cidr(client: kube::Client, cfg: Config, network_configured: Arc<Not
     let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let bridge = network::bridge_name(&cfg.dir);
     let (conf_dir, ipam_dir) = (cfg.dir.join("etc/cni/net.d"), cfg.dir.join("cni/ipam"));
+    // The range last configured; a failed write is tried again at the next event.
     let mut configured: Option<String> = None;
-    let stream = watcher(nodes, wc).try_for_each(|ev| {
-        let cidr = match ev {
-            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
-            _ => None,
+    let mut events = std::pin::pin!(watcher(nodes, wc).default_backoff());
+    loop {
+        let ev = tokio::select! {
+            ev = events.try_next() => ev,
+            _ = shutdown.changed() => return,
         };
-        let fresh = cidr.filter(|c| configured.as_ref() != Some(c));
-        if let Some(c) = &fresh {
-            configured = Some(c.clone());
-        }
-        let (bridge, conf_dir, ipam_dir, configured_tx) = (bridge.clone(), conf_dir.clone(), ipam_dir.clone(), network_configured.clone());
-        async move {
-            let Some(cidr) = fresh else { return Ok(()) };
-            // Masquerade first: pods start once the conflist exists.
-            let ip_masq = match network::masquerade(&bridge, &cidr).await {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no nftables masquerade for the pod network; the bridge plugin masquerades per pod");
-                    true
-                }
-            };
-            match network::write(&conf_dir, &bridge, &cidr, &ipam_dir, ip_masq) {
-                Ok(true) => {
-                    tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured");
-                    configured_tx.notify_one();
-                }
-                Ok(false) => configured_tx.notify_one(),
-                Err(e) => tracing::error!(error = %e, "writing the CNI config"),
+        let cidr = match ev {
+            Ok(Some(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
+            Ok(Some(_)) => None,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching the node for its podCIDR");
+                None
             }
-            Ok(())
+        };
+        let Some(cidr) = cidr.filter(|c| configured.as_ref() != Some(c)) else { continue };
+        // Masquerade first: pods start once the conflist exists.
+        let ip_masq = match network::masquerade(&bridge, &cidr).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "no nftables masquerade for the pod network; the bridge plugin masquerades per pod");
+                true
+            }
+        };
+        match network::write(&conf_dir, &bridge, &cidr, &ipam_dir, ip_masq) {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured");
+                }
+                configured = Some(cidr);
+                network_configured.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "writing the CNI config"),
         }
-    });
-    tokio::select! {
-        _ = stream => {}
-        _ = shutdown.changed() => {}
     }
 }
 
