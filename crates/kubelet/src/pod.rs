@@ -77,6 +77,8 @@ struct Worker {
     probes: HashMap<(String, Kind), Tally>,
     last_status: Option<Value>,
     start_time: Option<String>,
+    /// Containers whose SIGKILL exit was re-read for an OOM reason.
+    oom_checked: std::sync::Mutex<std::collections::HashSet<String>>,
     volumes: Option<(HostPaths, Instant)>,
 }
 
@@ -102,6 +104,7 @@ pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Pod>>, wake: 
         probes: HashMap::new(),
         last_status: None,
         start_time: None,
+        oom_checked: Default::default(),
         volumes: None,
     };
     let mut last: Option<Pod> = None;
@@ -166,18 +169,20 @@ impl Worker {
             // The newest two carry state and lastState; details for those only.
             for inst in v.iter_mut().take(2) {
                 inst.status = self.runtime_status(&inst.id).await;
-                // containerd learns of an OOM kill from a separate event that
-                // can land just after the exit: a fresh SIGKILL exit is read
-                // again shortly, so it is reported as OOMKilled, not Error.
-                for _ in 0..5 {
-                    let fresh_kill = inst.status.as_ref().is_some_and(|s| {
-                        s.exit_code == 137 && s.reason != "OOMKilled" && chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - s.finished_at < 2_000_000_000
-                    });
-                    if !fresh_kill {
-                        break;
+                // containerd's CRI learns of an OOM kill from a separate event
+                // that it can apply after the exit, late under load (and the
+                // PLEG sees exits within milliseconds): a SIGKILL exit is read
+                // again for up to 1.5 s from when it is first seen, once per
+                // container, so an OOM kill is reported as OOMKilled, not Error.
+                let unsettled_kill = |s: &Option<api::ContainerStatus>| s.as_ref().is_some_and(|s| s.exit_code == 137 && s.reason != "OOMKilled");
+                if unsettled_kill(&inst.status) && self.oom_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(inst.id.clone()) {
+                    for _ in 0..15 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        inst.status = self.runtime_status(&inst.id).await;
+                        if !unsettled_kill(&inst.status) {
+                            break;
+                        }
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    inst.status = self.runtime_status(&inst.id).await;
                 }
             }
         }
