@@ -498,8 +498,9 @@ async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>
             pending.clear();
             RELIST_WITH_EVENTS
         } else {
+            let this_time = retry;
             retry *= 2;
-            retry / 2
+            this_time
         };
         match events.as_mut() {
             Some(stream) => {
