@@ -78,15 +78,22 @@ async fn try_acquire(api: &Api<Lease>, name: &str, identity: &str, timing: Timin
 /// itself going away.
 async fn release(api: &Api<Lease>, name: &str, identity: &str) {
     let attempt = async {
-        let mut lease = api.get(name).await?;
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        if spec.holder_identity.as_deref() != Some(identity) {
-            return Ok(());
+        loop {
+            let mut lease = api.get(name).await?;
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(identity) {
+                return Ok(());
+            }
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+            match api.replace(name, &PostParams::default(), &lease).await {
+                // A renewal still in flight when leading stopped can land
+                // between the read and the write: read again.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                other => return other.map(|_| ()),
+            }
         }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
-        api.replace(name, &PostParams::default(), &lease).await.map(|_| ())
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
         Ok(Ok(())) => tracing::info!(lease = name, identity, "released leadership"),
@@ -134,13 +141,19 @@ where
                 }
             }
         };
+        // `work` watches the same shutdown signal and may finish in the same
+        // poll as `shutdown.changed()`: either way the lease is given up,
+        // so a server stopped with SIGTERM never leaves it to expire.
         tokio::select! {
-            _ = work() => return,
-            _ = renew => tracing::warn!(lease = name, identity, "lost leadership"),
-            _ = shutdown.changed() => {
-                release(&api, name, identity).await;
-                return;
+            biased;
+            _ = shutdown.changed() => {}
+            _ = work() => {}
+            _ = renew => {
+                tracing::warn!(lease = name, identity, "lost leadership");
+                continue;
             }
         }
+        release(&api, name, identity).await;
+        return;
     }
 }
