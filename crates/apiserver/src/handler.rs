@@ -262,7 +262,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
             bind(state, rt, ns, name, &body, &ctype, &opts).await?;
             Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
         }
-        (Method::GET, Some(name)) => crate::read::get(state, rt, ns, name, &accept).await,
+        (Method::GET, Some(name)) => crate::read::get(state, rt, ns, name, &q, &accept).await,
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 return crate::watch::watch(state, rt, prefix, &q, &accept).await;

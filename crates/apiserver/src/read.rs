@@ -22,19 +22,26 @@ pub(crate) fn wants_metadata(accept: &str) -> bool {
     accept.split(',').next().is_some_and(|first| first.contains("as=PartialObjectMetadata"))
 }
 
-/// An object's `PartialObjectMetadata` view.
-pub(crate) fn partial_metadata(obj: &Value) -> Value {
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null)})
+/// What a Table's rows carry of their objects: the `includeObject` query
+/// parameter (`None`, `Metadata`, the default, or `Object`, which kubectl
+/// asks for with `--sort-by` and custom columns).
+pub(crate) fn include_object(q: &HashMap<String, String>) -> Result<table::IncludeObject, ApiError> {
+    match q.get("includeObject").map(String::as_str).unwrap_or("") {
+        "" | "Metadata" => Ok(table::IncludeObject::Metadata),
+        "None" => Ok(table::IncludeObject::None),
+        "Object" => Ok(table::IncludeObject::Object),
+        other => Err(ApiError::bad_request(format!("includeObject: Unsupported value: \"{other}\": supported values: \"Metadata\", \"None\", \"Object\""))),
+    }
 }
 
-pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, accept: &str) -> Result<Resp, ApiError> {
+pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
     let obj = with_rv(&kv.value, kv.mod_revision)?;
     if wants_table(accept) {
-        return Ok(json_response(200, &table::table(rt.kind, &[&obj], table::IncludeObject::Metadata, &kv.mod_revision.to_string(), None, chrono::Utc::now())));
+        return Ok(json_response(200, &table::table(rt.kind, &[&obj], include_object(q)?, &kv.mod_revision.to_string(), None, chrono::Utc::now())));
     }
     if wants_metadata(accept) {
-        return Ok(json_response(200, &partial_metadata(&obj)));
+        return Ok(json_response(200, &table::partial_metadata(&obj)));
     }
     Ok(json_response(200, &obj))
 }
@@ -96,7 +103,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
         let refs: Vec<&Value> = objs.iter().collect();
         return Ok(json_response(
             200,
-            &table::table(rt.kind, &refs, table::IncludeObject::Metadata, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now()),
+            &table::table(rt.kind, &refs, include_object(q)?, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now()),
         ));
     }
     // Items are spliced in as stored JSON, not re-serialized.
@@ -105,7 +112,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
         meta["continue"] = json!(n);
     }
     if wants_metadata(accept) {
-        let items: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).map(|o| partial_metadata(&o)).collect();
+        let items: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).map(|o| table::partial_metadata(&o)).collect();
         return Ok(json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})));
     }
     let mut out = Vec::with_capacity(page.items.iter().map(|b| b.len() + 1).sum::<usize>() + 128);

@@ -28,7 +28,8 @@ struct Request {
     rt: &'static ResourceType,
     labels: LabelSelector,
     fields: FieldSelector,
-    table: bool,
+    /// A Table per event, its row carrying this much of the object.
+    table: Option<table::IncludeObject>,
     metadata: bool,
     bookmarks: bool,
 }
@@ -54,14 +55,14 @@ impl Request {
 
     /// One line of the stream.
     fn line(&self, ty: &str, obj: &Cached) -> Bytes {
-        if self.table {
+        if let Some(include) = self.table {
             let o = obj.object();
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let t = table::table(self.rt.kind, &[&o], table::IncludeObject::Metadata, &rv, None, chrono::Utc::now());
+            let t = table::table(self.rt.kind, &[&o], include, &rv, None, chrono::Utc::now());
             return event_line(ty, &t);
         }
         if self.metadata {
-            return event_line(ty, &crate::read::partial_metadata(&obj.object()));
+            return event_line(ty, &table::partial_metadata(&obj.object()));
         }
         // The cached JSON is spliced in as is: no re-serialization per watcher.
         let mut out = Vec::with_capacity(obj.json.len() + 32);
@@ -128,7 +129,7 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
         rt,
         labels,
         fields,
-        table: crate::read::wants_table(accept),
+        table: if crate::read::wants_table(accept) { Some(crate::read::include_object(q)?) } else { None },
         metadata: crate::read::wants_metadata(accept),
         bookmarks: flag("allowWatchBookmarks"),
     };

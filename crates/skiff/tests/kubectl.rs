@@ -207,6 +207,14 @@ fn discovery_explain_describe_and_annotate() {
     assert!(everywhere.contains("other") && everywhere.contains("cfg"), "{everywhere}");
     let by_field = ok(&s, &["get", "ns", "--field-selector", "metadata.name=other", "-o", "name"]);
     assert_eq!(by_field.trim(), "namespace/other");
+    // `--sort-by` asks for Table rows carrying whole objects
+    // (`includeObject=Object`) and sorts on a field outside the metadata.
+    ok(&s, &["create", "configmap", "second", "-n", "other", "--from-literal=rank=2"]);
+    ok(&s, &["create", "configmap", "first", "-n", "other", "--from-literal=rank=1"]);
+    ok(&s, &["label", "cm", "-n", "other", "first", "second", "ranked=yes"]);
+    let sorted = ok(&s, &["get", "cm", "-n", "other", "-l", "ranked=yes", "--sort-by=.data.rank"]);
+    let names: Vec<&str> = sorted.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["first", "second"], "{sorted}");
 }
 
 #[test]
