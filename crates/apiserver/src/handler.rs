@@ -177,6 +177,12 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         review["status"] = json!({"allowed": true, "reason": "skiff has no RBAC yet: every authenticated user is allowed"});
         return Ok(json_response(201, &review));
     }
+    if let ["api", "v1", "nodes", name, "proxy", rest @ ..] = segs.as_slice() {
+        if !is_get {
+            return Err(ApiError::method_not_allowed(req.method().as_str()));
+        }
+        return crate::proxy::node(state, name, &rest.join("/"), req.uri().query()).await;
+    }
     if let ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] = segs.as_slice() {
         if !is_get {
             return Err(ApiError::method_not_allowed(req.method().as_str()));

@@ -67,8 +67,15 @@ pub(crate) fn kubelet_address(node: &Value) -> (String, u16) {
     (ip, port)
 }
 
-/// `GET path` on a kubelet's API: the whole body of a 200 answer.
-pub(crate) async fn kubelet_get(state: &State, ip: &str, port: u16, path: &str) -> Result<Bytes, ApiError> {
+/// One kubelet API answer, read whole.
+struct KubeletAnswer {
+    code: hyper::StatusCode,
+    content_type: Option<hyper::header::HeaderValue>,
+    body: Bytes,
+}
+
+/// `GET path` on a kubelet's API, whatever it answers.
+async fn kubelet_request(state: &State, ip: &str, port: u16, path: &str) -> Result<KubeletAnswer, ApiError> {
     let stream = dial(state, ip, port).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     tokio::spawn(conn);
@@ -77,12 +84,46 @@ pub(crate) async fn kubelet_get(state: &State, ip: &str, port: u16, path: &str) 
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = send.send_request(req).await.map_err(|e| ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
-    let code = resp.status();
+    let (code, content_type) = (resp.status(), resp.headers().get(hyper::header::CONTENT_TYPE).cloned());
     let body = resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
-    if !code.is_success() {
-        return Err(ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {code}: {}", String::from_utf8_lossy(&body).trim())));
+    Ok(KubeletAnswer { code, content_type, body })
+}
+
+/// `GET path` on a kubelet's API: the whole body of a 200 answer.
+pub(crate) async fn kubelet_get(state: &State, ip: &str, port: u16, path: &str) -> Result<Bytes, ApiError> {
+    let a = kubelet_request(state, ip, port, path).await?;
+    if !a.code.is_success() {
+        return Err(ApiError::internal(format!("Get \"https://{ip}:{port}{path}\": {}: {}", a.code, String::from_utf8_lossy(&a.body).trim())));
     }
-    Ok(body)
+    Ok(a.body)
+}
+
+/// `GET nodes/{name}/proxy/{path}`: the node's kubelet API through the API
+/// server, as kube-apiserver's node proxy serves `kubectl get --raw
+/// /api/v1/nodes/NODE/proxy/stats/summary`. The name may carry a port
+/// (`NODE:10250`); the kubelet's answer, code and type, is relayed as is.
+pub(crate) async fn node(state: &State, name: &str, path: &str, query: Option<&str>) -> Result<Resp, ApiError> {
+    // kubectl escapes the port's colon.
+    let name = name.replace("%3A", ":").replace("%3a", ":");
+    let (node_name, port) = match name.rsplit_once(':') {
+        Some((n, p)) => (n.strip_prefix("https:").unwrap_or(n), Some(p.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port in node name {name:?}")))?)),
+        None => (name.as_str(), None),
+    };
+    let node = object(state, "nodes", None, node_name).await?;
+    let (ip, default_port) = kubelet_address(&node);
+    if ip.is_empty() {
+        return Err(ApiError::new(503, "ServiceUnavailable", format!("no preferred addresses found; known addresses: []: node {node_name:?}")));
+    }
+    let target = match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("/{path}?{q}"),
+        None => format!("/{path}"),
+    };
+    let a = kubelet_request(state, &ip, port.unwrap_or(default_port), &target).await?;
+    let mut resp = crate::respond::bytes_response(a.code.as_u16(), a.body);
+    if let Some(ct) = a.content_type {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+    }
+    Ok(resp)
 }
 
 /// `GET pods/{name}/log`: the container's log, streamed from its kubelet.

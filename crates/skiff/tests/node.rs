@@ -773,4 +773,12 @@ fn kubectl_top_reports_node_and_pod_usage() {
     assert!(by_label.contains("idler") && !by_label.contains("burner"), "{by_label}");
     let (success, _, err) = kubectl(s, &["top", "pod", "nonexistent"]);
     assert!(!success && err.contains("not found"), "{err}");
+    // The node proxy reaches the same kubelet API.
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(s, &["get", "--raw", &format!("/api/v1/nodes/{}/proxy/stats/summary", n.name)])).expect("summary is JSON");
+    assert_eq!(summary["node"]["nodeName"], n.name.as_str(), "{summary}");
+    assert!(summary["pods"].as_array().is_some_and(|p| p.iter().any(|p| p["podRef"]["name"] == "burner")), "{summary}");
+    assert_eq!(ok(s, &["get", "--raw", &format!("/api/v1/nodes/{}/proxy/healthz", n.name)]).trim(), "ok");
+    let (success, _, err) = kubectl(s, &["get", "--raw", "/api/v1/nodes/nonexistent/proxy/healthz"]);
+    assert!(!success && err.contains("not found"), "{err}");
 }
