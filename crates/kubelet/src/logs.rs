@@ -103,6 +103,68 @@ pub fn render(records: &[Record], o: &Options) -> String {
     out
 }
 
+/// Wakes a log follower when the runtime writes to its log file, through
+/// inotify (the kubelet uses fsnotify the same way), so a followed line
+/// reaches `kubectl logs -f` as soon as it is written and an idle follower
+/// costs nothing. Without inotify (no watch could be added) it wakes on a
+/// short timer instead.
+pub struct FileChanges {
+    events: Option<inotify::EventStream<Vec<u8>>>,
+}
+
+/// Why [`FileChanges::next`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The file was written to.
+    Written,
+    /// The writer closed the file: containerd does so when the container's
+    /// output ends, that is, when it exits.
+    Closed,
+    /// Nothing happened within the wait.
+    Quiet,
+}
+
+/// The wait between reads when the file cannot be watched.
+const POLL_WITHOUT_INOTIFY: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl FileChanges {
+    /// Watches `path` for writes and for its writer closing it.
+    pub fn watch(path: &std::path::Path) -> Self {
+        let events = (|| {
+            let ino = inotify::Inotify::init()?;
+            ino.watches().add(path, inotify::WatchMask::MODIFY | inotify::WatchMask::CLOSE_WRITE)?;
+            ino.into_event_stream(vec![0u8; 1024])
+        })();
+        match events {
+            Ok(events) => Self { events: Some(events) },
+            Err(e) => {
+                tracing::debug!(error = %e, path = %path.display(), "no inotify watch on the log file: following on a timer");
+                Self { events: None }
+            }
+        }
+    }
+
+    /// Waits up to `quiet` for the next change.
+    pub async fn next(&mut self, quiet: std::time::Duration) -> Wake {
+        use futures::StreamExt;
+        let Some(events) = self.events.as_mut() else {
+            tokio::time::sleep(quiet.min(POLL_WITHOUT_INOTIFY)).await;
+            return Wake::Quiet;
+        };
+        match tokio::time::timeout(quiet, events.next()).await {
+            Ok(Some(Ok(ev))) if ev.mask.contains(inotify::EventMask::CLOSE_WRITE) => Wake::Closed,
+            Ok(Some(Ok(_))) => Wake::Written,
+            // The watch broke (the file went away, the queue overflowed):
+            // fall back to the timer rather than spin.
+            Ok(Some(Err(_)) | None) => {
+                self.events = None;
+                Wake::Quiet
+            }
+            Err(_) => Wake::Quiet,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +190,20 @@ mod tests {
         assert_eq!(render(&recs, &Options { limit_bytes: Some(5), ..Default::default() }), "one\nt");
         let since = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:01.5Z").expect("time").with_timezone(&chrono::Utc);
         assert_eq!(render(&recs, &Options { since_time: Some(since), ..Default::default() }), "three\n");
+    }
+
+    #[tokio::test]
+    async fn file_changes_wake_on_writes_and_on_close() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut f = std::fs::File::create(&path).expect("create");
+        let mut changes = FileChanges::watch(&path);
+        assert_eq!(changes.next(std::time::Duration::from_millis(50)).await, Wake::Quiet);
+        f.write_all(b"line\n").expect("write");
+        assert_eq!(changes.next(std::time::Duration::from_secs(5)).await, Wake::Written);
+        drop(f);
+        assert_eq!(changes.next(std::time::Duration::from_secs(5)).await, Wake::Closed);
     }
 
     #[test]

@@ -232,6 +232,8 @@ async fn container_logs(rt: &Runtime, ns: &str, pod: &str, container: &str, o: O
         }
         let mut offset = used as u64;
         let follow_opts = Options { timestamps: o.timestamps, ..Default::default() };
+        let mut changes = logs::FileChanges::watch(std::path::Path::new(&path));
+        let (mut closed, mut done) = (false, false);
         loop {
             let mut buf = Vec::new();
             if let Ok(mut f) = tokio::fs::File::open(&path).await {
@@ -245,25 +247,34 @@ async fn container_logs(rt: &Runtime, ns: &str, pod: &str, container: &str, o: O
             if !records.is_empty() && tx.send(Ok(Frame::data(Bytes::from(logs::render(&records, &follow_opts))))).await.is_err() {
                 return;
             }
-            if records.is_empty() {
-                let running = rt
-                    .runtime
-                    .clone()
-                    .container_status(api::ContainerStatusRequest { container_id: id.clone(), verbose: false })
-                    .await
-                    .ok()
-                    .and_then(|r| r.into_inner().status)
-                    .is_some_and(|s| s.state == api::ContainerState::ContainerRunning as i32);
-                if !running {
-                    return;
-                }
-                // containerd appends to the file; there is no change feed for
-                // it over CRI, so follow reads again shortly, as the kubelet does.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.changed() => return,
-                    _ = tx.closed() => return,
-                }
+            if !records.is_empty() {
+                continue;
+            }
+            if done {
+                return;
+            }
+            // At the end of what is written: a container that has stopped
+            // gets one last read; a running one is waited on.
+            let running = rt
+                .runtime
+                .clone()
+                .container_status(api::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().status)
+                .is_some_and(|s| s.state == api::ContainerState::ContainerRunning as i32);
+            if !running {
+                done = true;
+                continue;
+            }
+            // Writes wake the follower at once. The runtime reports the exit
+            // a moment after it closes the file, so once closed the state
+            // is asked again soon; otherwise every second, as the kubelet does.
+            let quiet = if closed { Duration::from_millis(100) } else { Duration::from_secs(1) };
+            tokio::select! {
+                wake = changes.next(quiet) => closed |= wake == logs::Wake::Closed,
+                _ = stop.changed() => return,
+                _ = tx.closed() => return,
             }
         }
     });

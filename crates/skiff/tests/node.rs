@@ -148,6 +148,31 @@ fn a_pod_runs_and_kubectl_logs_shows_its_output() {
     assert_eq!(jsonpath(s, &["pod", "hello"], "{.status.containerStatuses[0].state.terminated.reason}"), "Completed");
     let (success, _, err) = kubectl(s, &["logs", "hello", "--previous"]);
     assert!(!success && err.contains("previous terminated container"), "{err}");
+    // `logs -f` streams each line as it is written and ends when the container does.
+    ok(s, &["run", "ticker", &format!("--image={IMAGE}"), "--restart=Never", "--", "sh", "-c", "echo tick 1; sleep 2; echo tick 2; sleep 2; echo tick 3"]);
+    wait_until(s, 60, "ticker running", |s| phase(s, "ticker") != "Pending");
+    let mut follow = std::process::Command::new(common::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().expect("stdout")));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push((lines.next().and_then(Result::ok).unwrap_or_default(), Instant::now()));
+    }
+    assert_eq!(seen.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["tick 1", "tick 2", "tick 3"]);
+    assert!(seen[2].1 - seen[0].1 >= Duration::from_millis(1500), "lines arrive as they are written, not at the end");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follow.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "kubectl logs -f did not end after the container exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ended = seen[2].1.elapsed();
+    assert!(lines.next().is_none(), "nothing after the last line");
+    eprintln!("logs -f ended {ended:?} after the last line");
     // Services existing when a container starts show up as link variables,
     // and the `kubernetes` Service always does (in-cluster clients read it).
     ok(s, &["create", "service", "clusterip", "web-front", "--tcp=8080:80"]);
