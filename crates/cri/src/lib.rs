@@ -113,6 +113,19 @@ impl Runtime {
         }))
     }
 
+    /// Whether containerd's own task for a CRI container has stopped.
+    /// containerd marks its task stopped a moment before its CRI plugin
+    /// reports the container exited; an attach in that moment would be let
+    /// in and get nothing. `None` when the runtime cannot say (no containerd
+    /// tasks API, no such task).
+    pub async fn task_stopped(&self, container_id: &str) -> Option<bool> {
+        use containerd_client::services::v1::{tasks_client::TasksClient, GetRequest};
+        let mut req = tonic::Request::new(GetRequest { container_id: container_id.to_string(), exec_id: String::new() });
+        req.metadata_mut().insert("containerd-namespace", tonic::metadata::MetadataValue::from_static(CRI_NAMESPACE));
+        let process = TasksClient::new(self.channel.clone()).get(req).await.ok()?.into_inner().process?;
+        Some(process.status == containerd_client::types::v1::Status::Stopped as i32)
+    }
+
     /// The runtime's name and version, e.g. `containerd://1.6.20`.
     pub async fn version(&self) -> Result<String, CriError> {
         let v = self.runtime.clone().version(api::VersionRequest { version: "v1".into() }).await?.into_inner();

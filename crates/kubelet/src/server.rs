@@ -157,7 +157,10 @@ async fn stream(rt: &Runtime, kind: &str, ns: &str, pod: &str, container: Option
                 Ok(s) => s,
                 Err(resp) => return resp,
             };
-            if status.state != api::ContainerState::ContainerRunning as i32 {
+            // containerd's task stops a moment before its CRI says so: an
+            // attach let in then would get nothing, where a refusal makes
+            // `kubectl run -i` fall back to the logs of what already ran.
+            if status.state != api::ContainerState::ContainerRunning as i32 || rt.task_stopped(&status.id).await == Some(true) {
                 return text(400, format!("container {container} is not running"));
             }
             let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr") && !flag("tty"), flag("tty"));

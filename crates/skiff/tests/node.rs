@@ -562,6 +562,14 @@ fn exec_cp_attach_and_port_forward_reach_the_container() {
         .output()
         .expect("kubectl attach");
     assert!(String::from_utf8_lossy(&attach.stdout).contains("tick "), "{}", String::from_utf8_lossy(&attach.stderr));
+    // `kubectl run -i --rm` of a command that is done before kubectl can
+    // attach still prints its output: the attach is refused, and kubectl
+    // falls back to the logs.
+    for i in 0..3 {
+        let name = format!("quick-{i}");
+        let (success, out, err) = kubectl(s, &["run", &name, &format!("--image={IMAGE}"), "--rm", "-i", "--restart=Never", "--", "echo", "quick output"]);
+        assert!(success && out.lines().any(|l| l == "quick output"), "run {i}: {out}\n{err}");
+    }
     // port-forward reaches busybox httpd in the pod, from today's kubectl (SPDY
     // tunneled in WebSocket, served without falling back) and 1.29's (SPDY).
     for (bin, port) in [(common::kubectl_bin(), 0), ("/usr/lib/google-cloud-sdk/bin/kubectl.1.29", 1)] {
