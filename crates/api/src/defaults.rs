@@ -114,6 +114,10 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(status, "phase", json!("Pending"));
             }
         }
+        "StorageClass" => {
+            default(o, "reclaimPolicy", json!("Delete"));
+            default(o, "volumeBindingMode", json!("Immediate"));
+        }
         "PersistentVolume" => {
             if let Some(spec) = child(o, "spec") {
                 default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
-use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy};
+use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, storage::v1 as storage};
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -146,6 +146,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(coordination::Lease, "coordination.k8s.io", "v1", "leases", "lease", "Lease", true, [], [], status: false, scale: false),
     resource!(discovery::EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, [], [], status: false, scale: false),
     resource!(events::Event, "events.k8s.io", "v1", "events", "event", "Event", true, ["ev"], [], status: false, scale: false),
+    resource!(storage::StorageClass, "storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], status: false, scale: false),
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
 ];
 

@@ -165,8 +165,46 @@ fn columns(kind: &str) -> Vec<Col> {
             c("StorageClass", "string", 0),
             c("Age", "string", 0),
         ],
+        "PersistentVolume" => vec![
+            c("Name", "string", 0),
+            c("Capacity", "string", 0),
+            c("Access Modes", "string", 0),
+            c("Reclaim Policy", "string", 0),
+            c("Status", "string", 0),
+            c("Claim", "string", 0),
+            c("StorageClass", "string", 0),
+            c("VolumeAttributesClass", "string", 0),
+            c("Reason", "string", 0),
+            c("Age", "string", 0),
+            c("VolumeMode", "string", 1),
+        ],
+        "StorageClass" => vec![
+            c("Name", "string", 0),
+            c("Provisioner", "string", 0),
+            c("ReclaimPolicy", "string", 0),
+            c("VolumeBindingMode", "string", 0),
+            c("AllowVolumeExpansion", "string", 0),
+            c("Age", "string", 0),
+        ],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
+}
+
+/// Access modes as `kubectl get` abbreviates them (`RWO,ROX`).
+fn access_modes(modes: Option<&Value>) -> String {
+    let short: Vec<String> = modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|m| match m.as_str() {
+            Some("ReadWriteOnce") => "RWO".to_string(),
+            Some("ReadOnlyMany") => "ROX".to_string(),
+            Some("ReadWriteMany") => "RWX".to_string(),
+            Some("ReadWriteOncePod") => "RWOP".to_string(),
+            _ => s(Some(m)),
+        })
+        .collect();
+    short.join(",")
 }
 
 fn s(v: Option<&Value>) -> String {
@@ -179,6 +217,18 @@ fn s(v: Option<&Value>) -> String {
 
 fn int(v: Option<&Value>) -> i64 {
     v.and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_unset(x: String) -> String {
+    or_default(x, "<unset>")
+}
+
+fn or_default(x: String, default: &str) -> String {
+    if x.is_empty() {
+        default.into()
+    } else {
+        x
+    }
 }
 
 fn or_none(x: String) -> String {
@@ -448,26 +498,43 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "Lease" => vec![name, json!(or_none(s(g("/spec/holderIdentity")))), json!(created)],
         "ServiceAccount" => vec![name, json!(g("/secrets").and_then(Value::as_array).map_or(0, Vec::len).to_string()), json!(created)],
-        "PersistentVolumeClaim" => {
-            let modes: Vec<String> = g("/status/accessModes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|m| match m.as_str() {
-                    Some("ReadWriteOnce") => "RWO".to_string(),
-                    Some("ReadOnlyMany") => "ROX".to_string(),
-                    Some("ReadWriteMany") => "RWX".to_string(),
-                    Some("ReadWriteOncePod") => "RWOP".to_string(),
-                    _ => s(Some(m)),
-                })
-                .collect();
+        "PersistentVolumeClaim" => vec![
+            name,
+            json!(s(g("/status/phase"))),
+            json!(s(g("/spec/volumeName"))),
+            json!(s(g("/status/capacity/storage"))),
+            json!(access_modes(g("/status/accessModes"))),
+            json!(or_none(s(g("/spec/storageClassName")))),
+            json!(created),
+        ],
+        "PersistentVolume" => {
+            let claim = match (g("/spec/claimRef/namespace"), g("/spec/claimRef/name")) {
+                (Some(ns), Some(n)) => format!("{}/{}", s(Some(ns)), s(Some(n))),
+                _ => String::new(),
+            };
             vec![
                 name,
+                json!(s(g("/spec/capacity/storage"))),
+                json!(access_modes(g("/spec/accessModes"))),
+                json!(s(g("/spec/persistentVolumeReclaimPolicy"))),
                 json!(s(g("/status/phase"))),
-                json!(s(g("/spec/volumeName"))),
-                json!(s(g("/status/capacity/storage"))),
-                json!(modes.join(",")),
-                json!(or_none(s(g("/spec/storageClassName")))),
+                json!(claim),
+                json!(s(g("/spec/storageClassName"))),
+                json!(or_unset(s(g("/spec/volumeAttributesClassName")))),
+                json!(s(g("/status/reason"))),
+                json!(created),
+                json!(s(g("/spec/volumeMode"))),
+            ]
+        }
+        "StorageClass" => {
+            let default = o.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true");
+            let name = if default { json!(format!("{} (default)", s(o.pointer("/metadata/name")))) } else { name };
+            vec![
+                name,
+                json!(s(g("/provisioner"))),
+                json!(or_default(s(g("/reclaimPolicy")), "Delete")),
+                json!(or_default(s(g("/volumeBindingMode")), "Immediate")),
+                json!(g("/allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()),
                 json!(created),
             ]
         }

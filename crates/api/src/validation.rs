@@ -152,6 +152,29 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             }));
         }
         "Service" => service(spec, &mut errs),
+        "StorageClass" => {
+            if obj.get("provisioner").and_then(Value::as_str).unwrap_or_default().is_empty() {
+                errs.push(FieldError::required("provisioner", ""));
+            }
+            if let Some(p) = obj.get("reclaimPolicy").and_then(Value::as_str) {
+                if !matches!(p, "Delete" | "Retain") {
+                    errs.push(FieldError::not_supported("reclaimPolicy", p, &["Delete", "Retain"]));
+                }
+            }
+            if let Some(m) = obj.get("volumeBindingMode").and_then(Value::as_str) {
+                if !matches!(m, "Immediate" | "WaitForFirstConsumer") {
+                    errs.push(FieldError::not_supported("volumeBindingMode", m, &["Immediate", "WaitForFirstConsumer"]));
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if spec.and_then(|s| s.get("accessModes")).and_then(Value::as_array).is_none_or(Vec::is_empty) {
+                errs.push(FieldError::required("spec.accessModes", "at least 1 access mode is required"));
+            }
+            if spec.and_then(|s| s.pointer("/resources/requests/storage")).is_none() {
+                errs.push(FieldError::required("spec.resources[storage]", ""));
+            }
+        }
         "ConfigMap" | "Secret" => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(map) = obj.get(field).and_then(Value::as_object) {
@@ -382,6 +405,38 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
             }
         }
         "Pod" => pod_update(new, old, errs),
+        "StorageClass" => {
+            for f in ["provisioner", "parameters", "reclaimPolicy"] {
+                if new.get(f) != old.get(f) {
+                    errs.push(FieldError::forbidden(f, format!("updates to {f} are forbidden.")));
+                }
+            }
+            immutable("volumeBindingMode", new.get("volumeBindingMode"), old.get("volumeBindingMode"), errs);
+        }
+        "PersistentVolumeClaim" => {
+            // Only a larger request, and the binder filling in the volume,
+            // may change.
+            let strip = |spec: Option<&Value>, volume_name_settable: bool| {
+                let mut s = spec.cloned().unwrap_or(Value::Null);
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("volumeAttributesClassName");
+                    if volume_name_settable {
+                        o.remove("volumeName");
+                    }
+                }
+                if let Some(r) = s.get_mut("resources").and_then(Value::as_object_mut) {
+                    r.remove("requests");
+                }
+                s
+            };
+            let unbound = old.pointer("/spec/volumeName").and_then(Value::as_str).unwrap_or_default().is_empty();
+            if strip(new.get("spec"), unbound) != strip(old.get("spec"), unbound) {
+                errs.push(FieldError::forbidden(
+                    "spec",
+                    "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                ));
+            }
+        }
         _ => {}
     }
 }

@@ -57,6 +57,21 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), Sto
             Err(e) => return Err(e),
         }
     }
+    // The default StorageClass, served by the controller manager's
+    // local-path provisioner (k3s ships the same as an add-on, and, as k3s,
+    // puts it back at start when it is missing).
+    if let Some(sc) = skiff_api::registry::find("storage.k8s.io", "v1", "storageclasses") {
+        let name = crate::admission::LOCAL_PATH_CLASS;
+        let mut obj = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name,
+            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+            "annotations": {crate::admission::DEFAULT_CLASS_ANNOTATION: "true"}},
+            "provisioner": crate::admission::LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
+        defaults::apply("StorageClass", &mut obj);
+        match state.store.create(&sc.key(None, name), Bytes::from(obj.to_string())).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     // The `kubernetes` Service every cluster has, on the first service IP.
     if let Some(svc) = skiff_api::registry::find("", "v1", "services") {
         let ip = std::net::Ipv4Addr::from(u32::from(crate::admission::SERVICE_CIDR_BASE) + 1).to_string();

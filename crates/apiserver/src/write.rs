@@ -181,6 +181,9 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
+    if rt.kind == "PersistentVolumeClaim" && obj.get("spec").is_some_and(Value::is_object) {
+        crate::admission::persistent_volume_claim(state, &mut obj);
+    }
     if rt.kind == "Pod" {
         default_tolerations(&mut obj, state.toleration_seconds);
         let qos = defaults::qos_class(&obj["spec"]);

@@ -15,6 +15,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -115,6 +116,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     statefulset::run(client.clone(), i.clone(), shutdown.clone()),
                     endpoints::run(client.clone(), i.clone(), shutdown.clone()),
                     podgc::run(client.clone(), i.clone(), opts.terminated_pod_gc_threshold, shutdown.clone()),
+                    persistentvolume::run(client.clone(), i.clone(), shutdown.clone()),
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), i.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),

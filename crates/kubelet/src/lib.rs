@@ -237,7 +237,6 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
             node_ip: cfg.node_ip.to_string(),
             pods_dir: cfg.dir.join("pods"),
             logs_dir: cfg.dir.join("logs"),
-            storage_dir: cfg.dir.join("storage"),
             node_memory: facts.memory,
             services,
         });

@@ -69,6 +69,10 @@ pub enum Readiness {
     NotReady(String),
 }
 
+/// The Node annotation naming the directory under which the local-path
+/// provisioner's volumes for this node live (the controller manager reads it).
+pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "skiff.io/local-path-root";
+
 /// The Node object registered at start (labels and taints; status follows).
 pub fn node_object(cfg: &Config) -> Result<Node, serde_json::Error> {
     let mut labels: BTreeMap<String, String> = [
@@ -82,8 +86,11 @@ pub fn node_object(cfg: &Config) -> Result<Node, serde_json::Error> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     labels.extend(cfg.node_labels.clone());
+    // Where the local-path provisioner puts this node's volumes.
+    let storage = std::path::absolute(cfg.dir.join("storage")).unwrap_or_else(|_| cfg.dir.join("storage"));
+    let annotations = json!({LOCAL_PATH_ROOT_ANNOTATION: storage.display().to_string()});
     serde_json::from_value(json!({
-        "metadata": {"name": cfg.node_name, "labels": labels},
+        "metadata": {"name": cfg.node_name, "labels": labels, "annotations": annotations},
         "spec": {"taints": cfg.taints},
     }))
 }
@@ -128,7 +135,7 @@ pub async fn register(nodes: &Api<Node>, cfg: &Config) -> Result<(), kube::Error
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let p = json!({"metadata": {"labels": node.metadata.labels}});
+            let p = json!({"metadata": {"labels": node.metadata.labels, "annotations": node.metadata.annotations}});
             nodes.patch(&cfg.node_name, &PatchParams::default(), &Patch::Merge(&p)).await.map(|_| ())
         }
         Err(e) => Err(e),

@@ -36,8 +36,6 @@ pub struct Ctx {
     pub pods_dir: PathBuf,
     /// Container logs, `<ns>_<pod>_<uid>/<container>/<n>.log`.
     pub logs_dir: PathBuf,
-    /// Local volumes of PersistentVolumeClaims.
-    pub storage_dir: PathBuf,
     /// The node's memory, for OOM scores.
     pub node_memory: u64,
     /// Every Service, from a watch: containers' Service variables.
@@ -228,7 +226,7 @@ impl Worker {
         // Volumes: set up before the sandbox; configMap/secret contents refreshed every few seconds.
         let stale = self.volumes.as_ref().is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(5));
         if stale {
-            match volumes::prepare(&self.ctx.client, pod, &self.pod_dir(&uid), &self.ctx.storage_dir).await {
+            match volumes::prepare(&self.ctx.client, pod, &self.pod_dir(&uid)).await {
                 Ok(v) => self.volumes = Some((v, Instant::now())),
                 Err(e) => {
                     self.ctx.recorder.record(pod, EventType::Warning, "FailedMount", &e.to_string());

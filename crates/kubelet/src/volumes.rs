@@ -1,7 +1,8 @@
 //! Pod volumes materialized on the node: `emptyDir` (tmpfs for `medium:
 //! Memory`), `configMap`, `secret`, `downwardAPI` and `projected` as files
 //! (rewritten at every sync, so updates reach running containers), `hostPath`,
-//! and `persistentVolumeClaim` as a local directory per claim.
+//! and `persistentVolumeClaim` as the directory of the volume it is bound to
+//! (a local-path volume under the node's `storage/`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,18 +24,18 @@ pub struct MountError {
 pub type HostPaths = HashMap<String, PathBuf>;
 
 /// Sets up every volume of `pod` under `pod_dir` and returns their host paths.
-pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path, storage_dir: &Path) -> Result<HostPaths, MountError> {
+pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<HostPaths, MountError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = HostPaths::new();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
         let err = |message: String| MountError { volume: v.name.clone(), message };
-        let path = setup(client, pod, &ns, v, pod_dir, storage_dir).await.map_err(err)?;
+        let path = setup(client, pod, &ns, v, pod_dir).await.map_err(err)?;
         out.insert(v.name.clone(), path);
     }
     Ok(out)
 }
 
-async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: &Path, storage_dir: &Path) -> Result<PathBuf, String> {
+async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: &Path) -> Result<PathBuf, String> {
     let dir = |kind: &str| pod_dir.join("volumes").join(kind).join(&v.name);
     let io = |e: std::io::Error| e.to_string();
     if let Some(hp) = &v.host_path {
@@ -64,7 +65,7 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
         return Ok(p);
     }
     if let Some(pvc) = &v.persistent_volume_claim {
-        let p = storage_dir.join(format!("{ns}_{}", pvc.claim_name));
+        let p = claimed_path(client, ns, &pvc.claim_name).await?;
         std::fs::create_dir_all(&p).map_err(io)?;
         return Ok(p);
     }
@@ -103,6 +104,29 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
     let p = dir(kind);
     write_files(&p, &files).map_err(io)?;
     Ok(p)
+}
+
+/// The directory of the volume a claim is bound to: the PersistentVolume's
+/// `hostPath` or `local` path (what the local-path provisioner makes). An
+/// unbound claim is a mount failure, retried until the binder is done.
+async fn claimed_path(client: &kube::Client, ns: &str, claim: &str) -> Result<PathBuf, String> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(client.clone(), ns);
+    let pvc = claims.get_opt(claim).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
+    let Some(volume) = pvc.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty()) else {
+        return Err(format!("persistentvolumeclaim \"{claim}\" is not bound"));
+    };
+    let pv = kube::Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&volume)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolume \"{volume}\" not found"))?;
+    let spec = pv.spec.unwrap_or_default();
+    match (spec.host_path, spec.local) {
+        (Some(hp), _) => Ok(PathBuf::from(hp.path)),
+        (None, Some(local)) => Ok(PathBuf::from(local.path)),
+        _ => Err(format!("persistentvolume \"{volume}\": only hostPath and local volumes can be mounted on this node")),
+    }
 }
 
 fn is_mountpoint(p: &Path) -> bool {

@@ -293,6 +293,18 @@ spec:
     let pvcs = ok(&s, &["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]);
     assert_eq!(lines(&pvcs).len(), 3, "{pvcs}");
     assert!(pvcs.contains("www-web-0") && pvcs.contains("www-web-2"));
+    // The default class provisions each claim a local volume on the node its
+    // first pod was scheduled to, and binds them.
+    assert!(ok(&s, &["get", "storageclass"]).contains("local-path (default)"));
+    wait_for(&s, 30, |s| ok(s, &["get", "pvc", "-o", "jsonpath={.items[*].status.phase}"]) == "Bound Bound Bound");
+    for i in 0..3 {
+        let pv = ok(&s, &["get", "pvc", &format!("www-web-{i}"), "-o", "jsonpath={.spec.volumeName}"]);
+        let node = ok(&s, &["get", "pod", &format!("web-{i}"), "-o", "jsonpath={.spec.nodeName}"]);
+        let pinned = ok(&s, &["get", "pv", &pv, "-o", "jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}"]);
+        assert_eq!(pinned, node, "{pv} lives on the node of web-{i}");
+        let row = ok(&s, &["get", "pv", &pv, "--no-headers"]);
+        assert!(row.contains("1Gi") && row.contains("RWO") && row.contains("Delete") && row.contains(&format!("default/www-web-{i}")), "{row}");
+    }
     assert_eq!(ok(&s, &["get", "pod", "web-1", "-o", "jsonpath={.spec.hostname}.{.spec.subdomain}"]), "web-1.web");
     ok(&s, &["scale", "statefulset", "web", "--replicas=0"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -431,4 +443,82 @@ fn a_job_whose_pods_fail_stops_at_its_backoff_limit() {
     assert_eq!(ok(&s, &["get", "job", "doomed", "-o", "jsonpath={.status.failed}"]), "2", "backoffLimit 1: the second failure ends it");
     let exit = ok(&s, &["get", "pods", "-l", "job-name=doomed", "-o", "jsonpath={.items[0].status.containerStatuses[0].state.terminated.exitCode}"]);
     assert_eq!(exit, "1");
+}
+
+#[test]
+fn claims_bind_to_fitting_volumes_and_volumes_are_reclaimed_by_policy() {
+    let s = start_with(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objs = "\
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: small}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {path: /tmp/skiff-test-small}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: big}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce, ReadOnlyMany]
+  storageClassName: manual
+  hostPath: {path: /tmp/skiff-test-big}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: wants-2g}
+spec:
+  storageClassName: manual
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 2Gi}}
+";
+    ok(&s, &["apply", "-f", &manifest(&dir, "pv.yaml", objs)]);
+    // The smallest volume that fits: 1Gi is too small, so the 10Gi one.
+    wait_for(&s, 30, |s| ok(s, &["get", "pvc", "wants-2g", "-o", "jsonpath={.status.phase}/{.spec.volumeName}"]) == "Bound/big");
+    assert_eq!(ok(&s, &["get", "pv", "big", "-o", "jsonpath={.status.phase}/{.spec.claimRef.name}"]), "Bound/wants-2g");
+    assert_eq!(ok(&s, &["get", "pvc", "wants-2g", "-o", "jsonpath={.status.capacity.storage}"]), "10Gi");
+    wait_for(&s, 30, |s| ok(s, &["get", "pv", "small", "-o", "jsonpath={.status.phase}"]) == "Available");
+    // The claim's spec is fixed once bound, but for its request.
+    let (success, _, err) = kubectl(&s, &["patch", "pvc", "wants-2g", "--type=merge", "-p", r#"{"spec":{"accessModes":["ReadOnlyMany"]}}"#]);
+    assert!(!success && err.contains("spec is immutable after creation"), "{err}");
+    // A volume kept (Retain, the default for volumes made by hand) is
+    // Released when its claim goes.
+    ok(&s, &["delete", "pvc", "wants-2g"]);
+    wait_for(&s, 30, |s| ok(s, &["get", "pv", "big", "-o", "jsonpath={.status.phase}"]) == "Released");
+    // A claim that names no class gets the default one; one of a class that
+    // does not exist waits, and says why.
+    let claims = "\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: defaulted}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: nowhere}
+spec:
+  storageClassName: fast-ssd
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+";
+    ok(&s, &["apply", "-f", &manifest(&dir, "pvc.yaml", claims)]);
+    assert_eq!(ok(&s, &["get", "pvc", "defaulted", "-o", "jsonpath={.spec.storageClassName}"]), "local-path");
+    wait_for(&s, 30, |s| {
+        ok(s, &["get", "events", "--field-selector", "involvedObject.name=nowhere", "-o", "jsonpath={.items[*].message}"])
+            .contains("storageclass.storage.k8s.io \"fast-ssd\" not found")
+    });
+    assert_eq!(ok(&s, &["get", "pvc", "nowhere", "-o", "jsonpath={.status.phase}"]), "Pending");
+    // local-path waits for the first pod to be scheduled.
+    wait_for(&s, 30, |s| {
+        ok(s, &["get", "events", "--field-selector", "involvedObject.name=defaulted", "-o", "jsonpath={.items[*].reason}"]).contains("WaitForFirstConsumer")
+    });
+    assert_eq!(ok(&s, &["get", "pvc", "defaulted", "-o", "jsonpath={.status.phase}"]), "Pending");
+    let (success, _, err) = kubectl(&s, &["apply", "-f", &manifest(&dir, "bad.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: bad}\nspec: {resources: {requests: {storage: 1Gi}}}\n")]);
+    assert!(!success && err.contains("spec.accessModes: Required value"), "{err}");
 }

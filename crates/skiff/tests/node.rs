@@ -815,3 +815,30 @@ fn kubectl_top_reports_node_and_pod_usage() {
     let (success, _, err) = kubectl(s, &["get", "--raw", "/api/v1/nodes/nonexistent/proxy/healthz"]);
     assert!(!success && err.contains("not found"), "{err}");
 }
+
+#[test]
+fn a_claim_gets_a_local_volume_whose_data_outlives_its_pods() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    let pod = |name: &str, cmd: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [sh, -c, '{cmd}']\n    volumeMounts: [{{name: data, mountPath: /data}}]\n  volumes:\n  - name: data\n    persistentVolumeClaim: {{claimName: data}}\n"
+        )
+    };
+    apply(s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 100Mi}}\n");
+    apply(s, &pod("writer", "echo kept > /data/file"));
+    wait_until(s, 60, "writer Succeeded", |s| phase(s, "writer") == "Succeeded");
+    assert_eq!(jsonpath(s, &["pvc", "data"], "{.status.phase}"), "Bound");
+    let pv = jsonpath(s, &["pvc", "data"], "{.spec.volumeName}");
+    let path = jsonpath(s, &["pv", &pv], "{.spec.hostPath.path}");
+    assert!(path.starts_with(&s.dir.path().join("agent/storage").display().to_string()), "the volume lives in the node's storage dir: {path}");
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(&path).join("file")).expect("the file on the node"), "kept\n");
+    ok(s, &["delete", "pod", "writer"]);
+    apply(s, &pod("reader", "cat /data/file"));
+    wait_until(s, 60, "reader Succeeded", |s| phase(s, "reader") == "Succeeded");
+    assert_eq!(ok(s, &["logs", "reader"]), "kept\n");
+    // The class reclaims with Delete: the volume goes with its claim.
+    ok(s, &["delete", "pod", "reader"]);
+    ok(s, &["delete", "pvc", "data"]);
+    wait_until(s, 30, "volume deleted", |s| !kubectl(s, &["get", "pv", &pv]).0);
+}
