@@ -9,6 +9,7 @@ use rand::Rng;
 use crate::cache::{Cache, NodeInfo, PodInfo};
 use crate::plugins::{
     balanced_allocation, inter_pod_affinity, node_affinity, node_ports, node_resources_fit, node_unschedulable, pod_topology_spread, taint_toleration,
+    volume_binding,
 };
 
 /// Why no node fits: failure reason → number of nodes.
@@ -18,11 +19,16 @@ pub struct FitError {
     pub nodes: usize,
     /// Reason → node count.
     pub reasons: BTreeMap<String, usize>,
+    /// Why no node was even looked at (a PreFilter rejection).
+    pub prefilter: Option<String>,
 }
 
 impl std::fmt::Display for FitError {
     /// `0/5 nodes are available: 3 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: gpu}.`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.prefilter {
+            return write!(f, "0/{} nodes are available: {why}.", self.nodes);
+        }
         let mut parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
         parts.sort();
         if parts.is_empty() {
@@ -35,6 +41,7 @@ impl std::fmt::Display for FitError {
 
 /// Per-cycle state computed once for the incoming pod.
 struct Cycle {
+    volumes: Vec<std::sync::Arc<k8s_openapi::api::core::v1::PersistentVolume>>,
     affinity: Option<inter_pod_affinity::Precomputed>,
     spread: Option<pod_topology_spread::Precomputed>,
 }
@@ -46,6 +53,7 @@ fn filter(pod: &PodInfo, node: &NodeInfo, cycle: &Cycle) -> Result<(), Vec<Strin
     taint_toleration::filter(&pod.pod, node)?;
     node_affinity::filter(&pod.pod, &node.node)?;
     node_ports::filter(pod, node)?;
+    volume_binding::filter(&cycle.volumes, &node.node)?;
     node_resources_fit::filter(pod, node)?;
     if let Some(s) = &cycle.spread {
         pod_topology_spread::filter(s, node)?;
@@ -87,18 +95,20 @@ fn normalize(raw: &mut [i64], reverse: bool) {
 
 /// Picks a node for `pod`, or explains why none fits. `start` rotates
 /// where the search begins, so successive pods spread the work.
-pub fn schedule(pod: &PodInfo, cache: &Cache, start: &mut usize, cluster_has_anti: bool) -> Result<String, FitError> {
+pub fn schedule(pod: &PodInfo, cache: &Cache, start: &mut usize, cluster_has_anti: bool, volumes: &volume_binding::Volumes) -> Result<String, FitError> {
     let n = cache.nodes.len();
     if n == 0 {
-        return Err(FitError { nodes: 0, reasons: BTreeMap::new() });
+        return Err(FitError { nodes: 0, ..Default::default() });
     }
+    let volumes = volume_binding::prefilter(&pod.pod, volumes).map_err(|why| FitError { nodes: n, reasons: BTreeMap::new(), prefilter: Some(why) })?;
     let cycle = Cycle {
+        volumes,
         affinity: inter_pod_affinity::relevant(pod, cluster_has_anti).then(|| inter_pod_affinity::precompute(pod, cache)),
         spread: (!pod_topology_spread::constraints(pod).is_empty()).then(|| pod_topology_spread::precompute(pod, cache)),
     };
     let want = feasible_to_find(n);
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
-    let mut err = FitError { nodes: n, reasons: BTreeMap::new() };
+    let mut err = FitError { nodes: n, ..Default::default() };
     let mut checked = 0;
     for k in 0..n {
         let node = &cache.nodes[(*start + k) % n];
@@ -273,7 +283,7 @@ mod tests {
             node("d", "8", json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]})),
             node("e", "8", json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]})),
         ]);
-        let err = schedule(&pod(json!({}), json!({})), &c, &mut 0, false).expect_err("nothing fits");
+        let err = schedule(&pod(json!({}), json!({})), &c, &mut 0, false, &volume_binding::Volumes::none()).expect_err("nothing fits");
         assert_eq!(err.to_string(), "0/5 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}, 3 Insufficient cpu.");
     }
 
@@ -281,9 +291,9 @@ mod tests {
     fn resources_and_least_allocated_pick_the_emptier_node() {
         let mut c = cache(vec![node("busy", "4", json!({})), node("idle", "4", json!({}))]);
         place(&mut c, "busy", "x", json!({}), "2");
-        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false), Ok("idle".to_string()));
+        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("idle".to_string()));
         place(&mut c, "idle", "y", json!({}), "3500m");
-        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false), Ok("busy".to_string()));
+        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("busy".to_string()));
     }
 
     #[test]
@@ -293,7 +303,7 @@ mod tests {
             node("gpu", "8", json!({"labels": {"accel": "gpu"}, "taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]})),
         ]);
         let p = pod(json!({"nodeSelector": {"accel": "gpu"}}), json!({}));
-        let err = schedule(&p, &c, &mut 0, false).expect_err("taint not tolerated");
+        let err = schedule(&p, &c, &mut 0, false, &volume_binding::Volumes::none()).expect_err("taint not tolerated");
         assert_eq!(
             err.to_string(),
             "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: gpu}."
@@ -302,7 +312,7 @@ mod tests {
             json!({"nodeSelector": {"accel": "gpu"}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
             json!({}),
         );
-        assert_eq!(schedule(&p, &c, &mut 0, false), Ok("gpu".to_string()));
+        assert_eq!(schedule(&p, &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("gpu".to_string()));
     }
 
     #[test]
@@ -311,9 +321,9 @@ mod tests {
         place(&mut c, "a", "w1", json!({"app": "web"}), "1");
         let anti = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
-        assert_eq!(schedule(&pod(anti.clone(), json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(anti.clone(), json!({"app": "web"})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
         place(&mut c, "b", "w2", json!({"app": "web"}), "1");
-        let err = schedule(&pod(anti, json!({"app": "web"})), &c, &mut 0, false).expect_err("no room");
+        let err = schedule(&pod(anti, json!({"app": "web"})), &c, &mut 0, false, &volume_binding::Volumes::none()).expect_err("no room");
         assert_eq!(err.to_string(), "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.");
     }
 
@@ -323,7 +333,7 @@ mod tests {
         place(&mut c, "b", "db", json!({"app": "db"}), "1");
         let aff = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
-        assert_eq!(schedule(&pod(aff, json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(aff, json!({"app": "web"})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
     }
 
     #[test]
@@ -335,7 +345,7 @@ mod tests {
         c.add_pod("a", Arc::new(p));
         let want = pod(json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}), json!({}));
         assert_eq!(
-            schedule(&want, &c, &mut 0, false).expect_err("port taken").to_string(),
+            schedule(&want, &c, &mut 0, false, &volume_binding::Volumes::none()).expect_err("port taken").to_string(),
             "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
         );
     }
@@ -346,7 +356,7 @@ mod tests {
         let mut c = cache(vec![node("a", "8", zone("z1")), node("b", "8", zone("z2"))]);
         place(&mut c, "a", "w1", json!({"app": "web"}), "1");
         let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
-        assert_eq!(schedule(&pod(spread, json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(spread, json!({"app": "web"})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
     }
 
     #[test]
@@ -363,7 +373,7 @@ mod tests {
         low(&mut c, "b", "b1", 500, "1");
         low(&mut c, "b", "b2", 10, "1");
         let want = pod(json!({"priority": 1000}), json!({}));
-        assert!(schedule(&want, &c, &mut 0, false).is_err(), "both nodes are full");
+        assert!(schedule(&want, &c, &mut 0, false, &volume_binding::Volumes::none()).is_err(), "both nodes are full");
         // On a, one priority-0 pod is enough; b's cheapest victim has priority 10.
         let (node, victims) = preempt(&want, &c).expect("a victim");
         assert_eq!(node, "a");
@@ -400,30 +410,30 @@ mod tests {
             json!({}),
         );
         assert_eq!(node_affinity::score(&p.pod, &c.nodes[1].node), 50);
-        assert_eq!(schedule(&p, &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&p, &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
         // PreferNoSchedule taints are avoided when something else fits.
         let c = cache(vec![node("a", "8", json!({"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]})), node("b", "8", json!({}))]);
         let plain = pod(json!({}), json!({}));
         assert_eq!(taint_toleration::score(&plain.pod, &c.nodes[0]), 1);
-        assert_eq!(schedule(&plain, &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&plain, &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
         // ScheduleAnyway spread prefers the emptier zone.
         let zone = |z: &str| json!({"labels": {"zone": z}});
         let mut c = cache(vec![node("a", "8", zone("z1")), node("b", "8", zone("z2"))]);
         place(&mut c, "a", "w1", json!({"app": "web"}), "100m");
         let soft = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]});
-        assert_eq!(schedule(&pod(soft, json!({"app": "web"})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(soft, json!({"app": "web"})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
         // Preferred pod affinity pulls toward the target's node.
         let mut c = cache(vec![node("a", "8", json!({})), node("b", "8", json!({}))]);
         place(&mut c, "b", "cache1", json!({"app": "cache"}), "100m");
         let near = json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}}]}}});
-        assert_eq!(schedule(&pod(near, json!({})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(near, json!({})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
     }
 
     #[test]
     fn cordoned_nodes_are_skipped_and_sampling_finds_enough() {
         let c = cache(vec![node("a", "8", json!({"unschedulable": true})), node("b", "8", json!({}))]);
-        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false), Ok("b".to_string()));
+        assert_eq!(schedule(&pod(json!({}), json!({})), &c, &mut 0, false, &volume_binding::Volumes::none()), Ok("b".to_string()));
         assert_eq!(feasible_to_find(50), 50);
         assert_eq!(feasible_to_find(5000), 500);
         assert_eq!(feasible_to_find(200), 100, "48% of 200 is under the floor of 100");

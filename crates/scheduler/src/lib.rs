@@ -18,8 +18,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use skiff_runtime::events::{EventType, Recorder};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -89,6 +91,8 @@ struct Scheduler {
     results: mpsc::UnboundedSender<BindResult>,
     /// Pods in the cache with required anti-affinity (they constrain everyone).
     anti_pods: HashSet<String>,
+    /// Claims, volumes and storage classes, for VolumeBinding.
+    volumes: plugins::volume_binding::Volumes,
 }
 
 impl Scheduler {
@@ -152,7 +156,7 @@ impl Scheduler {
     fn schedule_one(&mut self, uid: String) {
         let Some(pod) = self.pending.get(&uid).cloned() else { return };
         let info = cache::PodInfo::new(pod.clone());
-        match framework::schedule(&info, &self.cache, &mut self.start, !self.anti_pods.is_empty()) {
+        match framework::schedule(&info, &self.cache, &mut self.start, !self.anti_pods.is_empty(), &self.volumes) {
             Ok(node) => {
                 // Assume: account the pod on the node now, bind in the background.
                 let mut bound = (*pod).clone();
@@ -180,7 +184,9 @@ impl Scheduler {
             Err(fit) => {
                 let message = fit.to_string();
                 self.queue.unschedulable(&uid);
-                if let Some((node, victims)) = framework::preempt(&info, &self.cache) {
+                // Evicting pods cannot make a missing claim appear.
+                let preemptable = fit.prefilter.is_none();
+                if let Some((node, victims)) = framework::preempt(&info, &self.cache).filter(|_| preemptable) {
                     self.evict(&pod, &node, victims);
                 }
                 self.recorder.record(&*pod, EventType::Warning, "FailedScheduling", &message);
@@ -266,6 +272,18 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
     let mut node_events = watcher(nodes, watcher::Config::default()).modify(|n| n.metadata.managed_fields = None).boxed();
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let recorder = Recorder::new(client.clone(), &opts.scheduler_name);
+    // Claims, volumes and classes are cached by reflectors; any change to
+    // them may let a waiting pod fit.
+    let (volume_tx, mut volume_changes) = mpsc::unbounded_channel::<()>();
+    let claims = reflect::<PersistentVolumeClaim>(&client, volume_tx.clone(), shutdown.clone());
+    let volumes = reflect::<PersistentVolume>(&client, volume_tx.clone(), shutdown.clone());
+    let classes = reflect::<StorageClass>(&client, volume_tx, shutdown.clone());
+    for ready in [claims.wait_until_ready().boxed(), volumes.wait_until_ready().boxed(), classes.wait_until_ready().boxed()] {
+        tokio::select! {
+            _ = ready => {}
+            _ = shutdown.changed() => return,
+        }
+    }
     let mut s = Scheduler {
         client,
         opts,
@@ -278,6 +296,7 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
         binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
         results: results_tx,
         anti_pods: HashSet::new(),
+        volumes: plugins::volume_binding::Volumes::new(claims, volumes, classes),
     };
     let (mut pods_synced, mut nodes_synced) = (false, false);
     let mut listed_nodes: HashSet<String> = HashSet::new();
@@ -296,6 +315,7 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
                     None => return,
                 },
                 Some(r) = results.recv() => match r { BindResult::Failed(uid) => s.on_bind_failed(&uid) },
+                Some(()) = volume_changes.recv() => s.queue.move_all_unschedulable(),
                 _ = sleep_until(wakeup) => s.queue.flush(),
                 _ = shutdown.changed() => return,
             }
@@ -309,6 +329,10 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
             }
             if let Some(Some(ev)) = node_events.next().now_or_never() {
                 handle_node_event(&mut s, ev, &mut nodes_synced, &mut listed_nodes);
+                any = true;
+            }
+            if volume_changes.try_recv().is_ok() {
+                s.queue.move_all_unschedulable();
                 any = true;
             }
             if let Ok(BindResult::Failed(uid)) = results.try_recv() {
@@ -332,6 +356,34 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
             return;
         }
     }
+}
+
+/// A cache of every `K`, kept by a reflector until shutdown or until the
+/// receiver of `changed`, where each change is signalled, is dropped.
+fn reflect<K>(client: &kube::Client, changed: mpsc::UnboundedSender<()>, mut shutdown: watch::Receiver<bool>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff().modify(|o| o.meta_mut().managed_fields = None);
+    let mut events = reflector::reflector(writer, stream).boxed();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)) => {
+                        let _ = changed.send(());
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+                // The scheduling loop is gone (leadership lost).
+                _ = changed.closed() => return,
+            }
+        }
+    });
+    store
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

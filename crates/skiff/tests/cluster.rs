@@ -522,3 +522,44 @@ spec:
     let (success, _, err) = kubectl(&s, &["apply", "-f", &manifest(&dir, "bad.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: bad}\nspec: {resources: {requests: {storage: 1Gi}}}\n")]);
     assert!(!success && err.contains("spec.accessModes: Required value"), "{err}");
 }
+
+#[test]
+fn pods_wait_for_their_claims_and_go_where_their_volumes_are() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "vol-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = |name: &str, claim: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: x}}]\n  volumes: [{{name: v, persistentVolumeClaim: {{claimName: {claim}}}}}]\n")
+    };
+    // A claim that does not exist yet holds the pod back, and says so.
+    ok(&s, &["apply", "-f", &manifest(&dir, "early.yaml", &pod("early", "later"))]);
+    wait_for(&s, 30, |s| {
+        ok(s, &["get", "pod", "early", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"])
+            .contains("persistentvolumeclaim \"later\" not found")
+    });
+    assert_eq!(ok(&s, &["get", "pod", "early", "-o", "jsonpath={.spec.nodeName}"]), "");
+    // Once it does (local-path waits for this first consumer), the pod is
+    // scheduled and the volume provisioned on its node.
+    let claim = |name: &str, class: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  {class}accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n")
+    };
+    ok(&s, &["apply", "-f", &manifest(&dir, "later.yaml", &claim("later", ""))]);
+    wait_for(&s, 30, |s| ok(s, &["get", "pvc", "later", "-o", "jsonpath={.status.phase}"]) == "Bound");
+    let node = ok(&s, &["get", "pod", "early", "-o", "jsonpath={.spec.nodeName}"]);
+    let pv = ok(&s, &["get", "pvc", "later", "-o", "jsonpath={.spec.volumeName}"]);
+    assert_eq!(ok(&s, &["get", "pv", &pv, "-o", "jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}"]), node);
+    // A pod using a bound local volume goes to the volume's node, whichever
+    // of the three that is.
+    let static_pv = "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: on-vol-2}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: pinned\n  local: {path: /mnt/disk}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [vol-2]}]}]\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "pv.yaml", static_pv)]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "pinned.yaml", &claim("pinned", "storageClassName: pinned\n  "))]);
+    wait_for(&s, 30, |s| ok(s, &["get", "pvc", "pinned", "-o", "jsonpath={.status.phase}"]) == "Bound");
+    for i in 0..3 {
+        let name = format!("user-{i}");
+        ok(&s, &["apply", "-f", &manifest(&dir, &format!("{name}.yaml"), &pod(&name, "pinned"))]);
+    }
+    wait_for(&s, 30, |s| ok(s, &["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]).split_whitespace().count() == 4);
+    for i in 0..3 {
+        assert_eq!(ok(&s, &["get", "pod", &format!("user-{i}"), "-o", "jsonpath={.spec.nodeName}"]), "vol-2");
+    }
+}
