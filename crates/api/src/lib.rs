@@ -14,6 +14,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
+pub mod storage;
 pub mod table;
 pub mod validation;
 

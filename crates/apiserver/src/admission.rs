@@ -17,13 +17,6 @@ pub(crate) const SERVICE_CIDR_BASE: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
 const SERVICE_CIDR_SIZE: u32 = 1 << 16;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
-/// The StorageClass every cluster starts with.
-pub(crate) const LOCAL_PATH_CLASS: &str = "local-path";
-/// Its provisioner: the controller manager's local-path provisioner.
-pub(crate) const LOCAL_PATH_PROVISIONER: &str = "skiff.io/local-path";
-/// The annotation that makes a StorageClass the default.
-pub(crate) const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
-
 /// A claim that names no class gets the default StorageClass, as the
 /// DefaultStorageClass admission plugin does (the newest one when several
 /// are marked default). An explicit `""` asks for no class and is kept.
@@ -37,7 +30,7 @@ pub(crate) fn persistent_volume_claim(state: &State, obj: &mut Value) {
         .items
         .iter()
         .map(|o| o.object())
-        .filter(|c| c.pointer("/metadata/annotations").and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).and_then(Value::as_str) == Some("true"))
+        .filter(|c| c.pointer("/metadata/annotations").and_then(|a| a.get(skiff_api::storage::DEFAULT_CLASS_ANNOTATION)).and_then(Value::as_str) == Some("true"))
         .max_by_key(|c| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default().to_string());
     if let Some(name) = default.and_then(|c| c.pointer("/metadata/name").and_then(Value::as_str).map(String::from)) {
         obj["spec"]["storageClassName"] = json!(name);

@@ -61,11 +61,11 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), Sto
     // local-path provisioner (k3s ships the same as an add-on, and, as k3s,
     // puts it back at start when it is missing).
     if let Some(sc) = skiff_api::registry::find("storage.k8s.io", "v1", "storageclasses") {
-        let name = crate::admission::LOCAL_PATH_CLASS;
+        let name = skiff_api::storage::LOCAL_PATH_CLASS;
         let mut obj = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name,
             "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
-            "annotations": {crate::admission::DEFAULT_CLASS_ANNOTATION: "true"}},
-            "provisioner": crate::admission::LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
+            "annotations": {skiff_api::storage::DEFAULT_CLASS_ANNOTATION: "true"}},
+            "provisioner": skiff_api::storage::LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
         defaults::apply("StorageClass", &mut obj);
         match state.store.create(&sc.key(None, name), Bytes::from(obj.to_string())).await {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {}

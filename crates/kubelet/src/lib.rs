@@ -13,6 +13,7 @@
 pub mod bootstrap;
 pub mod env;
 pub mod hook;
+pub mod local_path;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -230,6 +231,7 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
         tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), network_configured, shutdown.clone())));
         let (services, services_writer) = kube::runtime::reflector::store();
         tasks.push(tokio::spawn(reflect_services(client.clone(), services_writer, shutdown.clone())));
+        tasks.push(tokio::spawn(local_path::run(client.clone(), local_path::root(&cfg.dir), shutdown.clone())));
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),
             rt: rt.clone(),

@@ -69,10 +69,6 @@ pub enum Readiness {
     NotReady(String),
 }
 
-/// The Node annotation naming the directory under which the local-path
-/// provisioner's volumes for this node live (the controller manager reads it).
-pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "skiff.io/local-path-root";
-
 /// The Node object registered at start (labels and taints; status follows).
 pub fn node_object(cfg: &Config) -> Result<Node, serde_json::Error> {
     let mut labels: BTreeMap<String, String> = [
@@ -87,8 +83,7 @@ pub fn node_object(cfg: &Config) -> Result<Node, serde_json::Error> {
     .collect();
     labels.extend(cfg.node_labels.clone());
     // Where the local-path provisioner puts this node's volumes.
-    let storage = std::path::absolute(cfg.dir.join("storage")).unwrap_or_else(|_| cfg.dir.join("storage"));
-    let annotations = json!({LOCAL_PATH_ROOT_ANNOTATION: storage.display().to_string()});
+    let annotations = json!({skiff_api::storage::LOCAL_PATH_ROOT_ANNOTATION: crate::local_path::root(&cfg.dir).display().to_string()});
     serde_json::from_value(json!({
         "metadata": {"name": cfg.node_name, "labels": labels, "annotations": annotations},
         "spec": {"taints": cfg.taints},

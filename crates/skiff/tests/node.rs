@@ -841,4 +841,6 @@ fn a_claim_gets_a_local_volume_whose_data_outlives_its_pods() {
     ok(s, &["delete", "pod", "reader"]);
     ok(s, &["delete", "pvc", "data"]);
     wait_until(s, 30, "volume deleted", |s| !kubectl(s, &["get", "pv", &pv]).0);
+    // And the node removes its data.
+    wait_until(s, 30, "volume data removed", |_| !std::path::Path::new(&path).exists());
 }

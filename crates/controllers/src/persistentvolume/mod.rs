@@ -5,7 +5,7 @@
 //! - a claim is bound to the smallest Available volume of its class that
 //!   fits its access modes, volume mode and request (or to the volume it
 //!   names), volume first (`claimRef`, a compare-and-swap), then claim;
-//! - a claim of a class whose provisioner is [`PROVISIONER`] gets a new
+//! - a claim of a class whose provisioner is `skiff.io/local-path` gets a new
 //!   volume: a directory under the node's local-path root (the kubelet
 //!   publishes it on its Node), pinned to that node by node affinity. With
 //!   `WaitForFirstConsumer` the node is the one the first pod using the
@@ -25,6 +25,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
+use skiff_api::storage::{LOCAL_PATH_PROVISIONER as PROVISIONER, LOCAL_PATH_ROOT_ANNOTATION};
 use skiff_runtime::events::{EventType, Recorder};
 use tokio::sync::watch;
 
@@ -32,11 +33,6 @@ use crate::informer::Informer;
 use crate::util::{is_conflict, is_not_found, on_shutdown, retry};
 use crate::Error;
 
-/// The provisioner name of the local-path StorageClass.
-pub const PROVISIONER: &str = "skiff.io/local-path";
-/// The Node annotation where the kubelet says under which directory its
-/// local-path volumes live.
-pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "skiff.io/local-path-root";
 /// Where local-path volumes live on a node that does not say.
 const DEFAULT_LOCAL_PATH_ROOT: &str = "/var/lib/skiff/agent/storage";
 /// The claim annotation naming the node a WaitForFirstConsumer claim is for.
