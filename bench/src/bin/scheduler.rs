@@ -54,7 +54,7 @@ fn cycles(nodes: usize, pods: usize) -> anyhow::Result<()> {
     for i in 0..pods {
         let p = Arc::new(pod(&format!("p{i}"))?);
         let info = PodInfo::new(p.clone());
-        let host = skiff_scheduler::framework::schedule(&info, &cache, &mut start, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let host = skiff_scheduler::framework::schedule(&info, &cache, &mut start, false, &skiff_scheduler::plugins::volume_binding::Volumes::none()).map_err(|e| anyhow::anyhow!("{e}"))?;
         cache.add_pod(&host, p);
     }
     let e = t.elapsed();
