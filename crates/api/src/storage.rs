@@ -9,5 +9,9 @@ pub const LOCAL_PATH_PROVISIONER: &str = "skiff.io/local-path";
 /// The Node annotation where the kubelet says under which directory its
 /// local-path volumes live.
 pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "skiff.io/local-path-root";
+/// The finalizer that keeps a claim while a pod uses it (the
+/// StorageObjectInUseProtection admission plugin adds it; the controller
+/// manager lifts it).
+pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
 /// The annotation that makes a StorageClass the default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";

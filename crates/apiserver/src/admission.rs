@@ -20,7 +20,16 @@ const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 /// A claim that names no class gets the default StorageClass, as the
 /// DefaultStorageClass admission plugin does (the newest one when several
 /// are marked default). An explicit `""` asks for no class and is kept.
+/// Every claim also gets the `kubernetes.io/pvc-protection` finalizer, as
+/// StorageObjectInUseProtection adds it, so a claim deleted while a pod
+/// uses it stays (Terminating) until no pod does.
 pub(crate) fn persistent_volume_claim(state: &State, obj: &mut Value) {
+    let fin = json!(skiff_api::storage::PVC_PROTECTION_FINALIZER);
+    match obj.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+        Some(f) if f.contains(&fin) => {}
+        Some(f) => f.push(fin),
+        None => obj["metadata"]["finalizers"] = json!([fin]),
+    }
     if obj.pointer("/spec/storageClassName").is_some_and(|c| !c.is_null()) {
         return;
     }

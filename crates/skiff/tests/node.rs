@@ -834,12 +834,18 @@ fn a_claim_gets_a_local_volume_whose_data_outlives_its_pods() {
     assert!(path.starts_with(&s.dir.path().join("agent/storage").display().to_string()), "the volume lives in the node's storage dir: {path}");
     assert_eq!(std::fs::read_to_string(std::path::Path::new(&path).join("file")).expect("the file on the node"), "kept\n");
     ok(s, &["delete", "pod", "writer"]);
-    apply(s, &pod("reader", "cat /data/file"));
-    wait_until(s, 60, "reader Succeeded", |s| phase(s, "reader") == "Succeeded");
-    assert_eq!(ok(s, &["logs", "reader"]), "kept\n");
+    apply(s, &pod("reader", "cat /data/file; sleep 3600"));
+    wait_until(s, 60, "reader Running", |s| phase(s, "reader") == "Running");
+    wait_until(s, 10, "reader read the file", |s| kubectl(s, &["logs", "reader"]).1 == "kept\n");
+    // A claim in use is kept (Terminating) until its pod is gone.
+    ok(s, &["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!jsonpath(s, &["pvc", "data"], "{.metadata.deletionTimestamp}").is_empty(), "the claim is Terminating");
+    assert_eq!(jsonpath(s, &["pvc", "data"], "{.metadata.finalizers}"), r#"["kubernetes.io/pvc-protection"]"#);
+    assert!(std::path::Path::new(&path).join("file").exists(), "the data stays while a pod uses it");
     // The class reclaims with Delete: the volume goes with its claim.
-    ok(s, &["delete", "pod", "reader"]);
-    ok(s, &["delete", "pvc", "data"]);
+    ok(s, &["delete", "pod", "reader", "--grace-period=1"]);
+    wait_until(s, 30, "claim gone", |s| !kubectl(s, &["get", "pvc", "data"]).0);
     wait_until(s, 30, "volume deleted", |s| !kubectl(s, &["get", "pv", &pv]).0);
     // And the node removes its data.
     wait_until(s, 30, "volume data removed", |_| !std::path::Path::new(&path).exists());

@@ -11,7 +11,10 @@
 //!   `WaitForFirstConsumer` the node is the one the first pod using the
 //!   claim was scheduled to;
 //! - a volume whose claim is gone is Released, or deleted when its
-//!   reclaim policy is Delete.
+//!   reclaim policy is Delete;
+//! - a deleted claim keeps its `kubernetes.io/pvc-protection` finalizer
+//!   (the pvc-protection controller's job) until no pod that has not
+//!   finished uses it, so its volume is never reclaimed under a running pod.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
-use skiff_api::storage::{LOCAL_PATH_PROVISIONER as PROVISIONER, LOCAL_PATH_ROOT_ANNOTATION};
+use skiff_api::storage::{LOCAL_PATH_PROVISIONER as PROVISIONER, LOCAL_PATH_ROOT_ANNOTATION, PVC_PROTECTION_FINALIZER};
 use skiff_runtime::events::{EventType, Recorder};
 use tokio::sync::watch;
 
@@ -125,10 +128,10 @@ fn fits(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
 }
 
 async fn reconcile_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if pvc.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let (ns, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return release_protection(&ctx, &pvc, &ns, &name).await;
+    }
     let spec = pvc.spec.clone().unwrap_or_default();
     if let Some(volume) = spec.volume_name.clone().filter(|v| !v.is_empty()) {
         let Some(pv) = ctx.volumes.get(&ObjectRef::new(&volume)) else {
@@ -175,6 +178,34 @@ async fn reconcile_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Resu
     };
     let pv = provision(&ctx, &pvc, &class, &node).await?;
     bind(&ctx, &pv, &pvc).await
+}
+
+/// Lifts the pvc-protection finalizer of a deleted claim once no pod that
+/// has not finished uses it. The pod watch brings the claim back here when
+/// its last user ends or goes.
+async fn release_protection(ctx: &Ctx, pvc: &PersistentVolumeClaim, ns: &str, name: &str) -> Result<Action, Error> {
+    let finalizers = pvc.finalizers();
+    if !finalizers.iter().any(|f| f == PVC_PROTECTION_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let in_use = ctx.pods.state().into_iter().any(|p| {
+        let finished = matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+        p.namespace().as_deref() == Some(ns) && !finished && claims_of(&p).iter().any(|c| c == name)
+    });
+    if in_use {
+        return Ok(Action::await_change());
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != PVC_PROTECTION_FINALIZER).collect();
+    // The resourceVersion makes this a compare-and-swap: a finalizer added
+    // meanwhile is not lost.
+    let p = json!({"metadata": {"finalizers": rest, "resourceVersion": pvc.resource_version()}});
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    match claims.patch(name, &PatchParams::default(), &Patch::Merge(p)).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if is_not_found(&e) => Ok(Action::await_change()),
+        Err(e) if is_conflict(&e) => Ok(Action::requeue(std::time::Duration::from_millis(200))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The node a new local volume for `pvc` goes to: the one the scheduler
