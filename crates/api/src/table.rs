@@ -163,7 +163,9 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Capacity", "string", 0),
             c("Access Modes", "string", 0),
             c("StorageClass", "string", 0),
+            c("VolumeAttributesClass", "string", 0),
             c("Age", "string", 0),
+            c("VolumeMode", "string", 1),
         ],
         "PersistentVolume" => vec![
             c("Name", "string", 0),
@@ -505,7 +507,9 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             json!(s(g("/status/capacity/storage"))),
             json!(access_modes(g("/status/accessModes"))),
             json!(or_none(s(g("/spec/storageClassName")))),
+            json!(or_unset(s(g("/spec/volumeAttributesClassName")))),
             json!(created),
+            json!(s(g("/spec/volumeMode"))),
         ],
         "PersistentVolume" => {
             let claim = match (g("/spec/claimRef/namespace"), g("/spec/claimRef/name")) {

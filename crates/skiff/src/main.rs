@@ -403,7 +403,10 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let tls = server.kubelet_tls(&node, node_ip)?;
         let mut agent = args.agent.clone();
         agent.node_ip = Some(node_ip);
-        let cfg = agent.config(data_dir.join("agent"), tls)?;
+        let mut cfg = agent.config(data_dir.join("agent"), tls)?;
+        // The server's own node is a control-plane node (`kubectl get nodes`
+        // shows its role), as k3s labels its servers.
+        cfg.node_labels.entry("node-role.kubernetes.io/control-plane".into()).or_insert_with(|| "true".into());
         let stop = shutdown.clone();
         components.push(tokio::spawn(async move {
             if let Err(e) = skiff_kubelet::run(client, cfg, stop).await {

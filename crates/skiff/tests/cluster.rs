@@ -481,6 +481,10 @@ spec:
     wait_for(&s, 30, |s| ok(s, &["get", "pvc", "wants-2g", "-o", "jsonpath={.status.phase}/{.spec.volumeName}"]) == "Bound/big");
     assert_eq!(ok(&s, &["get", "pv", "big", "-o", "jsonpath={.status.phase}/{.spec.claimRef.name}"]), "Bound/wants-2g");
     assert_eq!(ok(&s, &["get", "pvc", "wants-2g", "-o", "jsonpath={.status.capacity.storage}"]), "10Gi");
+    let table = ok(&s, &["get", "pvc", "wants-2g"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"], "{table}");
+    assert!(table.lines().nth(1).is_some_and(|r| r.contains("Bound") && r.contains("big") && r.contains("10Gi") && r.contains("RWO") && r.contains("manual")), "{table}");
     wait_for(&s, 30, |s| ok(s, &["get", "pv", "small", "-o", "jsonpath={.status.phase}"]) == "Available");
     // The claim's spec is fixed once bound, but for its request.
     let (success, _, err) = kubectl(&s, &["patch", "pvc", "wants-2g", "--type=merge", "-p", r#"{"spec":{"accessModes":["ReadOnlyMany"]}}"#]);

@@ -138,6 +138,8 @@ fn a_pod_runs_and_kubectl_logs_shows_its_output() {
     let s = &n.s;
     let runtime = jsonpath(s, &["node", &n.name], "{.status.nodeInfo.containerRuntimeVersion}");
     assert!(runtime.starts_with("containerd://"), "{runtime}");
+    let row = ok(s, &["get", "node", &n.name, "--no-headers"]);
+    assert!(row.split_whitespace().nth(2) == Some("control-plane"), "the server's node shows its role: {row}");
     ok(s, &["run", "hello", &format!("--image={IMAGE}"), "--restart=Never", "--", "sh", "-c", "echo hello from $(hostname); echo second line"]);
     wait_until(s, 60, "pod Succeeded", |s| phase(s, "hello") == "Succeeded");
     let logs = ok(s, &["logs", "hello"]);
