@@ -97,20 +97,30 @@ impl Runtime {
     /// containerd's events for the processes of CRI's containers and
     /// sandboxes that ended on their own (`/tasks/exit`, `/tasks/oom`), with
     /// the ids CRI uses: what CRI v1 in containerd 1.6 has no stream for.
-    /// The stream ends when the runtime goes away; `Err` when the runtime
+    /// The stream ends when the runtime goes away, or at once when it
     /// serves no containerd events API (another CRI runtime).
-    pub async fn task_events(&self) -> Result<impl futures::Stream<Item = TaskEvent> + Send + 'static, CriError> {
+    ///
+    /// The subscription is made when the stream is first polled, and is
+    /// part of the stream: containerd answers a subscription only with its
+    /// first event, so waiting for the answer apart from the events would
+    /// wait for the first container to exit.
+    pub fn task_events(&self) -> impl futures::Stream<Item = TaskEvent> + Send + 'static {
         use containerd_client::services::v1::{events_client::EventsClient, SubscribeRequest};
         use futures::StreamExt;
         // Filters are alternatives; within one, conditions all hold.
         let filters = ["/tasks/exit", "/tasks/oom"].iter().map(|t| format!("namespace=={CRI_NAMESPACE},topic==\"{t}\"")).collect();
         let req = SubscribeRequest { filters };
-        let stream = EventsClient::new(self.channel.clone()).subscribe(req).await?.into_inner();
-        Ok(stream.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| {
-            futures::future::ready(
-                r.ok().filter(|e| e.namespace == CRI_NAMESPACE).map(|e| TaskEvent { topic: e.topic, container_id: container_id_of(e.event) }),
-            )
-        }))
+        let mut client = EventsClient::new(self.channel.clone());
+        let subscribed = async move { client.subscribe(req).await.map(|r| r.into_inner()) };
+        futures::stream::once(subscribed)
+            .filter_map(|r| futures::future::ready(r.ok()))
+            .flatten()
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| {
+                futures::future::ready(
+                    r.ok().filter(|e| e.namespace == CRI_NAMESPACE).map(|e| TaskEvent { topic: e.topic, container_id: container_id_of(e.event) }),
+                )
+            })
     }
 
     /// Whether containerd's own task for a CRI container has stopped.

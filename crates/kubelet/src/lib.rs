@@ -477,12 +477,12 @@ async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>
     // 640 ms after the event; its syncs write nothing while nothing changed.
     let mut pending: HashSet<String> = HashSet::new();
     let mut retry = Duration::from_millis(20);
+    // When the event stream last ended: subscribing again waits a second,
+    // so a runtime without the events API is not asked in a loop.
+    let mut ended: Option<tokio::time::Instant> = None;
     loop {
-        if events.is_none() {
-            match rt.task_events().await {
-                Ok(stream) => events = Some(Box::pin(stream)),
-                Err(e) => tracing::debug!(error = %e, "no runtime events; relisting every second"),
-            }
+        if events.is_none() && ended.is_none_or(|t| t.elapsed() >= RELIST_WITHOUT_EVENTS) {
+            events = Some(Box::pin(rt.task_events()));
         }
         if let Some(now) = relist(&rt, &workers, &synced, &mut seen).await {
             owners = now;
@@ -516,9 +516,13 @@ async fn pleg(rt: Runtime, workers: Arc<std::sync::Mutex<HashMap<String, Handle>
                             // An OOM kill's exit has its own event; the worker re-reads fresh kills.
                             pending.extend(burst.into_iter().filter(|e| e.topic == "/tasks/exit").map(|e| e.container_id));
                             retry = Duration::from_millis(20);
+                            ended = None;
                         }
                         None => {
-                            tracing::warn!("the runtime's event stream ended; relisting every second until it is back");
+                            if ended.is_none() {
+                                tracing::warn!("the runtime streams no task events (or stopped); relisting every second");
+                            }
+                            ended = Some(tokio::time::Instant::now());
                             events = None;
                         }
                     },
@@ -542,8 +546,18 @@ async fn relist(
     synced: &watch::Receiver<bool>,
     seen: &mut HashMap<String, String>,
 ) -> Option<HashMap<String, String>> {
-    let containers = rt.runtime.clone().list_containers(api::ListContainersRequest { filter: None }).await.ok()?.into_inner().containers;
-    let sandboxes = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await.ok()?.into_inner().items;
+    let listed = async {
+        let containers = rt.runtime.clone().list_containers(api::ListContainersRequest { filter: None }).await?.into_inner().containers;
+        let sandboxes = rt.runtime.clone().list_pod_sandbox(api::ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+        Ok::<_, tonic::Status>((containers, sandboxes))
+    };
+    let (containers, sandboxes) = match listed.await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "relist: the runtime did not answer");
+            return None;
+        }
+    };
     let mut now: HashMap<String, String> = HashMap::new();
     let mut owners = HashMap::new();
     for c in containers {
