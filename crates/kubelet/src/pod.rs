@@ -712,9 +712,18 @@ impl Worker {
     }
 }
 
-/// Stops and removes a sandbox no pod on this node owns any more.
+/// Stops and removes a sandbox no pod on this node owns any more: its
+/// containers first, as the kubelet kills a pod. (Left to StopPodSandbox
+/// alone, containerd 1.6 forgot an app container whose pause had been
+/// stopped after a restart of containerd, and its process lived on.)
 pub async fn remove_orphan(rt: &Runtime, sandbox: &str) {
     let mut r = rt.runtime.clone();
+    let filter = api::ContainerFilter { pod_sandbox_id: sandbox.into(), ..Default::default() };
+    let containers = r.list_containers(api::ListContainersRequest { filter: Some(filter) }).await.map(|l| l.into_inner().containers).unwrap_or_default();
+    for c in containers {
+        let _ = r.stop_container(api::StopContainerRequest { container_id: c.id.clone(), timeout: 0 }).await;
+        let _ = r.remove_container(api::RemoveContainerRequest { container_id: c.id }).await;
+    }
     let _ = r.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: sandbox.into() }).await;
     let _ = r.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: sandbox.into() }).await;
 }

@@ -500,6 +500,33 @@ fn restarting_the_node_keeps_running_containers() {
     assert_eq!(jsonpath(&n.s, &["pod", "steady"], "{.status.containerStatuses[0].containerID}"), id, "the same container, not a new one");
     assert_eq!(jsonpath(&n.s, &["pod", "steady"], "{.status.containerStatuses[0].restartCount}"), "0");
     assert_eq!(phase(&n.s, "steady"), "Running");
+    // A pod deleted while its node was down has its containers removed
+    // when the node is back, with no other event on the node to prompt it
+    // (no container has exited on it).
+    let socket = n.s.dir.path().join("agent/containerd/containerd.sock");
+    // The runtime's tasks, once the node's containerd answers.
+    let tasks = |socket: &std::path::Path| {
+        let out = std::process::Command::new("ctr").arg("-a").arg(socket).args(["-n", "k8s.io", "tasks", "ls", "-q"]).output().expect("ctr");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let steady = id.trim_start_matches("containerd://").to_string();
+    assert!(tasks(&socket).is_some_and(|t| t.contains(&steady)), "the container runs");
+    // Its process, by the pid containerd gives (`ctr tasks ls`: TASK PID STATUS).
+    let out = std::process::Command::new("ctr").arg("-a").arg(&socket).args(["-n", "k8s.io", "tasks", "ls"]).output().expect("ctr");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&steady))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("the container's pid");
+    n.s.restart_without_agent();
+    common::wait_for(&n.s, 30, |s| kubectl(s, &["get", "pod", "steady"]).0);
+    ok(&n.s, &["delete", "pod", "steady", "--force", "--grace-period=0"]);
+    n.s.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tasks(&socket).is_none_or(|t| t.contains(&steady)) || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the deleted pod's container (pid {pid}) still runs 20 s after its node came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // And the restarted node still runs new pods.
     ok(&n.s, &["run", "after", &format!("--image={IMAGE}"), "--restart=Never", "--", "echo", "after restart"]);
     wait_until(&n.s, 60, "new pod done", |s| phase(s, "after") == "Succeeded");

@@ -87,6 +87,16 @@ impl Server {
         self.child = spawn(self.dir.path(), self.port, &self.args);
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same data
+    /// without its node agent: the node's containers are left as they are,
+    /// and pods can be changed behind the node's back.
+    pub fn restart_without_agent(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<String> = self.args.iter().filter(|a| *a != WITH_AGENT).cloned().collect();
+        self.child = spawn(self.dir.path(), self.port, &args);
+    }
+
     /// Stops the server as an operator does (SIGTERM, then waits for it to
     /// exit) and starts it again on the same data.
     pub fn stop_and_start(&mut self) {
