@@ -6,7 +6,7 @@
 //! them the runtime's own time for the same work through CRI alone, one at
 //! a time and 30 at once (RunPodSandbox + CreateContainer + StartContainer,
 //! no API server or kubelet in front); how soon a container's exit shows
-//! in its pod's status; then the RSS of skiff (API server, controllers,
+//! in its pod's status; how soon a logged line reaches `logs -f`; then the RSS of skiff (API server, controllers,
 //! scheduler and agent in one process) and of its containerd, idle.
 //!
 //! Needs root and Debian's containerd, runc, containernetworking-plugins
@@ -256,6 +256,36 @@ async fn main() -> anyhow::Result<()> {
     let f = summarize(exits, Duration::from_secs(1));
     println!("container exit → pod Succeeded seen (5 pods, `sleep 2`): p50 {:.0} ms, p99 {:.0} ms", ms(f.p50), ms(f.p99));
     clear(&pods, &socket).await?;
+
+    // A line a container writes reaching a `logs -f` client: the CRI log
+    // stamps each line when containerd reads it, and the follower (through
+    // the API server and the kubelet) sees it some time later.
+    {
+        use futures::{AsyncBufReadExt, StreamExt};
+        let mut p = pod("talker")?;
+        if let Some(spec) = p.spec.as_mut() {
+            spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), "while true; do echo line; sleep 0.1; done".into()]);
+        }
+        pods.create(&PostParams::default(), &p).await?;
+        wait_running(&pods, &["talker".into()], Instant::now()).await?;
+        // Only lines written from now on: the backlog says nothing of the follower.
+        let params = kube::api::LogParams { follow: true, timestamps: true, tail_lines: Some(0), ..Default::default() };
+        let from = chrono::Utc::now();
+        let mut lines = pods.log_stream("talker", &params).await?.lines();
+        let mut lags = Vec::new();
+        while lags.len() < 50 {
+            let Some(line) = lines.next().await.transpose()? else { bail!("the log stream ended") };
+            let seen = chrono::Utc::now();
+            let Some(stamp) = line.split_whitespace().next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else { continue };
+            if stamp < from {
+                continue;
+            }
+            lags.push((seen - stamp.with_timezone(&chrono::Utc)).to_std().unwrap_or_default());
+        }
+        let f = summarize(lags, Duration::from_secs(1));
+        println!("log line written → seen by a `logs -f` client (50 lines): p50 {:.1} ms, p99 {:.1} ms", f.p50.as_secs_f64() * 1e3, f.p99.as_secs_f64() * 1e3);
+        clear(&pods, &socket).await?;
+    }
 
     for (label, n, at_once) in [("10, one at a time", 10, false), ("30 at once", 30, true)] {
         let times = runtime_alone(&socket, &data.join("agent/logs"), n, at_once).await?;
