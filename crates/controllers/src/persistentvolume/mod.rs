@@ -52,6 +52,8 @@ struct Ctx {
 
 /// Runs the claim binder/provisioner and the volume reclaimer until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+    // One watch per kind, shared by both loops.
+    let claims = Informer::start(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let volumes = Informer::start(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let classes = Informer::start(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let ctx = Arc::new(Ctx {
@@ -60,9 +62,9 @@ pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: wa
         nodes: informers.nodes.store.clone(),
         volumes: volumes.store.clone(),
         classes: classes.store.clone(),
-        recorder: Recorder::new(client.clone(), "persistentvolume-controller"),
+        recorder: Recorder::new(client, "persistentvolume-controller"),
     });
-    let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
+    let binder = Controller::for_stream(claims.subscribe(), claims.store.clone())
         // A pod scheduled to a node is the first consumer its claims wait for.
         .watches_stream(informers.pods.subscribe(), |pod: Pod| {
             let ns = pod.namespace().unwrap_or_default();
@@ -77,15 +79,15 @@ pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: wa
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(reconcile_claim, retry, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let released = Controller::new(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())
+    let reclaimer = Controller::for_stream(volumes.subscribe(), volumes.store.clone())
         // A claim going away releases its volume.
-        .watches(Api::<PersistentVolumeClaim>::all(client), watcher::Config::default(), |pvc| {
+        .watches_stream(claims.subscribe(), |pvc: PersistentVolumeClaim| {
             pvc.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty()).map(|v| ObjectRef::<PersistentVolume>::new(&v))
         })
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(reconcile_volume, retry, ctx)
         .for_each(|_| futures::future::ready(()));
-    tokio::join!(claims, released);
+    tokio::join!(binder, reclaimer);
 }
 
 /// The claims a pod's volumes name.
@@ -354,6 +356,8 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Ac
         return Ok(Action::await_change());
     };
     let (Some(ns), Some(claim_name)) = (claim_ref.namespace.clone(), claim_ref.name.clone()) else { return Ok(Action::await_change()) };
+    // Read from the API, not the cache: deleting a volume (and, for
+    // local-path, its data) must not rest on a claim the cache has not seen yet.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let claim = claims.get_opt(&claim_name).await?;
     let same = claim.as_ref().is_some_and(|c| claim_ref.uid.as_deref().is_none_or(|u| u.is_empty() || Some(u) == c.metadata.uid.as_deref()));
