@@ -1,9 +1,10 @@
 //! The Container Runtime Interface side of a skiff node.
 //!
 //! - [`Runtime`]: a CRI v1 client (RuntimeService and ImageService) over
-//!   the runtime's unix socket, on `tonic` with the `k8s-cri` messages;
-//!   and, where the runtime is containerd, its task events
-//!   ([`Runtime::task_events`], with the `containerd-client` messages).
+//!   the runtime's unix socket, on `tonic` with [`api`]'s messages
+//!   (compiled from `proto/cri.proto` at build time, with no system
+//!   `protoc`); and, where the runtime is containerd, its task events
+//!   ([`Runtime::task_events`], through [`task_api`]).
 //! - [`containerd`]: a containerd that the agent starts and supervises with
 //!   its own root, state, socket and CNI directories, the way k3s does.
 //! - [`oci`]: OCI image archives built locally (the pause image, and the
@@ -13,14 +14,20 @@
 
 pub mod containerd;
 pub mod oci;
+pub mod task_api;
+
+/// CRI v1 (`runtime.v1`): the messages and clients of `proto/cri.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod api {
+    tonic::include_proto!("runtime.v1");
+}
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-pub use k8s_cri::v1 as api;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use api::image_service_client::ImageServiceClient;
+use api::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Errors of the CRI layer.
@@ -105,13 +112,13 @@ impl Runtime {
     /// first event, so waiting for the answer apart from the events would
     /// wait for the first container to exit.
     pub fn task_events(&self) -> impl futures::Stream<Item = TaskEvent> + Send + 'static {
-        use containerd_client::services::v1::{events_client::EventsClient, SubscribeRequest};
         use futures::StreamExt;
+        use task_api::SubscribeRequest;
         // Filters are alternatives; within one, conditions all hold.
         let filters = ["/tasks/exit", "/tasks/oom"].iter().map(|t| format!("namespace=={CRI_NAMESPACE},topic==\"{t}\"")).collect();
         let req = SubscribeRequest { filters };
-        let mut client = EventsClient::new(self.channel.clone());
-        let subscribed = async move { client.subscribe(req).await.map(|r| r.into_inner()) };
+        let channel = self.channel.clone();
+        let subscribed = async move { task_api::subscribe(&channel, req).await };
         futures::stream::once(subscribed)
             .filter_map(|r| futures::future::ready(r.ok()))
             .flatten()
@@ -129,11 +136,9 @@ impl Runtime {
     /// in and get nothing. `None` when the runtime cannot say (no containerd
     /// tasks API, no such task).
     pub async fn task_stopped(&self, container_id: &str) -> Option<bool> {
-        use containerd_client::services::v1::{tasks_client::TasksClient, GetRequest};
-        let mut req = tonic::Request::new(GetRequest { container_id: container_id.to_string(), exec_id: String::new() });
-        req.metadata_mut().insert("containerd-namespace", tonic::metadata::MetadataValue::from_static(CRI_NAMESPACE));
-        let process = TasksClient::new(self.channel.clone()).get(req).await.ok()?.into_inner().process?;
-        Some(process.status == containerd_client::types::v1::Status::Stopped as i32)
+        let req = task_api::GetRequest { container_id: container_id.to_string(), exec_id: String::new() };
+        let process = task_api::get_task(&self.channel, CRI_NAMESPACE, req).await.ok()?.process?;
+        Some(process.status == task_api::STATUS_STOPPED)
     }
 
     /// The runtime's name and version, e.g. `containerd://1.6.20`.
