@@ -39,6 +39,8 @@ pub(crate) struct Cached {
     pub(crate) json: Bytes,
     /// Name, namespace, labels and selectable fields.
     pub(crate) selectable: Value,
+    /// Its protobuf envelope, made once, when a protobuf client first needs it.
+    protobuf: std::sync::OnceLock<Option<Bytes>>,
 }
 
 impl Cached {
@@ -46,12 +48,18 @@ impl Cached {
         let mut obj: Value = serde_json::from_slice(stored).ok()?;
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         let selectable = skiff_api::selector::selectable(kind, &obj);
-        Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable })
+        Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable, protobuf: std::sync::OnceLock::new() })
     }
 
     /// Whether both selectors accept this object.
     pub(crate) fn matches(&self, labels: &LabelSelector, fields: &FieldSelector) -> bool {
         labels.matches(&self.selectable) && fields.matches(&self.selectable)
+    }
+
+    /// The object as Kubernetes' protobuf envelope (`None` if its kind has
+    /// no protobuf message).
+    pub(crate) fn protobuf(&self) -> Option<&Bytes> {
+        self.protobuf.get_or_init(|| skiff_api::protobuf::encode(&self.object()).map(Bytes::from)).as_ref()
     }
 
     /// The whole object, parsed.

@@ -32,6 +32,8 @@ struct Request {
     table: Option<table::IncludeObject>,
     metadata: bool,
     bookmarks: bool,
+    /// Protobuf frames instead of JSON lines.
+    protobuf: bool,
 }
 
 impl Request {
@@ -55,6 +57,11 @@ impl Request {
 
     /// One line of the stream.
     fn line(&self, ty: &str, obj: &Cached) -> Bytes {
+        if self.protobuf {
+            if let Some(frame) = obj.protobuf().and_then(|env| skiff_api::protobuf::watch_frame(ty, env)) {
+                return Bytes::from(frame);
+            }
+        }
         if let Some(include) = self.table {
             let o = obj.object();
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
@@ -79,7 +86,13 @@ impl Request {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        event_line("BOOKMARK", &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}))
+        let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta});
+        if self.protobuf {
+            if let Some(frame) = skiff_api::protobuf::encode_watch_event("BOOKMARK", &obj) {
+                return Bytes::from(frame);
+            }
+        }
+        event_line("BOOKMARK", &obj)
     }
 }
 
@@ -89,11 +102,12 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn stream_response(rx: mpsc::Receiver<Bytes>) -> Result<Resp, ApiError> {
+fn stream_response(rx: mpsc::Receiver<Bytes>, protobuf: bool) -> Result<Resp, ApiError> {
+    let ctype = if protobuf { "application/vnd.kubernetes.protobuf;stream=watch" } else { "application/json" };
     let body = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
     Response::builder()
         .status(200)
-        .header("Content-Type", "application/json")
+        .header("Content-Type", ctype)
         .header("Transfer-Encoding", "chunked")
         .body(BodyExt::boxed_unsync(StreamBody::new(body)))
         .map_err(|e| ApiError::internal(e.to_string()))
@@ -132,7 +146,9 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
         table: if crate::read::wants_table(accept) { Some(crate::read::include_object(q)?) } else { None },
         metadata: crate::read::wants_metadata(accept),
         bookmarks: flag("allowWatchBookmarks"),
+        protobuf: skiff_api::protobuf::accepts(accept),
     };
+    let protobuf = req.protobuf;
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let rv_num = if rv.is_empty() { 0 } else { rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))? };
@@ -152,8 +168,9 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
         Err(CacheError::TooOld { requested, floor }) => {
             // As Kubernetes does: 200, then one ERROR event carrying a 410.
             let status = ApiError::expired(format!("too old resource version: {requested} ({floor})")).to_status();
-            let _ = tx.try_send(event_line("ERROR", &status));
-            return stream_response(rx);
+            let line = if protobuf { skiff_api::protobuf::encode_watch_event("ERROR", &status).map(Bytes::from) } else { None };
+            let _ = tx.try_send(line.unwrap_or_else(|| event_line("ERROR", &status)));
+            return stream_response(rx, protobuf);
         }
         Err(e) => return Err(cache_error(e)),
     };
@@ -212,7 +229,7 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
             }
         }
     });
-    stream_response(rx)
+    stream_response(rx, protobuf)
 }
 
 /// Sends a bookmark at the latest applied revision, after first delivering

@@ -442,6 +442,9 @@ impl DeleteOptions {
     pub(crate) fn parse(body: &[u8], q: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
         let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
+        } else if body.starts_with(skiff_api::protobuf::MAGIC) {
+            // client-go (kubectl drain too) sends them as protobuf.
+            skiff_api::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         } else {
             serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         };
