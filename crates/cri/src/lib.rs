@@ -25,9 +25,9 @@ pub mod api {
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use api::image_service_client::ImageServiceClient;
 use api::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Errors of the CRI layer.
@@ -119,15 +119,13 @@ impl Runtime {
         let req = SubscribeRequest { filters };
         let channel = self.channel.clone();
         let subscribed = async move { task_api::subscribe(&channel, req).await };
-        futures::stream::once(subscribed)
-            .filter_map(|r| futures::future::ready(r.ok()))
-            .flatten()
-            .take_while(|r| futures::future::ready(r.is_ok()))
-            .filter_map(|r| {
+        futures::stream::once(subscribed).filter_map(|r| futures::future::ready(r.ok())).flatten().take_while(|r| futures::future::ready(r.is_ok())).filter_map(
+            |r| {
                 futures::future::ready(
                     r.ok().filter(|e| e.namespace == CRI_NAMESPACE).map(|e| TaskEvent { topic: e.topic, container_id: container_id_of(e.event) }),
                 )
-            })
+            },
+        )
     }
 
     /// Whether containerd's own task for a CRI container has stopped.
