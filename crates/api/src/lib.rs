@@ -10,6 +10,7 @@ pub mod error;
 pub mod join;
 pub mod managed;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;

@@ -21,6 +21,17 @@ pub(crate) fn openapi_docs() -> &'static std::collections::BTreeMap<String, (Str
     })
 }
 
+/// `/openapi/v2` as JSON and as gnostic protobuf, with its ETag, made once.
+fn openapi_v2() -> &'static (Bytes, Bytes, String) {
+    static DOC: std::sync::OnceLock<(Bytes, Bytes, String)> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let doc = skiff_api::openapi_v2::document();
+        let json = serde_json::to_vec(&doc).unwrap_or_default();
+        let etag = format!("\"{}\"", skiff_api::openapi::hash(&json));
+        (Bytes::from(json), Bytes::from(skiff_api::openapi_v2::to_protobuf(&doc)), etag)
+    })
+}
+
 /// A resource that is answered, never stored.
 struct Answered {
     group: &'static str,
@@ -233,6 +244,23 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
             json_response(200, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": versions, "preferredVersion": pref}))
         }
         ["apis", g, v] => return Some(resource_list(g, v)),
+        ["openapi", "v2"] => {
+            let (json, pb, etag) = openapi_v2();
+            // As kube-apiserver: the gnostic type is not a valid media type
+            // for Go's mime parser, so its answer is labelled octet-stream.
+            let (ctype, body) = if accept.contains(skiff_api::openapi_v2::PROTOBUF_TYPE) {
+                ("application/octet-stream", pb.clone())
+            } else {
+                ("application/json", json.clone())
+            };
+            hyper::Response::builder()
+                .status(200)
+                .header("Content-Type", ctype)
+                .header("ETag", etag.as_str())
+                .header("Vary", "Accept")
+                .body(crate::respond::full(body))
+                .unwrap_or_else(|_| hyper::Response::new(crate::respond::full(Bytes::new())))
+        }
         ["openapi", "v3"] => {
             let paths: serde_json::Map<String, Value> =
                 openapi_docs().iter().map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}))).collect();

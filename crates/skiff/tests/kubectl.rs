@@ -313,3 +313,46 @@ fn a_server_stopped_with_sigterm_hands_its_leader_leases_over_at_once() {
         !now.0.is_empty() && !now.1.is_empty() && now.0 != before.0 && now.1 != before.1
     });
 }
+
+/// kubectl 1.27 and 1.28 read `/openapi/v2` (gnostic protobuf) to validate
+/// `apply`, to compute its strategic merge patch and for `explain`.
+#[test]
+fn kubectl_1_27_and_1_28_apply_explain_and_diff_with_openapi_v2() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = |value: &str, replicas: u32| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: {value}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  \
+             template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n        ports: [{{containerPort: 80}}]\n"
+        )
+    };
+    for minor in [27, 28] {
+        let bin = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+        if !std::path::Path::new(&bin).exists() {
+            assert!(std::env::var("CI").is_err(), "{bin} is missing under CI");
+            continue;
+        }
+        let run = |args: &[&str]| {
+            let (success, out, err) = common::kubectl_with(&bin, &s, args);
+            assert!(success, "kubectl 1.{minor} {args:?}: {out} {err}");
+            out
+        };
+        let _ = common::kubectl_with(&bin, &s, &["delete", "cm/applied", "deploy/web", "--ignore-not-found"]);
+        let f = common::manifest(&dir, &format!("v{minor}.yaml"), &doc("one", 2));
+        let out = run(&["apply", "-f", &f]);
+        assert!(out.contains("configmap/applied created") && out.contains("deployment.apps/web created"), "1.{minor}: {out}");
+        let out = run(&["apply", "-f", &f]);
+        assert!(out.contains("configmap/applied unchanged") && out.contains("deployment.apps/web unchanged"), "1.{minor}: {out}");
+        let f = common::manifest(&dir, &format!("v{minor}.yaml"), &doc("two", 3));
+        let out = run(&["apply", "-f", &f]);
+        assert!(out.contains("configmap/applied configured") && out.contains("deployment.apps/web configured"), "1.{minor}: {out}");
+        assert_eq!(run(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+        let out = run(&["explain", "deployment.spec.template"]);
+        assert!(out.contains("PodTemplateSpec"), "1.{minor} explain: {out}");
+        // diff exits 1 when it finds a difference.
+        let f = common::manifest(&dir, &format!("v{minor}.yaml"), &doc("three", 3));
+        let (_, out, err) = common::kubectl_with(&bin, &s, &["diff", "-f", &f]);
+        assert!(out.contains("-  a: two") && out.contains("+  a: three"), "1.{minor} diff: {out} {err}");
+    }
+}

@@ -14,7 +14,7 @@
 //!   `RawExtension` and `FieldsV1` have JSON forms of their own.
 
 pub mod schema;
-mod wire;
+pub(crate) mod wire;
 
 use serde_json::{json, Map, Value};
 
