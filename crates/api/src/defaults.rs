@@ -21,6 +21,13 @@ fn child<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<S
 /// Applies the defaults of `kind` to an object about to be stored.
 pub fn apply(kind: &str, obj: &mut Value) {
     let Some(o) = obj.as_object_mut() else { return };
+    // Go's `Status` fields are structs, never omitted: kube-apiserver
+    // answers `"status": {}` for a new object, and clients read into it
+    // (`d.status.ready_replicas` in the Python client).
+    if crate::RESOURCES.iter().any(|r| r.kind == kind && r.status) {
+        let empty = if kind == "Service" { json!({"loadBalancer": {}}) } else { json!({}) };
+        default(o, "status", empty);
+    }
     match kind {
         "Pod" => {
             if let Some(spec) = child(o, "spec") {

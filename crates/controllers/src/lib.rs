@@ -18,6 +18,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacert;
 pub mod serviceaccount;
 pub mod statefulset;
 mod util;
@@ -58,6 +59,9 @@ pub struct Options {
     pub node_monitor_grace_period: Duration,
     /// Finished pods kept before PodGC deletes the oldest (0 = never).
     pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA (PEM) published to every namespace as
+    /// `kube-root-ca.crt`; `None` publishes nothing.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +73,7 @@ impl Default for Options {
             cluster_cidr: "10.42.0.0/16".into(),
             node_monitor_grace_period: Duration::from_secs(40),
             terminated_pod_gc_threshold: 12_500,
+            root_ca: None,
         }
     }
 }
@@ -120,6 +125,11 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), i.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
+                    async {
+                        if let Some(ca) = opts.root_ca.clone() {
+                            rootcacert::run(client.clone(), ca, shutdown.clone()).await;
+                        }
+                    },
                     nodeipam::run(client.clone(), &opts.cluster_cidr, shutdown.clone()),
                     nodelifecycle::run(client.clone(), i.clone(), opts.node_monitor_grace_period, shutdown.clone()),
                 );

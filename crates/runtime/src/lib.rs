@@ -36,6 +36,27 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client, RuntimeError> {
     kube::Client::try_from(cfg).map_err(RuntimeError::Kube)
 }
 
+/// The cluster CA (PEM) that a kubeconfig's current context trusts, as
+/// kube-controller-manager's `--root-ca-file` gives it: what the root CA
+/// publisher hands to pods. `None` when the kubeconfig names none.
+pub fn kubeconfig_ca_pem(kubeconfig: &Path) -> Result<Option<String>, RuntimeError> {
+    use base64::Engine;
+    let err = |message: String| RuntimeError::Kubeconfig { path: kubeconfig.display().to_string(), message };
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
+    let context = kc.current_context.as_deref().and_then(|c| kc.contexts.iter().find(|n| n.name == c)).and_then(|n| n.context.as_ref());
+    let Some(cluster) = context.and_then(|c| kc.clusters.iter().find(|n| n.name == c.cluster)).and_then(|n| n.cluster.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| err(format!("certificate-authority-data: {e}")))?;
+        return String::from_utf8(pem).map(Some).map_err(|e| err(format!("certificate-authority-data: {e}")));
+    }
+    match &cluster.certificate_authority {
+        Some(file) => std::fs::read_to_string(file).map(Some).map_err(|e| err(format!("certificate-authority {file}: {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// RFC 3339 with microseconds, as `MicroTime` fields want.
 pub fn micro_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -248,17 +248,26 @@ struct ControllerArgs {
     /// Finished pods kept before the oldest are deleted (0: never).
     #[arg(long, default_value_t = 12_500)]
     terminated_pod_gc_threshold: usize,
+    /// The CA (PEM) published to every namespace as the kube-root-ca.crt
+    /// ConfigMap; by default the one the kubeconfig trusts.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 impl ControllerArgs {
-    fn options(&self, leader_elect: bool) -> skiff_controllers::Options {
-        skiff_controllers::Options {
+    fn options(&self, leader_elect: bool, kubeconfig: &std::path::Path) -> anyhow::Result<skiff_controllers::Options> {
+        let root_ca = match &self.root_ca_file {
+            Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading --root-ca-file {}", f.display()))?),
+            None => skiff_runtime::kubeconfig_ca_pem(kubeconfig)?,
+        };
+        Ok(skiff_controllers::Options {
             leader_elect,
+            root_ca,
             cluster_cidr: self.cluster_cidr.clone(),
             node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -309,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ControllerManager { kubeconfig, controllers, leader_elect } => {
             let client = skiff_runtime::client(&kubeconfig).await?;
-            skiff_controllers::run(client, controllers.options(leader_elect), shutdown).await;
+            skiff_controllers::run(client, controllers.options(leader_elect, &kubeconfig)?, shutdown).await;
             Ok(())
         }
         Command::Agent { server, token, kubeconfig, pki_dir, data_dir, agent } => {
@@ -392,7 +401,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let kc = data_dir.join("controller-manager.kubeconfig");
         server.write_kubeconfig(&kc, "controller-manager", "system:kube-controller-manager", None)?;
         let client = skiff_runtime::client(&kc).await?;
-        components.push(tokio::spawn(skiff_controllers::run(client, args.controllers.options(true), shutdown.clone())));
+        components.push(tokio::spawn(skiff_controllers::run(client, args.controllers.options(true, &kc)?, shutdown.clone())));
     }
     if !args.disable.iter().any(|d| d == "agent") {
         let node = args.agent.node_name();

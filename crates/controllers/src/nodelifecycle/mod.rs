@@ -5,6 +5,11 @@
 //! Pods on a node with NoExecute taints they do not tolerate are evicted,
 //! at once or after their `tolerationSeconds` (300 s by default, added to
 //! every pod by the API server).
+//!
+//! TaintNodesByCondition: `spec.unschedulable` (`kubectl cordon`) and the
+//! kubelet's pressure and network conditions become NoSchedule taints
+//! (`node.kubernetes.io/unschedulable`, `memory-pressure`, `disk-pressure`,
+//! `pid-pressure`, `network-unavailable`), removed when they clear.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +31,22 @@ use crate::Error;
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// The taint of a node whose kubelet reports NotReady.
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// The taint of a cordoned node.
+pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+/// Node conditions that, when True, keep new pods off the node, with
+/// their NoSchedule taints.
+const CONDITION_TAINTS: &[(&str, &str)] = &[
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+];
+
+/// The taints this controller owns: it adds and removes them; any other
+/// taint on the node is left as it is.
+fn managed(key: &str) -> bool {
+    key == UNREACHABLE || key == NOT_READY || key == UNSCHEDULABLE || CONDITION_TAINTS.iter().any(|(_, k)| *k == key)
+}
 
 struct Ctx {
     client: kube::Client,
@@ -114,17 +135,29 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         _ => None,
     };
     let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let mut next: Vec<Taint> = taints.iter().filter(|t| !((t.key == UNREACHABLE || t.key == NOT_READY) && Some(t.key.as_str()) != want)).cloned().collect();
+    // (key, effect, stamped): NoExecute taints carry the time they were
+    // added, from which tolerationSeconds count.
+    let mut wanted: Vec<(&str, &str, bool)> = Vec::new();
     if let Some(key) = want {
-        for effect in ["NoSchedule", "NoExecute"] {
-            if !next.iter().any(|t| t.key == key && t.effect == effect) {
-                next.push(Taint {
-                    key: key.into(),
-                    effect: effect.into(),
-                    value: None,
-                    time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
-                });
-            }
+        wanted.extend([(key, "NoSchedule", true), (key, "NoExecute", true)]);
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        wanted.push((UNSCHEDULABLE, "NoSchedule", false));
+    }
+    for (cond, key) in CONDITION_TAINTS {
+        if conditions.iter().any(|c| c.type_ == *cond && c.status == "True") {
+            wanted.push((key, "NoSchedule", false));
+        }
+    }
+    let mut next: Vec<Taint> = taints.iter().filter(|t| !managed(&t.key) || wanted.iter().any(|(k, e, _)| *k == t.key && *e == t.effect)).cloned().collect();
+    for (key, effect, stamped) in wanted {
+        if !next.iter().any(|t| t.key == key && t.effect == effect) {
+            next.push(Taint {
+                key: key.into(),
+                effect: effect.into(),
+                value: None,
+                time_added: stamped.then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+            });
         }
     }
     if next != taints {
