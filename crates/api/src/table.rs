@@ -188,6 +188,13 @@ fn columns(kind: &str) -> Vec<Col> {
             c("AllowVolumeExpansion", "string", 0),
             c("Age", "string", 0),
         ],
+        "PodDisruptionBudget" => vec![
+            c("Name", "string", 0),
+            c("Min Available", "string", 0),
+            c("Max Unavailable", "string", 0),
+            c("Allowed Disruptions", "integer", 0),
+            c("Age", "string", 0),
+        ],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
 }
@@ -539,6 +546,20 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(or_default(s(g("/reclaimPolicy")), "Delete")),
                 json!(or_default(s(g("/volumeBindingMode")), "Immediate")),
                 json!(g("/allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()),
+                json!(created),
+            ]
+        }
+        "PodDisruptionBudget" => {
+            let int_or_str = |v: Option<&Value>| match v {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                name,
+                json!(int_or_str(g("/spec/minAvailable"))),
+                json!(int_or_str(g("/spec/maxUnavailable"))),
+                json!(g("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0)),
                 json!(created),
             ]
         }

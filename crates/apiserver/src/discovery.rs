@@ -78,6 +78,7 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
     }
     if r.kind == "Pod" {
         out.push(("binding".to_string(), "", "v1", "Binding", vec!["create"]));
+        out.push(("eviction".to_string(), "policy", "v1", "Eviction", vec!["create"]));
         out.push(("log".to_string(), "", "v1", "Pod", vec!["get"]));
         for sub in ["exec", "attach", "portforward"] {
             out.push((sub.to_string(), "", "v1", "PodExecOptions", vec!["create", "get"]));

@@ -249,7 +249,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         None => Scope::Main,
         Some("status") if rt.status => Scope::Status,
         Some("scale") if rt.scale => Scope::Main,
-        Some("binding") if rt.kind == "Pod" => Scope::All,
+        Some("binding" | "eviction") if rt.kind == "Pod" => Scope::All,
         Some("finalize") if rt.kind == "Namespace" => Scope::Finalize,
         Some(sub @ ("exec" | "attach" | "portforward")) if rt.kind == "Pod" => {
             return crate::proxy::stream(state, ns.as_deref().unwrap_or("default"), name.unwrap_or(""), sub, req).await;
@@ -308,6 +308,9 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         (Method::POST, Some(name)) if sub == Some("binding") => {
             bind(state, rt, ns, name, &body, &ctype, &opts).await?;
             Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (Method::POST, Some(name)) if sub == Some("eviction") => {
+            crate::eviction::evict(state, rt, ns.unwrap_or("default"), name, &decode(&body, &ctype)?, &opts).await
         }
         (Method::GET, Some(name)) => crate::read::get(state, rt, ns, name, &q, &accept).await,
         (Method::GET, None) => {

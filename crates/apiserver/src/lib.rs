@@ -13,6 +13,7 @@ mod admission;
 mod auth;
 mod cache;
 mod discovery;
+mod eviction;
 mod handler;
 mod join;
 mod metrics;

@@ -8,6 +8,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod informer;
@@ -125,6 +126,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), i.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
+                    disruption::run(client.clone(), i.clone(), shutdown.clone()),
                     async {
                         if let Some(ca) = opts.root_ca.clone() {
                             rootcacert::run(client.clone(), ca, shutdown.clone()).await;

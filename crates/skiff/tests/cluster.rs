@@ -567,3 +567,50 @@ fn pods_wait_for_their_claims_and_go_where_their_volumes_are() {
         assert_eq!(ok(&s, &["get", "pod", &format!("user-{i}"), "-o", "jsonpath={.spec.nodeName}"]), "vol-2");
     }
 }
+
+/// `kubectl drain` (kubectl 1.33: protobuf DeleteOptions and Evictions)
+/// stops at a PodDisruptionBudget's limit with Kubernetes' message and
+/// completes once the budget allows; `cordon` taints the node.
+#[test]
+fn drain_waits_for_the_disruption_budget_and_cordon_taints_the_node() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 3, "sim-", &[]);
+    ok(&s, &["create", "deployment", "web", "--image=nginx:1", "--replicas=4"]);
+    ok(&s, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    ok(&s, &["create", "pdb", "web", "--selector=app=web", "--min-available=4"]);
+    wait_for(&s, 10, |s| ok(s, &["get", "pdb", "web", "-o", "jsonpath={.status.currentHealthy}"]) == "4");
+    let table = ok(&s, &["get", "pdb", "web"]);
+    assert!(table.contains("MIN AVAILABLE") && table.contains("ALLOWED DISRUPTIONS"), "{table}");
+    let described = ok(&s, &["describe", "pdb", "web"]);
+    for want in ["Allowed disruptions:  0", "Current:              4", "Desired:              4", "Total:                4"] {
+        assert!(described.contains(want), "{want:?} in {described}");
+    }
+    let node = ok(&s, &["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].spec.nodeName}"]);
+    let kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+    let kubectl = if std::path::Path::new(kubectl).exists() { kubectl } else { common::kubectl_bin() };
+    let mut drain = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["drain", &node, "--timeout=60s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl drain");
+    // The budget allows nothing yet: the drain keeps being refused.
+    std::thread::sleep(Duration::from_secs(3));
+    let taints = ok(&s, &["get", "node", &node, "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert!(taints.contains("node.kubernetes.io/unschedulable"), "cordoned: {taints}");
+    assert!(drain.try_wait().expect("drain status").is_none(), "drain must wait for the budget");
+    assert_eq!(running_pods(&s, "app=web").len(), 4, "no pod was evicted past the budget");
+    // Two more replicas (on the other nodes) make room for the drain.
+    ok(&s, &["scale", "deployment", "web", "--replicas=6"]);
+    let out = drain.wait_with_output().expect("drain output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "drain: {stdout} {stderr}");
+    assert!(stderr.contains("Cannot evict pod as it would violate the pod's disruption budget."), "{stderr}");
+    assert!(stdout.contains(&format!("node/{node} drained")), "{stdout}");
+    let on_node = ok(&s, &["get", "pods", "-l", "app=web", "--field-selector", &format!("spec.nodeName={node}"), "-o", "name"]);
+    assert!(on_node.trim().is_empty(), "drained node runs no pod: {on_node}");
+    ok(&s, &["uncordon", &node]);
+    wait_for(&s, 10, |s| !ok(s, &["get", "node", &node, "-o", "jsonpath={.spec.taints[*].key}"]).contains("unschedulable"));
+}
