@@ -54,7 +54,27 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(spec, "replicas", json!(1));
                 default(spec, "podManagementPolicy", json!("OrderedReady"));
                 default(spec, "revisionHistoryLimit", json!(10));
-                rolling_update(spec, "updateStrategy", &[("partition", json!(0))]);
+                // Unlike Deployments and DaemonSets, a StatefulSet gets a
+                // `rollingUpdate` only when it named no strategy type.
+                if let Some(strategy) = child(spec, "updateStrategy") {
+                    if strategy.get("type").is_none_or(Value::is_null) {
+                        strategy.insert("type".into(), json!("RollingUpdate"));
+                        default(strategy, "rollingUpdate", json!({}));
+                    }
+                    if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                        if let Some(ru) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                            default(ru, "partition", json!(0));
+                        }
+                    }
+                }
+                for claim in spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+                    if let Some(cs) = child(claim, "spec") {
+                        default(cs, "volumeMode", json!("Filesystem"));
+                    }
+                    if let Some(st) = child(claim, "status") {
+                        default(st, "phase", json!("Pending"));
+                    }
+                }
                 if let Some(p) = child(spec, "persistentVolumeClaimRetentionPolicy") {
                     default(p, "whenDeleted", json!("Retain"));
                     default(p, "whenScaled", json!("Retain"));
@@ -70,6 +90,12 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
         }
         "Job" => {
+            let template_labels = o.get("spec").and_then(|s| s.pointer("/template/metadata/labels")).cloned();
+            if let (Some(labels), Some(meta)) = (template_labels, child(o, "metadata")) {
+                if meta.get("labels").is_none_or(|l| l.as_object().is_none_or(Map::is_empty)) {
+                    meta.insert("labels".into(), labels);
+                }
+            }
             if let Some(spec) = child(o, "spec") {
                 job_spec(spec);
             }
@@ -80,24 +106,87 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(spec, "suspend", json!(false));
                 default(spec, "successfulJobsHistoryLimit", json!(3));
                 default(spec, "failedJobsHistoryLimit", json!(1));
+                // The Job defaults are the Job's, when it is made; the
+                // template gets its pod template's only.
                 if let Some(jt) = child(spec, "jobTemplate").and_then(|jt| child(jt, "spec")) {
-                    job_spec(jt);
+                    template(jt, "");
                 }
             }
         }
         "Service" => {
             if let Some(spec) = child(o, "spec") {
                 default(spec, "type", json!("ClusterIP"));
-                if spec.get("type") != Some(&json!("ExternalName")) {
-                    default(spec, "sessionAffinity", json!("None"));
+                default(spec, "sessionAffinity", json!("None"));
+                let ty = spec.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+                if ty != "ExternalName" {
                     default(spec, "internalTrafficPolicy", json!("Cluster"));
+                }
+                if spec.get("sessionAffinity") == Some(&json!("None")) {
+                    spec.remove("sessionAffinityConfig");
+                } else if spec.get("sessionAffinity") == Some(&json!("ClientIP")) {
+                    if let Some(ip) = child(spec, "sessionAffinityConfig").and_then(|c| child(c, "clientIP")) {
+                        default(ip, "timeoutSeconds", json!(10800));
+                    }
+                }
+                let external_ips = spec.get("externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+                if ty == "NodePort" || ty == "LoadBalancer" || (ty == "ClusterIP" && external_ips) {
+                    default(spec, "externalTrafficPolicy", json!("Cluster"));
+                }
+                if ty == "LoadBalancer" {
+                    default(spec, "allocateLoadBalancerNodePorts", json!(true));
                 }
                 if let Some(Value::Array(ports)) = spec.get_mut("ports") {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         default(p, "protocol", json!("TCP"));
+                        // An explicit 0 or "" is unset too.
+                        if matches!(p.get("targetPort"), Some(t) if *t == json!(0) || *t == json!("")) {
+                            p.remove("targetPort");
+                        }
                         if let Some(port) = p.get("port").cloned() {
                             default(p, "targetPort", port);
                         }
+                    }
+                }
+            }
+        }
+        "Endpoints" => {
+            for subset in o.get_mut("subsets").and_then(Value::as_array_mut).into_iter().flatten() {
+                for p in subset.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+                    default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+        "EndpointSlice" => {
+            for p in o.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+                default(p, "name", json!(""));
+                default(p, "protocol", json!("TCP"));
+            }
+        }
+        "Node" => {
+            if let Some(status) = o.get_mut("status").and_then(Value::as_object_mut) {
+                if let Some(capacity) = status.get("capacity").cloned() {
+                    default(status, "allocatable", capacity);
+                }
+            }
+        }
+        "LimitRange" => {
+            let limits = o.get_mut("spec").and_then(|s| s.get_mut("limits")).and_then(Value::as_array_mut);
+            for item in limits.into_iter().flatten().filter_map(Value::as_object_mut) {
+                if item.get("type") != Some(&json!("Container")) {
+                    continue;
+                }
+                // default ← max; defaultRequest ← default, else min.
+                let max = item.get("max").and_then(Value::as_object).cloned().unwrap_or_default();
+                let min = item.get("min").and_then(Value::as_object).cloned().unwrap_or_default();
+                if let Some(d) = child(item, "default") {
+                    for (k, v) in &max {
+                        d.entry(k.clone()).or_insert(v.clone());
+                    }
+                }
+                let dflt = item.get("default").and_then(Value::as_object).cloned().unwrap_or_default();
+                if let Some(dr) = child(item, "defaultRequest") {
+                    for (k, v) in dflt.iter().chain(min.iter()) {
+                        dr.entry(k.clone()).or_insert(v.clone());
                     }
                 }
             }
@@ -154,14 +243,27 @@ fn rolling_update(spec: &mut Map<String, Value>, field: &str, params: &[(&str, V
 }
 
 fn job_spec(spec: &mut Map<String, Value>) {
-    default(spec, "parallelism", json!(1));
-    if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism") == Some(&json!(1)) {
+    let unset = |spec: &Map<String, Value>, k: &str| spec.get(k).is_none_or(Value::is_null);
+    // Both unset: one pod, once. An explicit parallelism with no
+    // completions is a work queue, and keeps completions unset.
+    if unset(spec, "completions") && unset(spec, "parallelism") {
         spec.insert("completions".into(), json!(1));
     }
-    default(spec, "backoffLimit", json!(6));
+    default(spec, "parallelism", json!(1));
+    let per_index = !unset(spec, "backoffLimitPerIndex");
+    default(spec, "backoffLimit", json!(if per_index { i64::from(i32::MAX) } else { 6 }));
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
-    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    default(spec, "manualSelector", json!(false));
+    let failure_policy = !unset(spec, "podFailurePolicy");
+    default(spec, "podReplacementPolicy", json!(if failure_policy { "Failed" } else { "TerminatingOrFailed" }));
+    if let Some(rules) = spec.get_mut("podFailurePolicy").and_then(|p| p.get_mut("rules")).and_then(Value::as_array_mut) {
+        for rule in rules {
+            for c in rule.get_mut("onPodConditions").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+                default(c, "status", json!("True"));
+            }
+        }
+    }
     template(spec, "");
 }
 
@@ -189,8 +291,8 @@ pub fn pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "securityContext", json!({}));
     default(spec, "terminationGracePeriodSeconds", json!(30));
-    default(spec, "enableServiceLinks", json!(true));
     if is_pod {
+        default(spec, "enableServiceLinks", json!(true));
         default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
         default(spec, "priority", json!(0));
         default(spec, "serviceAccountName", json!("default"));
@@ -198,16 +300,108 @@ pub fn pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
             default(spec, "serviceAccount", sa);
         }
     }
-    for field in ["containers", "initContainers"] {
+    let host_network = spec.get("hostNetwork") == Some(&json!(true));
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(Value::Array(cs)) = spec.get_mut(field) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                container(c);
+                container(c, is_pod);
+                // A host-network pod's ports are the host's.
+                if is_pod && host_network {
+                    for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+                        if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                            if let Some(cp) = p.get("containerPort").cloned() {
+                                p.insert("hostPort".into(), cp);
+                            }
+                        }
+                    }
+                }
             }
+        }
+    }
+    for v in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+        volume(v);
+    }
+}
+
+/// Volume source defaults (SetDefaults_Volume and the sources').
+fn volume(v: &mut Map<String, Value>) {
+    if v.keys().all(|k| k == "name") {
+        v.insert("emptyDir".into(), json!({}));
+    }
+    for source in ["secret", "configMap", "downwardAPI", "projected"] {
+        if let Some(src) = v.get_mut(source).and_then(Value::as_object_mut) {
+            default(src, "defaultMode", json!(420));
+        }
+    }
+    if let Some(items) = v.get_mut("downwardAPI").and_then(|d| d.get_mut("items")).and_then(Value::as_array_mut) {
+        field_refs(items);
+    }
+    if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+        default(hp, "type", json!(""));
+    }
+    for src in v.get_mut("projected").and_then(|p| p.get_mut("sources")).and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(items) = src.get_mut("downwardAPI").and_then(|d| d.get_mut("items")).and_then(Value::as_array_mut) {
+            field_refs(items);
+        }
+        if let Some(t) = src.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+            default(t, "expirationSeconds", json!(3600));
+        }
+    }
+    if let Some(cs) = v.get_mut("ephemeral").and_then(|e| e.get_mut("volumeClaimTemplate")).and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+        default(cs, "volumeMode", json!("Filesystem"));
+    }
+}
+
+/// `fieldRef.apiVersion` defaults to v1 (downward API items).
+fn field_refs(items: &mut [Value]) {
+    for item in items {
+        if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+            default(f, "apiVersion", json!("v1"));
         }
     }
 }
 
-fn container(c: &mut Map<String, Value>) {
+/// SetDefaults_Probe and its HTTP action's.
+fn probe(p: &mut Map<String, Value>) {
+    for (k, v) in [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)] {
+        if p.get(k).and_then(Value::as_i64).unwrap_or(0) == 0 {
+            p.insert(k.into(), json!(v));
+        }
+    }
+    handler(p);
+    if let Some(g) = p.get_mut("grpc").and_then(Value::as_object_mut) {
+        default(g, "service", json!(""));
+    }
+}
+
+/// An `httpGet` action's path and scheme.
+fn handler(h: &mut Map<String, Value>) {
+    if let Some(get) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
+        if get.get("path").and_then(Value::as_str).unwrap_or_default().is_empty() {
+            get.insert("path".into(), json!("/"));
+        }
+        if get.get("scheme").and_then(Value::as_str).unwrap_or_default().is_empty() {
+            get.insert("scheme".into(), json!("HTTP"));
+        }
+    }
+}
+
+fn container(c: &mut Map<String, Value>, is_pod: bool) {
+    for p in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(p).and_then(Value::as_object_mut) {
+            probe(p);
+        }
+    }
+    for hook in ["postStart", "preStop"] {
+        if let Some(h) = c.get_mut("lifecycle").and_then(|l| l.get_mut(hook)).and_then(Value::as_object_mut) {
+            handler(h);
+        }
+    }
+    for e in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(f) = e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).and_then(Value::as_object_mut) {
+            default(f, "apiVersion", json!("v1"));
+        }
+    }
     default(c, "terminationMessagePath", json!("/dev/termination-log"));
     default(c, "terminationMessagePolicy", json!("File"));
     default(c, "resources", json!({}));
@@ -218,7 +412,11 @@ fn container(c: &mut Map<String, Value>) {
             default(p, "protocol", json!("TCP"));
         }
     }
-    // Limits without requests: requests default to the limits.
+    // Limits without requests: requests default to the limits (on pods;
+    // a template keeps what it was given).
+    if !is_pod {
+        return;
+    }
     if let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) {
         if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
             let req = res.entry("requests").or_insert_with(|| json!({}));
@@ -298,6 +496,55 @@ mod tests {
         assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
         assert!(d["spec"]["template"]["spec"].get("tolerations").is_none());
+    }
+
+    #[test]
+    fn probes_volumes_and_env_get_kubernetes_defaults() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "x:1",
+            "readinessProbe": {"httpGet": {"port": 80}},
+            "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
+            "lifecycle": {"preStop": {"httpGet": {"port": 80, "path": "/stop"}}},
+            "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+            "volumes": [{"name": "e"}, {"name": "s", "secret": {"secretName": "x"}}, {"name": "h", "hostPath": {"path": "/x"}},
+                        {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}});
+        apply("Pod", &mut pod);
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(
+            c["readinessProbe"],
+            json!({"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"},
+            "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(c["livenessProbe"]["periodSeconds"], 5);
+        assert_eq!(c["lifecycle"]["preStop"]["httpGet"], json!({"port": 80, "path": "/stop", "scheme": "HTTP"}));
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+        let v = &pod["spec"]["volumes"];
+        assert_eq!(v[0]["emptyDir"], json!({}));
+        assert_eq!(v[1]["secret"]["defaultMode"], 420);
+        assert_eq!(v[2]["hostPath"]["type"], "");
+        assert_eq!(v[3]["projected"]["defaultMode"], 420);
+        assert_eq!(v[3]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"], 3600);
+    }
+
+    #[test]
+    fn services_and_jobs_get_kubernetes_defaults() {
+        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 0}]}});
+        apply("Service", &mut svc);
+        assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        let mut svc = json!({"spec": {"type": "ExternalName", "externalName": "x.example"}});
+        apply("Service", &mut svc);
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+        let mut svc = json!({"spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 1}]}});
+        apply("Service", &mut svc);
+        assert_eq!(svc["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+        // A work queue: parallelism given, completions stay unset.
+        let mut job = json!({"spec": {"parallelism": 1, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}}}});
+        apply("Job", &mut job);
+        assert!(job["spec"].get("completions").is_none(), "{job}");
+        assert_eq!(job["metadata"]["labels"], json!({"a": "b"}));
+        let mut job = json!({"spec": {"template": {"spec": {"containers": []}}}});
+        apply("Job", &mut job);
+        assert_eq!((job["spec"]["completions"].clone(), job["spec"]["parallelism"].clone()), (json!(1), json!(1)));
     }
 
     #[test]
