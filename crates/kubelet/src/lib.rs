@@ -13,6 +13,7 @@
 pub mod bootstrap;
 pub mod env;
 pub mod hook;
+pub mod killall;
 pub mod local_path;
 pub mod logs;
 pub mod network;

@@ -80,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// Removes what a stopped node leaves on this machine, as k3s-killall.sh
+    /// does: its containers and their containerd, mounts under the data
+    /// directory, the node's bridge and nftables table. Nothing else.
+    Killall {
+        /// The server's or agent's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Runs simulated nodes (hollow kubelets) for tests, demos and benchmarks.
     SimNodes {
         /// Kubeconfig of the API server to use.
@@ -344,6 +352,17 @@ async fn main() -> anyhow::Result<()> {
             let mut agent = agent;
             agent.node_ip = Some(node_ip);
             skiff_kubelet::run(client, agent.config(dir, tls)?, shutdown).await?;
+            Ok(())
+        }
+        Command::Killall { data_dir } => {
+            let dir = std::path::absolute(data_dir.unwrap_or_else(default_data_dir))?;
+            let report = skiff_kubelet::killall::killall(&dir);
+            println!(
+                "killed {} processes, unmounted {} mounts, removed bridge and nftables table {}",
+                report.killed.len(),
+                report.unmounted.len(),
+                report.network
+            );
             Ok(())
         }
         Command::Images { command: ImagesCommand::Import { file, data_dir } } => {

@@ -363,3 +363,66 @@ fn kubectl_1_27_and_1_28_apply_explain_and_diff_with_openapi_v2() {
         assert!(out.contains("-  a: two") && out.contains("+  a: three"), "1.{minor} diff: {out} {err}");
     }
 }
+
+/// kubectl 1.32 and 1.33 send `create <generator>` bodies (and deletes'
+/// DeleteOptions) as protobuf, and do not fall back to JSON.
+#[test]
+fn kubectl_generators_send_protobuf_and_every_served_group_applies() {
+    let s = start();
+    for minor in [32, 33] {
+        let bin = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+        if !std::path::Path::new(&bin).exists() {
+            assert!(std::env::var("CI").is_err(), "{bin} is missing under CI");
+            continue;
+        }
+        let ns = format!("gen{minor}");
+        let run = |args: &[&str]| {
+            let mut all = vec!["-n", ns.as_str()];
+            all.extend_from_slice(args);
+            let (success, out, err) = common::kubectl_with(&bin, &s, &all);
+            assert!(success, "kubectl 1.{minor} {args:?}: {out} {err}");
+            out
+        };
+        let (success, _, err) = common::kubectl_with(&bin, &s, &["create", "namespace", &ns, "-v=8"]);
+        assert!(success, "{err}");
+        assert!(err.contains("application/vnd.kubernetes.protobuf"), "kubectl 1.{minor} sends protobuf: {err}");
+        run(&["create", "configmap", "c", "--from-literal=a=b"]);
+        run(&["create", "secret", "generic", "s", "--from-literal=a=b"]);
+        run(&["create", "secret", "docker-registry", "r", "--docker-server=registry.local", "--docker-username=u", "--docker-password=p"]);
+        run(&["create", "deployment", "d", "--image=busybox", "--replicas=0", "--port=80"]);
+        run(&["create", "job", "j", "--image=busybox", "--", "true"]);
+        run(&["create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"]);
+        run(&["create", "service", "clusterip", "ci", "--tcp=80:8080"]);
+        run(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+        run(&["create", "service", "loadbalancer", "lb", "--tcp=80:8080"]);
+        run(&["create", "service", "externalname", "en", "--external-name=example.com"]);
+        run(&["create", "quota", "q", "--hard=pods=5"]);
+        run(&["create", "pdb", "pdb", "--selector=app=x", "--min-available=1"]);
+        run(&["create", "serviceaccount", "sa"]);
+        assert_eq!(run(&["get", "deploy", "d", "-o", "jsonpath={.spec.replicas}"]), "0", "replicas: 0 survives protobuf");
+        assert_eq!(run(&["get", "secret", "s", "-o", "jsonpath={.data.a}"]), "Yg==");
+        assert_eq!(run(&["get", "svc", "en", "-o", "jsonpath={.spec.externalName}"]), "example.com");
+        assert_eq!(run(&["get", "svc", "np", "-o", "jsonpath={.spec.externalTrafficPolicy}"]), "Cluster");
+        run(&["delete", "configmap", "c"]);
+        let (found, _, _) = common::kubectl_with(&bin, &s, &["get", "configmap", "c", "-n", &ns]);
+        assert!(!found, "deleted");
+    }
+    // One file across every served group.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = manifest(
+        &dir,
+        "groups.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: g}\ndata: {a: b}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: g}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: g}}\n  template:\n    metadata: {labels: {app: g}}\n    spec: {containers: [{name: c, image: busybox}]}\n---\n\
+         apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: g}\nspec:\n  schedule: '0 0 * * *'\n  suspend: true\n  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}}\n---\n\
+         apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: g}\nspec: {holderIdentity: me}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: g}\naddressType: IPv4\nendpoints: [{addresses: [10.1.2.3]}]\n---\n\
+         apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: g}\neventTime: '2024-01-01T00:00:00.000000Z'\nreportingController: me\nreportingInstance: me\naction: A\nreason: R\ntype: Normal\n---\n\
+         apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: g}\nprovisioner: example.com/none\n---\n\
+         apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: g}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: g}}}\n",
+    );
+    for round in ["created", "unchanged"] {
+        let out = ok(&s, &["apply", "-f", &f]);
+        assert_eq!(out.lines().filter(|l| l.ends_with(round)).count(), 8, "{round}: {out}");
+    }
+}

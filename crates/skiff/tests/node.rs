@@ -879,3 +879,45 @@ fn a_claim_gets_a_local_volume_whose_data_outlives_its_pods() {
     // And the node removes its data.
     wait_until(s, 30, "volume data removed", |_| !std::path::Path::new(&path).exists());
 }
+
+/// Whether a process runs (a zombie, waiting for a reaper, does not).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X")
+}
+
+#[test]
+fn killall_removes_what_a_stopped_node_leaves_behind() {
+    let Some(mut n) = node() else { return };
+    ok(&n.s, &["run", "left", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
+    wait_until(&n.s, 60, "running", |s| phase(s, "left") == "Running");
+    let dir = n.s.dir.path().to_path_buf();
+    let socket = dir.join("agent/containerd/containerd.sock");
+    let id = jsonpath(&n.s, &["pod", "left"], "{.status.containerStatuses[0].containerID}").trim_start_matches("containerd://").to_string();
+    let out = std::process::Command::new("ctr").arg("-a").arg(&socket).args(["-n", "k8s.io", "tasks", "ls"]).output().expect("ctr");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("the container's pid");
+    let bridge = skiff_kubelet::network::bridge_name(&dir.join("agent"));
+    // A stopped node's containers keep running, on purpose.
+    n.s.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(running(pid), "the container outlives the server");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff")).args(["killall", "--data-dir"]).arg(&dir).output().expect("skiff killall");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "killall: {said} {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) {
+        assert!(Instant::now() < deadline, "the container (pid {pid}) still runs after killall: {said}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let link = std::process::Command::new("ip").args(["link", "show", &bridge]).output().expect("ip");
+    assert!(!link.status.success(), "the bridge {bridge} is gone");
+    let table = std::process::Command::new("nft").args(["list", "table", "ip", &bridge]).output().expect("nft");
+    assert!(!table.status.success(), "the nftables table {bridge} is gone");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| std::path::Path::new(m).starts_with(&dir))).collect();
+    assert!(left.is_empty(), "no mount under the data dir: {left:?}");
+}

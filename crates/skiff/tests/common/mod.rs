@@ -97,6 +97,13 @@ impl Server {
         self.child = spawn(self.dir.path(), self.port, &args);
     }
 
+    /// Stops the server (SIGTERM, then waits for it to exit), and leaves it
+    /// stopped.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server as an operator does (SIGTERM, then waits for it to
     /// exit) and starts it again on the same data.
     pub fn stop_and_start(&mut self) {

@@ -1,0 +1,118 @@
+//! `skiff killall`: what a stopped node leaves on its machine, removed, as
+//! k3s's `k3s-killall.sh` does. A node's containers outlive the agent on
+//! purpose (a restart must not restart every pod), so stopping the server
+//! leaves them, their containerd shims, their mounts, the node's bridge
+//! and its nftables table behind. This removes those of one data
+//! directory, and nothing that is not under it or named after it.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// What was removed.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Processes killed (containers, shims, the supervised containerd).
+    pub killed: Vec<i32>,
+    /// Mount points unmounted.
+    pub unmounted: Vec<PathBuf>,
+    /// The bridge and nftables table removed.
+    pub network: String,
+}
+
+fn cmdline(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
+fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid …: comm may hold spaces, so read after ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is running (a zombie is not: it only waits to be reaped).
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X")
+}
+
+fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// The processes of the node in `agent_dir`: its containerd, the shims
+/// that name its socket, and everything below them (the containers).
+fn node_processes(agent_dir: &Path) -> Vec<i32> {
+    let dir = agent_dir.join("containerd");
+    let marker = dir.to_string_lossy().into_owned();
+    let all = pids();
+    let mut roots: Vec<i32> = all.iter().copied().filter(|p| cmdline(*p).is_some_and(|c| c.contains(&marker))).collect();
+    roots.retain(|p| *p != std::process::id() as i32);
+    // Descendants, breadth first.
+    let mut out = roots.clone();
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        let children: Vec<i32> = all.iter().copied().filter(|c| parent(*c) == Some(p) && !out.contains(c)).collect();
+        out.extend(children);
+        i += 1;
+    }
+    out
+}
+
+/// Mount points at or below `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // mountinfo escapes spaces and the like as octal.
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// The agent directory of a data directory: `DIR/agent` for a server's,
+/// `DIR` itself for an agent's.
+pub fn agent_dir(data_dir: &Path) -> PathBuf {
+    let nested = data_dir.join("agent");
+    if nested.join("containerd").exists() {
+        nested
+    } else {
+        data_dir.to_path_buf()
+    }
+}
+
+/// Kills the node's containers and processes, unmounts what is mounted
+/// under `data_dir` and removes the node's bridge and nftables table.
+pub fn killall(data_dir: &Path) -> Report {
+    let agent = agent_dir(data_dir);
+    let mut report = Report::default();
+    // Containers first (the leaves), then their shims and containerd, so
+    // a shim cannot report an exit to a containerd that restarts it.
+    let mut procs = node_processes(&agent);
+    procs.reverse();
+    for p in procs {
+        if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
+            report.killed.push(p);
+        }
+    }
+    // Give the kernel a moment to release the killed processes' mounts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while report.killed.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for m in mounts_under(data_dir) {
+        if nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+            report.unmounted.push(m);
+        }
+    }
+    report.network = crate::network::bridge_name(&agent);
+    crate::network::remove(&agent);
+    report
+}
