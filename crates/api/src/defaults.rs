@@ -202,6 +202,10 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "Secret" => {
             default(o, "type", json!("Opaque"));
         }
+        "PodTemplate" => template(o, "Always"),
+        "PriorityClass" => {
+            default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         "PersistentVolumeClaim" => {
             if let Some(spec) = child(o, "spec") {
                 default(spec, "volumeMode", json!("Filesystem"));

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
-use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, storage::v1 as storage};
+use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage};
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -136,6 +136,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(core::PersistentVolume, "", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, ["pv"], [], status: true, scale: false),
     resource!(core::LimitRange, "", "v1", "limitranges", "limitrange", "LimitRange", true, ["limits"], [], status: false, scale: false),
     resource!(core::ResourceQuota, "", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, ["quota"], [], status: true, scale: false),
+    resource!(core::PodTemplate, "", "v1", "podtemplates", "podtemplate", "PodTemplate", true, [], [], status: false, scale: false),
     resource!(apps::Deployment, "apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], ["all"], status: true, scale: true),
     resource!(apps::ReplicaSet, "apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, ["rs"], ["all"], status: true, scale: true),
     resource!(apps::StatefulSet, "apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, ["sts"], ["all"], status: true, scale: true),
@@ -148,6 +149,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(events::Event, "events.k8s.io", "v1", "events", "event", "Event", true, ["ev"], [], status: false, scale: false),
     resource!(storage::StorageClass, "storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], status: false, scale: false),
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
+    resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
 ];
 
 /// Finds a resource by group, version and plural.

@@ -188,6 +188,8 @@ fn columns(kind: &str) -> Vec<Col> {
             c("AllowVolumeExpansion", "string", 0),
             c("Age", "string", 0),
         ],
+        "PriorityClass" => vec![c("Name", "string", 0), c("Value", "integer", 0), c("Global-Default", "boolean", 0), c("Age", "string", 0), c("PreemptionPolicy", "string", 0)],
+        "PodTemplate" => vec![c("Template", "string", 0), c("Containers", "string", 0), c("Images", "string", 0), c("Pod Labels", "string", 0)],
         "PodDisruptionBudget" => vec![
             c("Name", "string", 0),
             c("Min Available", "string", 0),
@@ -548,6 +550,23 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(g("/allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()),
                 json!(created),
             ]
+        }
+        "PriorityClass" => vec![
+            name,
+            json!(g("/value").and_then(Value::as_i64).unwrap_or(0)),
+            json!(g("/globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+            json!(created),
+            json!(s(g("/preemptionPolicy"))),
+        ],
+        "PodTemplate" => {
+            let cs = g("/template/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let names: Vec<String> = cs.iter().map(|c| s(c.get("name"))).collect();
+            let images: Vec<String> = cs.iter().map(|c| s(c.get("image"))).collect();
+            let labels: Vec<String> = g("/template/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                .unwrap_or_default();
+            vec![name, json!(names.join(",")), json!(images.join(",")), json!(if labels.is_empty() { "<none>".to_string() } else { labels.join(",") })]
         }
         "PodDisruptionBudget" => {
             let int_or_str = |v: Option<&Value>| match v {

@@ -152,6 +152,26 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             }));
         }
         "Service" => service(spec, &mut errs),
+        "PodTemplate" => match obj.pointer("/template/spec") {
+            Some(ps) => pod_spec("template.spec", ps, &mut errs, &["Always", "OnFailure", "Never"]),
+            None => errs.push(FieldError::required("template.spec.containers", "")),
+        },
+        "PriorityClass" => {
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            match obj.get("value").and_then(Value::as_i64) {
+                None => errs.push(FieldError::required("value", "")),
+                // Above a billion is kept for the system classes.
+                Some(v) if v > 1_000_000_000 && !name.starts_with("system-") => {
+                    errs.push(FieldError::invalid("value", v, "must be less than or equal to 1000000000"))
+                }
+                Some(_) => {}
+            }
+            if let Some(p) = obj.get("preemptionPolicy").and_then(Value::as_str) {
+                if !matches!(p, "PreemptLowerPriority" | "Never") {
+                    errs.push(FieldError::not_supported("preemptionPolicy", p, &["Never", "PreemptLowerPriority"]));
+                }
+            }
+        }
         "StorageClass" => {
             if obj.get("provisioner").and_then(Value::as_str).unwrap_or_default().is_empty() {
                 errs.push(FieldError::required("provisioner", ""));
@@ -405,6 +425,10 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
             }
         }
         "Pod" => pod_update(new, old, errs),
+        "PriorityClass" => {
+            immutable("value", new.get("value"), old.get("value"), errs);
+            immutable("preemptionPolicy", new.get("preemptionPolicy"), old.get("preemptionPolicy"), errs);
+        }
         "StorageClass" => {
             for f in ["provisioner", "parameters", "reclaimPolicy"] {
                 if new.get(f) != old.get(f) {

@@ -1,5 +1,6 @@
-//! What kube-apiserver's admission and registry strategies add to new
-//! objects beyond defaulting: a Job's generated selector and labels, and a
+//! Admission: the chain of named plugins every create passes after
+//! defaulting, in kube-apiserver's order ([`MUTATING`]), and what its
+//! registry strategies add: a Job's generated selector and labels, and a
 //! Service's cluster IP and node ports, allocated from the service CIDR
 //! (10.43.0.0/16, as k3s) and 30000–32767.
 
@@ -17,33 +18,132 @@ pub(crate) const SERVICE_CIDR_BASE: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
 const SERVICE_CIDR_SIZE: u32 = 1 << 16;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
-/// A claim that names no class gets the default StorageClass, as the
-/// DefaultStorageClass admission plugin does (the newest one when several
-/// are marked default). An explicit `""` asks for no class and is kept.
-/// Every claim also gets the `kubernetes.io/pvc-protection` finalizer, as
-/// StorageObjectInUseProtection adds it, so a claim deleted while a pod
+/// One admission plugin: it may change the object, or refuse it.
+type Plugin = fn(&State, &ResourceType, &str, &mut Value) -> Result<(), ApiError>;
+
+/// The mutating admission plugins, in kube-apiserver's order.
+const MUTATING: &[(&str, Plugin)] = &[
+    ("Priority", priority),
+    ("DefaultTolerationSeconds", default_toleration_seconds),
+    ("DefaultStorageClass", default_storage_class),
+    ("StorageObjectInUseProtection", storage_object_in_use_protection),
+];
+
+/// Runs the admission chain on an object about to be created.
+pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), ApiError> {
+    for (plugin, admit) in MUTATING {
+        admit(state, rt, name, obj).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
+    }
+    Ok(())
+}
+
+/// The PriorityClasses every cluster has (kube-apiserver creates them).
+pub(crate) const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
+    ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+    ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+];
+
+/// Priority: a pod's `priorityClassName` (or the global default class)
+/// becomes its `priority` and `preemptionPolicy`; a class that does not
+/// exist, or a priority the pod set itself, is refused with 403.
+fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value) -> Result<(), ApiError> {
+    if rt.kind != "Pod" {
+        return Ok(());
+    }
+    let Some(pcs) = skiff_api::registry::find("scheduling.k8s.io", "v1", "priorityclasses") else { return Ok(()) };
+    let classes: Vec<Value> =
+        state.cache.list(pcs, &pcs.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0).items.iter().map(|o| o.object()).collect();
+    let wanted = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+    let class = if wanted.is_empty() {
+        classes.iter().find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+    } else {
+        let found = classes.iter().find(|c| c.pointer("/metadata/name").and_then(Value::as_str) == Some(wanted.as_str()));
+        if found.is_none() {
+            return Err(ApiError::forbidden(format!("pods \"{name}\" is forbidden: no PriorityClass with name {wanted} was found")));
+        }
+        found
+    };
+    let (value, policy) = match class {
+        Some(c) => (c.get("value").and_then(Value::as_i64).unwrap_or(0), c.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"))),
+        None => (0, json!("PreemptLowerPriority")),
+    };
+    // Defaulting filled in 0; a pod that set another value itself is refused.
+    if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64).filter(|g| *g != 0 && *g != value) {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{name}\" is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+        )));
+    }
+    if let Some(c) = class {
+        pod["spec"]["priorityClassName"] = c["metadata"]["name"].clone();
+    }
+    pod["spec"]["priority"] = json!(value);
+    pod["spec"]["preemptionPolicy"] = policy;
+    Ok(())
+}
+
+/// kube-apiserver's DefaultTolerationSeconds admission: every pod tolerates
+/// a not-ready or unreachable node for a while before it is evicted.
+fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod: &mut Value) -> Result<(), ApiError> {
+    if rt.kind != "Pod" {
+        return Ok(());
+    }
+    let (not_ready, unreachable) = state.toleration_seconds;
+    let mut tols: Vec<Value> = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (key, secs) in [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)] {
+        let covered = tols.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (k == key || (k.is_empty() && exists)) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+        }
+    }
+    pod["spec"]["tolerations"] = json!(tols);
+    Ok(())
+}
+
+/// StorageObjectInUseProtection: every claim gets the
+/// `kubernetes.io/pvc-protection` finalizer, so a claim deleted while a pod
 /// uses it stays (Terminating) until no pod does.
-pub(crate) fn persistent_volume_claim(state: &State, obj: &mut Value) {
+fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: &mut Value) -> Result<(), ApiError> {
+    if rt.kind != "PersistentVolumeClaim" {
+        return Ok(());
+    }
     let fin = json!(skiff_api::storage::PVC_PROTECTION_FINALIZER);
     match obj.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
         Some(f) if f.contains(&fin) => {}
         Some(f) => f.push(fin),
         None => obj["metadata"]["finalizers"] = json!([fin]),
     }
-    if obj.pointer("/spec/storageClassName").is_some_and(|c| !c.is_null()) {
-        return;
+    Ok(())
+}
+
+/// A claim that names no class gets the default StorageClass, as the
+/// DefaultStorageClass admission plugin does (the newest one when several
+/// are marked default). An explicit `""` asks for no class and is kept.
+fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value) -> Result<(), ApiError> {
+    if rt.kind != "PersistentVolumeClaim" || !obj.get("spec").is_some_and(Value::is_object) {
+        return Ok(());
     }
-    let Some(rt) = skiff_api::registry::find("storage.k8s.io", "v1", "storageclasses") else { return };
+    if obj.pointer("/spec/storageClassName").is_some_and(|c| !c.is_null()) {
+        return Ok(());
+    }
+    let Some(rt) = skiff_api::registry::find("storage.k8s.io", "v1", "storageclasses") else { return Ok(()) };
     let snap = state.cache.list(rt, &rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0);
     let default = snap
         .items
         .iter()
         .map(|o| o.object())
-        .filter(|c| c.pointer("/metadata/annotations").and_then(|a| a.get(skiff_api::storage::DEFAULT_CLASS_ANNOTATION)).and_then(Value::as_str) == Some("true"))
+        .filter(|c| {
+            c.pointer("/metadata/annotations").and_then(|a| a.get(skiff_api::storage::DEFAULT_CLASS_ANNOTATION)).and_then(Value::as_str) == Some("true")
+        })
         .max_by_key(|c| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default().to_string());
     if let Some(name) = default.and_then(|c| c.pointer("/metadata/name").and_then(Value::as_str).map(String::from)) {
         obj["spec"]["storageClassName"] = json!(name);
     }
+    Ok(())
 }
 
 /// A Job without `manualSelector` selects its pods by its own uid.

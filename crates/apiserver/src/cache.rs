@@ -39,8 +39,9 @@ pub(crate) struct Cached {
     pub(crate) json: Bytes,
     /// Name, namespace, labels and selectable fields.
     pub(crate) selectable: Value,
-    /// Its protobuf envelope, made once, when a protobuf client first needs it.
-    protobuf: std::sync::OnceLock<Option<Bytes>>,
+    /// Its protobuf message (apiVersion, kind, message), made once, when a
+    /// protobuf client first needs it.
+    protobuf: std::sync::OnceLock<Option<(String, String, Bytes)>>,
 }
 
 impl Cached {
@@ -58,8 +59,22 @@ impl Cached {
 
     /// The object as Kubernetes' protobuf envelope (`None` if its kind has
     /// no protobuf message).
-    pub(crate) fn protobuf(&self) -> Option<&Bytes> {
-        self.protobuf.get_or_init(|| skiff_api::protobuf::encode(&self.object()).map(Bytes::from)).as_ref()
+    pub(crate) fn protobuf(&self) -> Option<Bytes> {
+        let (api_version, kind, raw) = self.protobuf_message()?;
+        Some(Bytes::from(skiff_api::protobuf::envelope(api_version, kind, raw)))
+    }
+
+    /// The object's protobuf message alone, as list items carry it.
+    pub(crate) fn protobuf_message(&self) -> Option<(&str, &str, &Bytes)> {
+        self.protobuf
+            .get_or_init(|| {
+                let o = self.object();
+                let api_version = o.get("apiVersion").and_then(Value::as_str)?.to_string();
+                let kind = o.get("kind").and_then(Value::as_str)?.to_string();
+                Some((api_version, kind, Bytes::from(skiff_api::protobuf::encode_body(&o)?)))
+            })
+            .as_ref()
+            .map(|(a, k, r)| (a.as_str(), k.as_str(), r))
     }
 
     /// The whole object, parsed.

@@ -72,6 +72,18 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), Sto
             Err(e) => return Err(e),
         }
     }
+    // The system PriorityClasses.
+    if let Some(pc) = skiff_api::registry::find("scheduling.k8s.io", "v1", "priorityclasses") {
+        for (name, value, description) in crate::admission::SYSTEM_PRIORITY_CLASSES {
+            let mut obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name,
+                "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now()}, "value": value, "description": description});
+            defaults::apply("PriorityClass", &mut obj);
+            match state.store.create(&pc.key(None, name), Bytes::from(obj.to_string())).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     // The `kubernetes` Service every cluster has, on the first service IP.
     if let Some(svc) = skiff_api::registry::find("", "v1", "services") {
         let ip = std::net::Ipv4Addr::from(u32::from(crate::admission::SERVICE_CIDR_BASE) + 1).to_string();
@@ -109,10 +121,15 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     }
     let (verb, resource) = request_info(&req);
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
-    let mut resp = match route(state, req).await {
-        Ok(r) => r,
-        Err(e) => error(&e),
-    };
+    let mut resp = crate::respond::PROTOBUF
+        .scope(protobuf, async {
+            match route(state, req).await {
+                Ok(r) => r,
+                Err(e) => error(&e),
+            }
+        })
+        .await;
+    // What was answered as bytes (lists from the store, say) is converted.
     if protobuf {
         resp = to_protobuf(resp).await;
     }

@@ -87,6 +87,21 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
                     Ok(()) => {
                         let snap = state.cache.list(rt, &prefix, &labels, &fields, limit);
                         let next = if snap.more { snap.items.last().map(|o| format!("{}:{}", snap.rev, o.key)) } else { None };
+                        // Protobuf lists are made of the cache's encoded
+                        // messages, without JSON in between.
+                        if skiff_api::protobuf::accepts(accept) && !wants_table(accept) && !wants_metadata(accept) {
+                            let messages: Option<Vec<(&str, &str, &Bytes)>> = snap.items.iter().map(|o| o.protobuf_message()).collect();
+                            if let Some(messages) = messages {
+                                let body = skiff_api::protobuf::encode_list(
+                                    &rt.api_version(),
+                                    &format!("{}List", rt.kind),
+                                    &snap.rev.to_string(),
+                                    next.as_deref(),
+                                    messages.iter().map(|(_, _, m)| m.as_ref()),
+                                );
+                                return Ok(crate::respond::protobuf_response(200, Bytes::from(body)));
+                            }
+                        }
                         Page { rev: snap.rev, items: snap.items.iter().map(|o| o.json.clone()).collect(), next }
                     }
                     // A consistent read the cache cannot serve in time is
@@ -101,10 +116,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
     if wants_table(accept) {
         let objs: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect();
         let refs: Vec<&Value> = objs.iter().collect();
-        return Ok(json_response(
-            200,
-            &table::table(rt.kind, &refs, include_object(q)?, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now()),
-        ));
+        return Ok(json_response(200, &table::table(rt.kind, &refs, include_object(q)?, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now())));
     }
     // Items are spliced in as stored JSON, not re-serialized.
     let mut meta = json!({"resourceVersion": page.rev.to_string()});

@@ -16,14 +16,35 @@ pub(crate) fn full(b: Bytes) -> UnsyncBoxBody<Bytes, std::convert::Infallible> {
     Full::new(b).boxed_unsync()
 }
 
-/// A JSON response.
+tokio::task_local! {
+    /// Whether the request being served asked for protobuf first: answers
+    /// made from a value are then encoded straight to protobuf.
+    pub(crate) static PROTOBUF: bool;
+}
+
+/// A JSON response (protobuf for a client that asked for it, when the
+/// object's kind has a message).
 pub(crate) fn json_response(code: u16, v: &Value) -> Resp {
+    if PROTOBUF.try_with(|p| *p).unwrap_or(false) {
+        if let Some(pb) = skiff_api::protobuf::encode(v) {
+            return protobuf_response(code, Bytes::from(pb));
+        }
+    }
     bytes_response(code, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
 }
 
 /// A response whose body is already JSON.
 pub(crate) fn bytes_response(code: u16, body: Bytes) -> Resp {
     Response::builder().status(code).header("Content-Type", "application/json").body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// A response whose body is already Kubernetes' protobuf.
+pub(crate) fn protobuf_response(code: u16, body: Bytes) -> Resp {
+    Response::builder()
+        .status(code)
+        .header("Content-Type", skiff_api::protobuf::CONTENT_TYPE)
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 /// A `Status` response for an error.

@@ -58,7 +58,7 @@ impl Request {
     /// One line of the stream.
     fn line(&self, ty: &str, obj: &Cached) -> Bytes {
         if self.protobuf {
-            if let Some(frame) = obj.protobuf().and_then(|env| skiff_api::protobuf::watch_frame(ty, env)) {
+            if let Some(frame) = obj.protobuf().and_then(|env| skiff_api::protobuf::watch_frame(ty, &env)) {
                 return Bytes::from(frame);
             }
         }

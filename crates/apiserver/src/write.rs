@@ -181,11 +181,8 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
-    if rt.kind == "PersistentVolumeClaim" && obj.get("spec").is_some_and(Value::is_object) {
-        crate::admission::persistent_volume_claim(state, &mut obj);
-    }
+    crate::admission::admit(state, rt, &name, &mut obj)?;
     if rt.kind == "Pod" {
-        default_tolerations(&mut obj, state.toleration_seconds);
         let qos = defaults::qos_class(&obj["spec"]);
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
     }
@@ -218,24 +215,6 @@ pub(crate) fn secret_string_data(obj: &mut Value) {
             obj["data"][k] = json!(skiff_api::base64(v.as_str().unwrap_or_default().as_bytes()));
         }
     }
-}
-
-/// kube-apiserver's DefaultTolerationSeconds admission: every pod tolerates
-/// a not-ready or unreachable node for a while before it is evicted.
-fn default_tolerations(pod: &mut Value, (not_ready, unreachable): (i64, i64)) {
-    let mut tols: Vec<Value> = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-    for (key, secs) in [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)] {
-        let covered = tols.iter().any(|t| {
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
-            (k == key || (k.is_empty() && exists)) && (effect.is_empty() || effect == "NoExecute")
-        });
-        if !covered {
-            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
-        }
-    }
-    pod["spec"]["tolerations"] = json!(tols);
 }
 
 /// Whether an object being deleted has nothing left holding it.

@@ -426,3 +426,30 @@ fn kubectl_generators_send_protobuf_and_every_served_group_applies() {
         assert_eq!(out.lines().filter(|l| l.ends_with(round)).count(), 8, "{round}: {out}");
     }
 }
+
+/// Priority admission: a pod's PriorityClass becomes its priority; a class
+/// that does not exist is refused, as kube-apiserver refuses it.
+#[test]
+fn priority_classes_set_pod_priority_and_unknown_ones_are_refused() {
+    let s = common::start_with(&["--disable", "scheduler,controllers"]);
+    let classes = ok(&s, &["get", "priorityclasses", "-o", "name"]);
+    assert!(classes.contains("system-node-critical") && classes.contains("system-cluster-critical"), "{classes}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = manifest(&dir, "pc.yaml", "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\npreemptionPolicy: Never\n");
+    ok(&s, &["apply", "-f", &f]);
+    let table = ok(&s, &["get", "pc", "high"]);
+    assert!(table.contains("VALUE") && table.contains("1000"), "{table}");
+    let pod = |name: &str, class: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  priorityClassName: {class}\n  containers: [{{name: c, image: busybox}}]\n");
+    ok(&s, &["apply", "-f", &manifest(&dir, "p1.yaml", &pod("p1", "high"))]);
+    assert_eq!(ok(&s, &["get", "pod", "p1", "-o", "jsonpath={.spec.priority} {.spec.preemptionPolicy}"]), "1000 Never");
+    let (success, _, err) = kubectl(&s, &["apply", "-f", &manifest(&dir, "p2.yaml", &pod("p2", "missing"))]);
+    assert!(!success && err.contains("no PriorityClass with name missing was found"), "{err}");
+    // Value is immutable.
+    let (success, _, err) = kubectl(&s, &["patch", "pc", "high", "--type=merge", "-p", r#"{"value":5}"#]);
+    assert!(!success && err.contains("value"), "{err}");
+    // PodTemplates are served, with kube's table.
+    let f = manifest(&dir, "pt.yaml", "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: t}\ntemplate:\n  metadata: {labels: {a: b}}\n  spec: {containers: [{name: c, image: busybox}]}\n");
+    ok(&s, &["apply", "-f", &f]);
+    let table = ok(&s, &["get", "podtemplates"]);
+    assert!(table.contains("CONTAINERS") && table.contains("busybox") && table.contains("a=b"), "{table}");
+}

@@ -193,6 +193,12 @@ fn samples() -> Vec<(&'static str, Value)> {
             json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {},
             "spec": {"minAvailable": 0, "selector": sel}}),
         ),
+        ("api/v1/namespaces/default/podtemplates", json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {}, "template": template})),
+        (
+            "apis/scheduling.k8s.io/v1/priorityclasses",
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {},
+            "value": 1000, "description": "d", "preemptionPolicy": "Never"}),
+        ),
     ]
 }
 

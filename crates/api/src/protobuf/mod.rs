@@ -314,18 +314,49 @@ fn parse_go_duration(s: &str) -> Option<i64> {
 pub fn encode(obj: &Value) -> Option<Vec<u8>> {
     let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
     let kind = obj.get("kind").and_then(Value::as_str)?;
+    Some(envelope(api_version, kind, &encode_body(obj)?))
+}
+
+/// An object's message alone (no envelope), as list items carry it.
+pub fn encode_body(obj: &Value) -> Option<Vec<u8>> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
+    let kind = obj.get("kind").and_then(Value::as_str)?;
     let def = definition(api_version, kind)?;
     let mut raw = Writer::default();
     encode_message(&mut raw, obj, def);
+    Some(raw.into_inner())
+}
+
+/// Kubernetes' envelope (`runtime.Unknown` behind `k8s\0`) around a message.
+pub fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
     let mut type_meta = Writer::default();
     type_meta.bytes(1, api_version.as_bytes());
     type_meta.bytes(2, kind.as_bytes());
-    let mut out = Writer::from(MAGIC.to_vec());
-    out.bytes(1, &type_meta.into_inner());
-    out.bytes(2, &raw.into_inner());
+    let type_meta = type_meta.into_inner();
+    let mut out = Writer::from(Vec::with_capacity(raw.len() + type_meta.len() + 16));
+    out.raw(MAGIC);
+    out.bytes(1, &type_meta);
+    out.bytes(2, raw);
     out.bytes(3, b"");
     out.bytes(4, b"");
-    Some(out.into_inner())
+    out.into_inner()
+}
+
+/// A list (`PodList`, …) of messages already encoded, enveloped: the
+/// list's `metadata` (resourceVersion, continue) then its items, with no
+/// JSON in between.
+pub fn encode_list<'a>(api_version: &str, list_kind: &str, resource_version: &str, next: Option<&str>, items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut meta = Writer::default();
+    meta.bytes(2, resource_version.as_bytes());
+    if let Some(n) = next {
+        meta.bytes(3, n.as_bytes());
+    }
+    let mut list = Writer::default();
+    list.bytes(1, &meta.into_inner());
+    for item in items {
+        list.bytes(2, item);
+    }
+    envelope(api_version, list_kind, &list.into_inner())
 }
 
 /// One watch event as protobuf watch streams frame it: a 4-byte big-endian

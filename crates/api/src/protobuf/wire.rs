@@ -108,6 +108,11 @@ impl Writer {
         self.varint((u64::from(n) << 3) | u64::from(wire));
     }
 
+    /// Bytes as they are (a prefix).
+    pub fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
     /// A length-delimited field.
     pub fn bytes(&mut self, n: u32, b: &[u8]) {
         self.tag(n, 2);
