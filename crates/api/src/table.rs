@@ -188,6 +188,7 @@ fn columns(kind: &str) -> Vec<Col> {
             c("AllowVolumeExpansion", "string", 0),
             c("Age", "string", 0),
         ],
+        "ComponentStatus" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Message", "string", 0), c("Error", "string", 0)],
         "PriorityClass" => vec![c("Name", "string", 0), c("Value", "integer", 0), c("Global-Default", "boolean", 0), c("Age", "string", 0), c("PreemptionPolicy", "string", 0)],
         "PodTemplate" => vec![c("Template", "string", 0), c("Containers", "string", 0), c("Images", "string", 0), c("Pod Labels", "string", 0)],
         "PodDisruptionBudget" => vec![
@@ -549,6 +550,16 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(or_default(s(g("/volumeBindingMode")), "Immediate")),
                 json!(g("/allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()),
                 json!(created),
+            ]
+        }
+        "ComponentStatus" => {
+            let c = g("/conditions/0");
+            let healthy = c.and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True");
+            vec![
+                name,
+                json!(if healthy { "Healthy" } else { "Unhealthy" }),
+                json!(s(c.and_then(|c| c.get("message")))),
+                json!(s(c.and_then(|c| c.get("error")))),
             ]
         }
         "PriorityClass" => vec![

@@ -40,10 +40,13 @@ struct Answered {
     kind: &'static str,
     namespaced: bool,
     verbs: &'static [&'static str],
+    short_names: &'static [&'static str],
 }
 
-/// Reviews (answered on create) and resource metrics (`kubectl top`).
+/// Reviews (answered on create), resource metrics (`kubectl top`) and
+/// component statuses (`kubectl get cs`).
 const ANSWERED: &[Answered] = &[
+    Answered { group: "", version: "v1", plural: "componentstatuses", kind: "ComponentStatus", namespaced: false, verbs: &["get", "list"], short_names: &["cs"] },
     Answered {
         group: "authorization.k8s.io",
         version: "v1",
@@ -51,15 +54,17 @@ const ANSWERED: &[Answered] = &[
         kind: "SelfSubjectAccessReview",
         namespaced: false,
         verbs: &["create"],
+        short_names: &[],
     },
-    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", kind: "NodeMetrics", namespaced: false, verbs: &["get", "list"] },
-    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "pods", kind: "PodMetrics", namespaced: true, verbs: &["get", "list"] },
+    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", kind: "NodeMetrics", namespaced: false, verbs: &["get", "list"], short_names: &[] },
+    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "pods", kind: "PodMetrics", namespaced: true, verbs: &["get", "list"], short_names: &[] },
 ];
 
-/// The groups of [`ANSWERED`], each once, with its version.
+/// The named groups of [`ANSWERED`], each once, with its version (the
+/// core group's answered resources are listed with the core group's).
 fn answered_groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for a in ANSWERED {
+    for a in ANSWERED.iter().filter(|a| !a.group.is_empty()) {
         if !out.contains(&(a.group, a.version)) {
             out.push((a.group, a.version));
         }
@@ -98,7 +103,7 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError
     let answered: Vec<Value> = ANSWERED
         .iter()
         .filter(|a| a.group == group && a.version == version)
-        .map(|a| json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": a.verbs}))
+        .map(|a| json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": a.verbs, "shortNames": a.short_names}))
         .collect();
     if !answered.is_empty() {
         return Ok(json_response(
@@ -170,6 +175,10 @@ fn discovery_group(group: &str) -> Value {
                         "verbs": VERBS, "shortNames": r.short_names, "categories": r.categories, "subresources": subs,
                     })
                 })
+                .chain(ANSWERED.iter().filter(|a| a.group == g && a.version == v).map(|a| {
+                    json!({"resource": a.plural, "responseKind": {"group": g, "version": v, "kind": a.kind},
+                        "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names})
+                }))
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
@@ -210,7 +219,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                             .iter()
                             .filter(|a| a.group == g)
                             .map(|a| json!({"resource": a.plural, "responseKind": {"group": g, "version": ver, "kind": a.kind},
-                                "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs}))
+                                "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names}))
                             .collect();
                         json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": ver, "freshness": "Current", "resources": resources}]})
                     }));

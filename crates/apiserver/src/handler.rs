@@ -241,6 +241,12 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         }
         return crate::proxy::node(state, name, &rest.join("/"), req.uri().query()).await;
     }
+    if let ["api", "v1", "componentstatuses", rest @ ..] = segs.as_slice() {
+        if !is_get || rest.len() > 1 {
+            return Err(ApiError::method_not_allowed(req.method().as_str()));
+        }
+        return crate::component_status::serve(state, rest.first().copied(), &accept).await;
+    }
     if let ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] = segs.as_slice() {
         if !is_get {
             return Err(ApiError::method_not_allowed(req.method().as_str()));

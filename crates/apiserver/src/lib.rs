@@ -12,6 +12,7 @@
 mod admission;
 mod auth;
 mod cache;
+mod component_status;
 mod discovery;
 mod eviction;
 mod handler;

@@ -403,13 +403,19 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
     let s = start_with(&[]);
     let _nodes = sim_nodes(&s, 1, "small-", &["--cpu", "2"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let pod = |name: &str, prio: i32| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  priority: {prio}\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: '1'}}}}}}]\n")
+    // Priority comes from a PriorityClass (Priority admission refuses a
+    // pod that sets the number itself).
+    let classes = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 0\n---\n\
+                   apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: vip}\nvalue: 1000\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "classes.yaml", classes)]);
+    let pod = |name: &str, class: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  priorityClassName: {class}\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: '1'}}}}}}]\n")
     };
-    ok(&s, &["apply", "-f", &manifest(&dir, "low1.yaml", &pod("low1", 0))]);
-    ok(&s, &["apply", "-f", &manifest(&dir, "low2.yaml", &pod("low2", 0))]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "low1.yaml", &pod("low1", "low"))]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "low2.yaml", &pod("low2", "low"))]);
     wait_for(&s, 30, |s| lines(&ok(s, &["get", "pods", "--field-selector=status.phase=Running", "-o", "name"])).len() == 2);
-    ok(&s, &["apply", "-f", &manifest(&dir, "vip.yaml", &pod("vip", 1000))]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "vip.yaml", &pod("vip", "vip"))]);
+    assert_eq!(ok(&s, &["get", "pod", "vip", "-o", "jsonpath={.spec.priority}"]), "1000");
     wait_for(&s, 60, |s| ok(s, &["get", "pod", "vip", "-o", "jsonpath={.status.phase}"]) == "Running");
     let left = lines(&ok(&s, &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]));
     assert_eq!(left.len(), 2, "exactly one low-priority pod was preempted: {left:?}");

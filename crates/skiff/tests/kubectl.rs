@@ -447,6 +447,13 @@ fn priority_classes_set_pod_priority_and_unknown_ones_are_refused() {
     // Value is immutable.
     let (success, _, err) = kubectl(&s, &["patch", "pc", "high", "--type=merge", "-p", r#"{"value":5}"#]);
     assert!(!success && err.contains("value"), "{err}");
+    // `kubectl get cs`: the store answers; no scheduler runs here, so its
+    // leader Lease is missing.
+    let (success, cs, err) = kubectl(&s, &["get", "cs"]);
+    assert!(success && err.contains("v1 ComponentStatus is deprecated in v1.19+"), "{cs} {err}");
+    let row = |name: &str| cs.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(row("etcd-0").contains("Healthy") && !row("etcd-0").contains("Unhealthy"), "{cs}");
+    assert!(row("scheduler").contains("Unhealthy") && row("scheduler").contains("kube-scheduler"), "{cs}");
     // PodTemplates are served, with kube's table.
     let f = manifest(&dir, "pt.yaml", "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: t}\ntemplate:\n  metadata: {labels: {a: b}}\n  spec: {containers: [{name: c, image: busybox}]}\n");
     ok(&s, &["apply", "-f", &f]);

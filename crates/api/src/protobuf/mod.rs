@@ -392,12 +392,14 @@ pub fn accepts(accept: &str) -> bool {
 fn encode_message(w: &mut Writer, v: &Value, def: &str) {
     let Some(schema) = MESSAGES.get(def) else { return };
     let Some(obj) = v.as_object() else { return };
-    for f in &schema.fields {
-        if f.inline {
-            encode_value(w, f.number, &f.ty, v);
-            continue;
-        }
-        let Some(fv) = obj.get(f.json) else { continue };
+    // Go's embedded structs take their fields from the same object.
+    for f in schema.fields.iter().filter(|f| f.inline) {
+        encode_value(w, f.number, &f.ty, v);
+    }
+    // The object's own keys, each looked up once (a message declares
+    // many more fields than an object sets).
+    for (key, fv) in obj {
+        let Some(f) = schema.by_json.get(key.as_str()).map(|i| &schema.fields[*i]).filter(|f| !f.inline) else { continue };
         match (&f.ty, fv) {
             (_, Value::Null) => {}
             (Type::Map(vt), Value::Object(m)) => {

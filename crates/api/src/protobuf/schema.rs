@@ -47,6 +47,8 @@ pub struct Field {
 pub struct Message {
     /// Fields in number order.
     pub fields: Vec<Field>,
+    /// Field index by JSON name.
+    pub by_json: HashMap<&'static str, usize>,
 }
 
 impl Message {
@@ -93,7 +95,8 @@ pub static MESSAGES: LazyLock<HashMap<&'static str, Message>> = LazyLock::new(||
             })
             .collect();
         fields.sort_by_key(|f| f.number);
-        out.insert(def, Message { fields });
+        let by_json = fields.iter().enumerate().map(|(i, f)| (f.json, i)).collect();
+        out.insert(def, Message { fields, by_json });
     }
     out
 });
