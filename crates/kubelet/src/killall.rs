@@ -112,7 +112,26 @@ pub fn killall(data_dir: &Path) -> Report {
             report.unmounted.push(m);
         }
     }
-    report.network = crate::network::bridge_name(&agent);
+    let bridge = crate::network::bridge_name(&agent);
+    // The pods' veth pairs hang off the bridge: deleting the host ends
+    // deletes the pairs (the bridge going would leave them up).
+    let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output();
+    for line in links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
+        if let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) {
+            let _ = std::process::Command::new("ip").args(["link", "delete", name]).output();
+        }
+    }
     crate::network::remove(&agent);
+    // libcni's cached results of this network (named after it), and the
+    // loopback results of the same sandboxes.
+    let cache = Path::new("/var/lib/cni/results");
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(sandbox) = name.strip_prefix(&format!("{bridge}-")).and_then(|r| r.rsplit_once('-')).map(|(id, _)| id.to_string()) {
+            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(cache.join(format!("cni-loopback-{sandbox}-lo")));
+        }
+    }
+    report.network = bridge;
     report
 }

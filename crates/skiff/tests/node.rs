@@ -907,6 +907,12 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .expect("the container's pid");
     let bridge = skiff_kubelet::network::bridge_name(&dir.join("agent"));
+    let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().expect("ip");
+    let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
+        .collect();
+    assert!(!veths.is_empty(), "the pod has a veth on the node's bridge");
     // A stopped node's containers keep running, on purpose.
     n.s.stop();
     std::thread::sleep(Duration::from_millis(500));
@@ -921,6 +927,12 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     }
     let link = std::process::Command::new("ip").args(["link", "show", &bridge]).output().expect("ip");
     assert!(!link.status.success(), "the bridge {bridge} is gone");
+    for v in &veths {
+        let link = std::process::Command::new("ip").args(["link", "show", v]).output().expect("ip");
+        assert!(!link.status.success(), "the pod's veth {v} is gone");
+    }
+    let cached = std::fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{bridge}-"))).count();
+    assert_eq!(cached, 0, "libcni's cached results of the node's network are gone");
     let table = std::process::Command::new("nft").args(["list", "table", "ip", &bridge]).output().expect("nft");
     assert!(!table.status.success(), "the nftables table {bridge} is gone");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
