@@ -46,7 +46,15 @@ struct Answered {
 /// Reviews (answered on create), resource metrics (`kubectl top`) and
 /// component statuses (`kubectl get cs`).
 const ANSWERED: &[Answered] = &[
-    Answered { group: "", version: "v1", plural: "componentstatuses", kind: "ComponentStatus", namespaced: false, verbs: &["get", "list"], short_names: &["cs"] },
+    Answered {
+        group: "",
+        version: "v1",
+        plural: "componentstatuses",
+        kind: "ComponentStatus",
+        namespaced: false,
+        verbs: &["get", "list"],
+        short_names: &["cs"],
+    },
     Answered {
         group: "authorization.k8s.io",
         version: "v1",
@@ -56,7 +64,15 @@ const ANSWERED: &[Answered] = &[
         verbs: &["create"],
         short_names: &[],
     },
-    Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "nodes", kind: "NodeMetrics", namespaced: false, verbs: &["get", "list"], short_names: &[] },
+    Answered {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "nodes",
+        kind: "NodeMetrics",
+        namespaced: false,
+        verbs: &["get", "list"],
+        short_names: &[],
+    },
     Answered { group: "metrics.k8s.io", version: "v1beta1", plural: "pods", kind: "PodMetrics", namespaced: true, verbs: &["get", "list"], short_names: &[] },
 ];
 
@@ -105,17 +121,12 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError
         .filter(|a| a.group == group && a.version == version)
         .map(|a| json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": a.verbs, "shortNames": a.short_names}))
         .collect();
-    if !answered.is_empty() {
-        return Ok(json_response(
-            200,
-            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": answered}),
-        ));
-    }
     let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
-    if rts.is_empty() {
+    if rts.is_empty() && answered.is_empty() {
         return Err(ApiError::no_such_path());
     }
-    let mut resources: Vec<Value> = Vec::new();
+    // A group version may hold both (the core group's componentstatuses).
+    let mut resources: Vec<Value> = answered;
     for r in &rts {
         resources.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
@@ -177,7 +188,7 @@ fn discovery_group(group: &str) -> Value {
                 })
                 .chain(ANSWERED.iter().filter(|a| a.group == g && a.version == v).map(|a| {
                     json!({"resource": a.plural, "responseKind": {"group": g, "version": v, "kind": a.kind},
-                        "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names})
+                        "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names, "categories": [], "subresources": []})
                 }))
                 .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
@@ -219,7 +230,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                             .iter()
                             .filter(|a| a.group == g)
                             .map(|a| json!({"resource": a.plural, "responseKind": {"group": g, "version": ver, "kind": a.kind},
-                                "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names}))
+                                "scope": if a.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "", "verbs": a.verbs, "shortNames": a.short_names, "categories": [], "subresources": []}))
                             .collect();
                         json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": ver, "freshness": "Current", "resources": resources}]})
                     }));
@@ -295,6 +306,16 @@ mod tests {
         assert_eq!(aggregated_version("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"), Some("v2beta1"));
         assert_eq!(aggregated_version("application/json, */*"), None);
         assert_eq!(aggregated_version(""), None);
+    }
+
+    #[test]
+    fn the_core_list_holds_stored_and_answered_resources() {
+        let resp = resource_list("", "v1").expect("core list");
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(resp.into_body())).expect("body").to_bytes();
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        let names: Vec<&str> = v["resources"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+        assert!(names.contains(&"configmaps") && names.contains(&"componentstatuses") && names.contains(&"pods/eviction"), "{names:?}");
+        assert_eq!(v["groupVersion"], "v1");
     }
 
     #[test]

@@ -606,7 +606,11 @@ fn drain_waits_for_the_disruption_budget_and_cordon_taints_the_node() {
     std::thread::sleep(Duration::from_secs(3));
     let taints = ok(&s, &["get", "node", &node, "-o", "jsonpath={.spec.taints[*].key}"]);
     assert!(taints.contains("node.kubernetes.io/unschedulable"), "cordoned: {taints}");
-    assert!(drain.try_wait().expect("drain status").is_none(), "drain must wait for the budget");
+    if let Some(status) = drain.try_wait().expect("drain status") {
+        let out = drain.wait_with_output().expect("drain output");
+        let pdb = ok(&s, &["get", "pdb", "web", "-o", "jsonpath={.status}"]);
+        panic!("drain must wait for the budget; it ended ({status}): {} {}\n{pdb}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
     assert_eq!(running_pods(&s, "app=web").len(), 4, "no pod was evicted past the budget");
     // Two more replicas (on the other nodes) make room for the drain.
     ok(&s, &["scale", "deployment", "web", "--replicas=6"]);

@@ -511,13 +511,7 @@ fn restarting_the_node_keeps_running_containers() {
     };
     let steady = id.trim_start_matches("containerd://").to_string();
     assert!(tasks(&socket).is_some_and(|t| t.contains(&steady)), "the container runs");
-    // Its process, by the pid containerd gives (`ctr tasks ls`: TASK PID STATUS).
-    let out = std::process::Command::new("ctr").arg("-a").arg(&socket).args(["-n", "k8s.io", "tasks", "ls"]).output().expect("ctr");
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(&steady))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .expect("the container's pid");
+    let pid = container_pid(&socket, &steady);
     n.s.restart_without_agent();
     common::wait_for(&n.s, 30, |s| kubectl(s, &["get", "pod", "steady"]).0);
     ok(&n.s, &["delete", "pod", "steady", "--force", "--grace-period=0"]);
@@ -886,6 +880,17 @@ fn a_claim_gets_a_local_volume_whose_data_outlives_its_pods() {
     wait_until(s, 30, "volume data removed", |_| !std::path::Path::new(&path).exists());
 }
 
+/// A container's process, by the pid its containerd gives
+/// (`ctr tasks ls`: TASK PID STATUS).
+fn container_pid(socket: &std::path::Path, id: &str) -> u32 {
+    let out = std::process::Command::new("ctr").arg("-a").arg(socket).args(["-n", "k8s.io", "tasks", "ls"]).output().expect("ctr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("the container's pid")
+}
+
 /// Whether a process runs (a zombie, waiting for a reaper, does not).
 fn running(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -900,12 +905,7 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     let dir = n.s.dir.path().to_path_buf();
     let socket = dir.join("agent/containerd/containerd.sock");
     let id = jsonpath(&n.s, &["pod", "left"], "{.status.containerStatuses[0].containerID}").trim_start_matches("containerd://").to_string();
-    let out = std::process::Command::new("ctr").arg("-a").arg(&socket).args(["-n", "k8s.io", "tasks", "ls"]).output().expect("ctr");
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .expect("the container's pid");
+    let pid = container_pid(&socket, &id);
     let bridge = skiff_kubelet::network::bridge_name(&dir.join("agent"));
     let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().expect("ip");
     let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
