@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn client_identity_round_trips() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("identity");
         let pki = ClusterPki::load_or_create(&dir).expect("pki");
         let pair = pki.issue_client("alice", Some("system:masters")).expect("issue");
         let der = pem_certs(&pair.cert_pem).expect("pem").remove(0);
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn signed_requests_carry_the_signers_identity_not_the_requesters() {
-        let dir = tempfile_dir().with_extension("csr");
+        let dir = tempfile_dir("csr");
         let pki = ClusterPki::load_or_create(&dir).expect("pki");
         // The request names an admin; the signer decides who it is.
         let key = KeyPair::generate().expect("key");
@@ -370,8 +370,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("skiff-pki-test-{}", std::process::id()));
+    /// A fresh directory per test: tests run in parallel threads of one
+    /// process, so the pid alone is not enough (one test removed the
+    /// other's directory).
+    fn tempfile_dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("skiff-pki-test-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     }
