@@ -203,6 +203,26 @@ pub fn apply(kind: &str, obj: &mut Value) {
             default(o, "type", json!("Opaque"));
         }
         "PodTemplate" => template(o, "Always"),
+        "ReplicationController" => {
+            // The selector and the object's labels default to the template's.
+            let labels = o.get("spec").and_then(|s| s.pointer("/template/metadata/labels")).cloned();
+            if let Some(labels) = labels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty())) {
+                if let Some(meta) = child(o, "metadata") {
+                    if meta.get("labels").is_none_or(|l| l.as_object().is_none_or(Map::is_empty)) {
+                        meta.insert("labels".into(), labels.clone());
+                    }
+                }
+                if let Some(spec) = child(o, "spec") {
+                    if spec.get("selector").is_none_or(|l| l.as_object().is_none_or(Map::is_empty)) {
+                        spec.insert("selector".into(), labels);
+                    }
+                }
+            }
+            if let Some(spec) = child(o, "spec") {
+                default(spec, "replicas", json!(1));
+                template(spec, "Always");
+            }
+        }
         "PriorityClass" => {
             default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }

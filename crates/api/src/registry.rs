@@ -137,6 +137,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(core::LimitRange, "", "v1", "limitranges", "limitrange", "LimitRange", true, ["limits"], [], status: false, scale: false),
     resource!(core::ResourceQuota, "", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, ["quota"], [], status: true, scale: false),
     resource!(core::PodTemplate, "", "v1", "podtemplates", "podtemplate", "PodTemplate", true, [], [], status: false, scale: false),
+    resource!(core::ReplicationController, "", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", true, ["rc"], ["all"], status: true, scale: true),
     resource!(apps::Deployment, "apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], ["all"], status: true, scale: true),
     resource!(apps::ReplicaSet, "apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, ["rs"], ["all"], status: true, scale: true),
     resource!(apps::StatefulSet, "apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, ["sts"], ["all"], status: true, scale: true),

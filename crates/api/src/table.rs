@@ -82,7 +82,7 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Images", "string", 1),
             c("Selector", "string", 1),
         ],
-        "ReplicaSet" => vec![
+        "ReplicaSet" | "ReplicationController" => vec![
             c("Name", "string", 0),
             c("Desired", "integer", 0),
             c("Current", "integer", 0),
@@ -189,7 +189,9 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age", "string", 0),
         ],
         "ComponentStatus" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Message", "string", 0), c("Error", "string", 0)],
-        "PriorityClass" => vec![c("Name", "string", 0), c("Value", "integer", 0), c("Global-Default", "boolean", 0), c("Age", "string", 0), c("PreemptionPolicy", "string", 0)],
+        "PriorityClass" => {
+            vec![c("Name", "string", 0), c("Value", "integer", 0), c("Global-Default", "boolean", 0), c("Age", "string", 0), c("PreemptionPolicy", "string", 0)]
+        }
         "PodTemplate" => vec![c("Template", "string", 0), c("Containers", "string", 0), c("Images", "string", 0), c("Pod Labels", "string", 0)],
         "PodDisruptionBudget" => vec![
             c("Name", "string", 0),
@@ -333,8 +335,9 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(selector_string(g("/spec/selector"))),
             ]
         }
-        "ReplicaSet" => {
+        "ReplicaSet" | "ReplicationController" => {
             let (c, i) = containers_images(g("/spec/template/spec"));
+            let selector = if kind == "ReplicationController" { map_selector(g("/spec/selector")) } else { selector_string(g("/spec/selector")) };
             vec![
                 name,
                 json!(int(g("/spec/replicas"))),
@@ -343,7 +346,7 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(created),
                 json!(c),
                 json!(i),
-                json!(selector_string(g("/spec/selector"))),
+                json!(selector),
             ]
         }
         "StatefulSet" => {

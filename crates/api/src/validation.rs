@@ -152,6 +152,19 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             }));
         }
         "Service" => service(spec, &mut errs),
+        "ReplicationController" => {
+            let selector = spec.and_then(|s| s.get("selector")).and_then(Value::as_object).cloned().unwrap_or_default();
+            let labels = spec.and_then(|s| s.pointer("/template/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default();
+            if selector.is_empty() {
+                errs.push(FieldError::required("spec.selector", ""));
+            } else if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                errs.push(FieldError::invalid("spec.template.metadata.labels", Value::Object(labels.clone()), "`selector` does not match template `labels`"));
+            }
+            match spec.and_then(|s| s.pointer("/template/spec")) {
+                Some(ps) => pod_spec("spec.template.spec", ps, &mut errs, &["Always"]),
+                None => errs.push(FieldError::required("spec.template", "")),
+            }
+        }
         "PodTemplate" => match obj.pointer("/template/spec") {
             Some(ps) => pod_spec("template.spec", ps, &mut errs, &["Always", "OnFailure", "Never"]),
             None => errs.push(FieldError::required("template.spec.containers", "")),

@@ -67,6 +67,7 @@ const POINTER_SCALARS: &[&str] = &[
     "apps.v1.DeploymentSpec.revisionHistoryLimit",
     "apps.v1.DeploymentSpec.progressDeadlineSeconds",
     "apps.v1.ReplicaSetSpec.replicas",
+    "core.v1.ReplicationControllerSpec.replicas",
     "apps.v1.StatefulSetSpec.replicas",
     "apps.v1.StatefulSetSpec.revisionHistoryLimit",
     "apps.v1.RollingUpdateStatefulSetStrategy.partition",

@@ -606,7 +606,16 @@ async fn bind(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, bo
 
 /// The `autoscaling/v1` `Scale` view of a scalable object.
 fn scale_of(obj: &Value) -> Value {
-    let selector = obj.pointer("/spec/selector").and_then(|s| LabelSelector::from_label_selector(s).ok()).map(|s| s.to_string()).unwrap_or_default();
+    // A ReplicationController's selector is a plain map of labels.
+    let selector = match obj.pointer("/spec/selector") {
+        Some(s) if obj.get("kind").and_then(Value::as_str) == Some("ReplicationController") => {
+            LabelSelector::from_label_selector(&json!({"matchLabels": s})).ok()
+        }
+        Some(s) => LabelSelector::from_label_selector(s).ok(),
+        None => None,
+    }
+    .map(|s| s.to_string())
+    .unwrap_or_default();
     let meta = &obj["metadata"];
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",

@@ -114,7 +114,8 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
             async move {
                 let i = Informers::start(&client, &shutdown);
                 tokio::join!(
-                    replicaset::run(client.clone(), i.clone(), shutdown.clone()),
+                    replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone(), i.clone(), shutdown.clone()),
+                    replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(client.clone(), i.clone(), shutdown.clone()),
                     deployment::run(client.clone(), i.clone(), shutdown.clone()),
                     job::run(client.clone(), i.clone(), shutdown.clone()),
                     cronjob::run(client.clone(), i.clone(), shutdown.clone()),

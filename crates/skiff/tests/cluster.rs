@@ -624,3 +624,31 @@ fn drain_waits_for_the_disruption_budget_and_cordon_taints_the_node() {
     ok(&s, &["uncordon", &node]);
     wait_for(&s, 10, |s| !ok(s, &["get", "node", &node, "-o", "jsonpath={.spec.taints[*].key}"]).contains("unschedulable"));
 }
+
+/// A ReplicationController keeps its replicas (the ReplicaSet controller's
+/// loop), scales through its scale subresource, and takes its pods along
+/// when deleted.
+#[test]
+fn a_replication_controller_keeps_its_pods() {
+    let s = start_with(&[]);
+    let _nodes = sim_nodes(&s, 2, "sim-", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: legacy}\nspec:\n  replicas: 3\n  template:\n    metadata: {labels: {app: legacy}}\n    spec: {containers: [{name: c, image: x}]}\n";
+    ok(&s, &["apply", "-f", &manifest(&dir, "rc.yaml", rc)]);
+    // The selector and labels default to the template's.
+    assert_eq!(ok(&s, &["get", "rc", "legacy", "-o", "jsonpath={.spec.selector.app} {.metadata.labels.app}"]), "legacy legacy");
+    wait_for(&s, 30, |s| running_pods(s, "app=legacy").len() == 3);
+    wait_for(&s, 10, |s| ok(s, &["get", "rc", "legacy", "-o", "jsonpath={.status.readyReplicas}"]) == "3");
+    let table = ok(&s, &["get", "rc", "legacy"]);
+    assert!(table.contains("DESIRED") && table.lines().nth(1).is_some_and(|l| l.split_whitespace().take(4).collect::<Vec<_>>() == ["legacy", "3", "3", "3"]), "{table}");
+    // A pod deleted behind its back is replaced; a scale-down is followed.
+    let victim = running_pods(&s, "app=legacy")[0].clone();
+    ok(&s, &["delete", "pod", &victim, "--wait=false"]);
+    wait_for(&s, 30, |s| running_pods(s, "app=legacy").len() == 3 && !running_pods(s, "app=legacy").contains(&victim));
+    ok(&s, &["scale", "rc", "legacy", "--replicas=1"]);
+    wait_for(&s, 30, |s| running_pods(s, "app=legacy").len() == 1);
+    let owner = ok(&s, &["get", "pods", "-l", "app=legacy", "-o", "jsonpath={.items[0].metadata.ownerReferences[0].kind}"]);
+    assert_eq!(owner, "ReplicationController");
+    ok(&s, &["delete", "rc", "legacy"]);
+    wait_for(&s, 30, |s| ok(s, &["get", "pods", "-l", "app=legacy", "-o", "name"]).trim().is_empty());
+}

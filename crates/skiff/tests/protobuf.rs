@@ -195,6 +195,10 @@ fn samples() -> Vec<(&'static str, Value)> {
         ),
         ("api/v1/namespaces/default/podtemplates", json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {}, "template": template})),
         (
+            "api/v1/namespaces/default/replicationcontrollers",
+            json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {}, "spec": {"replicas": 0, "selector": {"app": "a"}, "template": template}}),
+        ),
+        (
             "apis/scheduling.k8s.io/v1/priorityclasses",
             json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {},
             "value": 1000, "description": "d", "preemptionPolicy": "Never"}),

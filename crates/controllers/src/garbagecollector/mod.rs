@@ -27,6 +27,8 @@ const KINDS: &[(&str, &str, &str, &str, bool)] = &[
     ("", "v1", "Endpoints", "endpoints", true),
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true),
     ("", "v1", "ServiceAccount", "serviceaccounts", true),
+    ("", "v1", "ReplicationController", "replicationcontrollers", true),
+    ("", "v1", "PodTemplate", "podtemplates", true),
     ("apps", "v1", "Deployment", "deployments", true),
     ("apps", "v1", "ReplicaSet", "replicasets", true),
     ("apps", "v1", "StatefulSet", "statefulsets", true),

@@ -1,8 +1,11 @@
-//! The ReplicaSet controller: keeps `spec.replicas` active pods matching
-//! the selector, creating from the template and deleting the least useful
-//! first; adopts matching orphans; reports status. Expectations (the names
-//! it created or deleted and has not yet seen in its pod informer) keep it
-//! from acting twice on a stale cache.
+//! The ReplicaSet controller, which is also the ReplicationController's
+//! (one loop over [`Replicated`] kinds, as kube-controller-manager runs the
+//! replication manager on the ReplicaSet controller's code): keeps
+//! `spec.replicas` active pods matching the selector, creating from the
+//! template and deleting the least useful first; adopts matching orphans;
+//! reports status. Expectations (the names it created or deleted and has
+//! not yet seen in its pod informer) keep it from acting twice on a stale
+//! cache.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
@@ -43,20 +48,89 @@ struct Ctx {
     recorder: skiff_runtime::events::Recorder,
 }
 
-/// Runs the controller until shutdown.
-pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
+/// What the loop reads of a replicated kind's spec and status.
+pub struct Replicas {
+    /// `spec.replicas`.
+    pub replicas: Option<i32>,
+    /// The pods it owns.
+    pub selector: LabelSelector,
+    /// What new pods are made from.
+    pub template: Option<PodTemplateSpec>,
+    /// `spec.minReadySeconds`.
+    pub min_ready_seconds: i32,
+    /// `status`: replicas, fullyLabeled, ready, available, observedGeneration.
+    pub status: (i32, i32, i32, i32, Option<i64>),
+}
+
+/// A kind that keeps a number of pods: ReplicaSet, ReplicationController.
+pub trait Replicated:
+    kube::Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    /// The event source of its controller.
+    const CONTROLLER: &'static str;
+    /// Its spec and status, if it has a spec.
+    fn replicas(&self) -> Option<Replicas>;
+}
+
+impl Replicated for ReplicaSet {
+    const CONTROLLER: &'static str = "replicaset-controller";
+    fn replicas(&self) -> Option<Replicas> {
+        let spec = self.spec.clone()?;
+        let st = self.status.clone().unwrap_or_default();
+        Some(Replicas {
+            replicas: spec.replicas,
+            selector: spec.selector,
+            template: spec.template,
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            status: (
+                st.replicas,
+                st.fully_labeled_replicas.unwrap_or(0),
+                st.ready_replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0),
+                st.observed_generation,
+            ),
+        })
+    }
+}
+
+impl Replicated for ReplicationController {
+    const CONTROLLER: &'static str = "replication-controller";
+    fn replicas(&self) -> Option<Replicas> {
+        let spec = self.spec.clone()?;
+        let st = self.status.clone().unwrap_or_default();
+        // A map selector; empty means the template's labels (defaulting
+        // fills it in, this covers an object written before).
+        let labels = spec.selector.clone().filter(|s| !s.is_empty()).or_else(|| spec.template.as_ref()?.metadata.as_ref()?.labels.clone());
+        Some(Replicas {
+            replicas: spec.replicas,
+            selector: LabelSelector { match_labels: labels, match_expressions: None },
+            template: spec.template,
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            status: (
+                st.replicas,
+                st.fully_labeled_replicas.unwrap_or(0),
+                st.ready_replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0),
+                st.observed_generation,
+            ),
+        })
+    }
+}
+
+/// Runs the controller of kind `K` until shutdown.
+pub async fn run<K: Replicated>(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
     let pod_stream = informers.pods.subscribe();
     let pods = informers.pods.store.clone();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,
         expectations: Mutex::default(),
-        recorder: skiff_runtime::events::Recorder::new(client.clone(), "replicaset-controller"),
+        recorder: skiff_runtime::events::Recorder::new(client.clone(), K::CONTROLLER),
     });
-    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    Controller::new(Api::<K>::all(client), watcher::Config::default())
         .owns_stream(pod_stream)
         .graceful_shutdown_on(on_shutdown(shutdown))
-        .run(reconcile, retry, ctx)
+        .run(reconcile::<K>, retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -92,15 +166,17 @@ fn deletion_rank(p: &Pod) -> (bool, bool, bool, std::cmp::Reverse<i64>) {
     (scheduled, running, pod_ready(p), std::cmp::Reverse(created))
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if rs.metadata.deletion_timestamp.is_some() {
+async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let meta = rs.meta();
+    if meta.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let key = format!("{ns}/{name}");
-    let spec = rs.spec.clone().ok_or_else(|| Error::Invalid("no spec".into()))?;
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let generation = meta.generation;
+    let key = format!("{}/{ns}/{name}", K::kind(&()));
+    let spec = rs.replicas().ok_or_else(|| Error::Invalid("no spec".into()))?;
     let selector = spec.selector.clone();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let all: Vec<Arc<Pod>> = ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str())).collect();
@@ -198,7 +274,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
 
     // Status from what the informer shows.
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = spec.min_ready_seconds;
     let active_pods: Vec<&Arc<Pod>> = owned.iter().filter(|p| active(p)).collect();
     let ready = active_pods.iter().filter(|p| pod_ready(p)).count();
     let avail = active_pods.iter().filter(|p| available(p, min_ready, now)).count();
@@ -214,16 +290,16 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .count();
     let status = json!({
         "replicas": active_pods.len(), "fullyLabeledReplicas": labelled, "readyReplicas": ready, "availableReplicas": avail,
-        "observedGeneration": rs.metadata.generation,
+        "observedGeneration": generation,
     });
-    let cur = rs.status.clone().unwrap_or_default();
-    let same = cur.replicas as usize == active_pods.len()
-        && cur.ready_replicas.unwrap_or(0) as usize == ready
-        && cur.available_replicas.unwrap_or(0) as usize == avail
-        && cur.fully_labeled_replicas.unwrap_or(0) as usize == labelled
-        && cur.observed_generation == rs.metadata.generation;
+    let (replicas, fully_labeled, ready_now, available_now, observed) = spec.status;
+    let same = replicas as usize == active_pods.len()
+        && ready_now as usize == ready
+        && available_now as usize == avail
+        && fully_labeled as usize == labelled
+        && observed == generation;
     if !same {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
         match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
             Ok(_) => {}
             Err(e) if crate::util::is_not_found(&e) => return Ok(Action::await_change()),
