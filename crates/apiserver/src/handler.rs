@@ -121,7 +121,7 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     }
     let (verb, resource) = request_info(&req);
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
-    let mut resp = crate::respond::PROTOBUF
+    let resp = crate::respond::PROTOBUF
         .scope(protobuf, async {
             match route(state, req).await {
                 Ok(r) => r,
@@ -129,34 +129,8 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
             }
         })
         .await;
-    // What was answered as bytes (lists from the store, say) is converted.
-    if protobuf {
-        resp = to_protobuf(resp).await;
-    }
     state.metrics.observe(verb, &resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
-}
-
-/// A JSON answer re-encoded as protobuf, for a client that asked for it
-/// first (client-go): objects, lists and `Status` errors alike. Streams
-/// (watches, logs) and kinds with no protobuf message stay as they are.
-async fn to_protobuf(resp: Resp) -> Resp {
-    let is_json = resp.headers().get("content-type").is_some_and(|v| v.as_bytes() == b"application/json");
-    if !is_json || resp.headers().contains_key("transfer-encoding") {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let Ok(collected) = body.collect().await;
-    let bytes = collected.to_bytes();
-    let encoded = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| skiff_api::protobuf::encode(&v));
-    match encoded {
-        Some(pb) => {
-            parts.headers.insert("content-type", hyper::header::HeaderValue::from_static(skiff_api::protobuf::CONTENT_TYPE));
-            parts.headers.remove("content-length");
-            Response::from_parts(parts, full(Bytes::from(pb)))
-        }
-        None => Response::from_parts(parts, full(bytes)),
-    }
 }
 
 /// The Kubernetes verb and resource of a request, for metrics.

@@ -17,24 +17,39 @@ pub(crate) fn full(b: Bytes) -> UnsyncBoxBody<Bytes, std::convert::Infallible> {
 }
 
 tokio::task_local! {
-    /// Whether the request being served asked for protobuf first: answers
-    /// made from a value are then encoded straight to protobuf.
+    /// Whether the request being served asked for protobuf first (client-go).
+    /// Every JSON answer passes [`json_response`] or [`bytes_response`],
+    /// which then answer protobuf when the object's kind has a message.
     pub(crate) static PROTOBUF: bool;
+}
+
+fn wants_protobuf() -> bool {
+    PROTOBUF.try_with(|p| *p).unwrap_or(false)
 }
 
 /// A JSON response (protobuf for a client that asked for it, when the
 /// object's kind has a message).
 pub(crate) fn json_response(code: u16, v: &Value) -> Resp {
-    if PROTOBUF.try_with(|p| *p).unwrap_or(false) {
+    if wants_protobuf() {
         if let Some(pb) = skiff_api::protobuf::encode(v) {
             return protobuf_response(code, Bytes::from(pb));
         }
     }
-    bytes_response(code, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+    json_bytes(code, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
 }
 
-/// A response whose body is already JSON.
+/// A response whose body is already JSON (protobuf for a client that asked
+/// for it, when the body is an object whose kind has a message).
 pub(crate) fn bytes_response(code: u16, body: Bytes) -> Resp {
+    if wants_protobuf() {
+        if let Some(pb) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| skiff_api::protobuf::encode(&v)) {
+            return protobuf_response(code, Bytes::from(pb));
+        }
+    }
+    json_bytes(code, body)
+}
+
+fn json_bytes(code: u16, body: Bytes) -> Resp {
     Response::builder().status(code).header("Content-Type", "application/json").body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 

@@ -62,6 +62,14 @@ pub struct Replicas {
     pub status: (i32, i32, i32, i32, Option<i64>),
 }
 
+/// The counts of a ReplicaSet's or ReplicationController's status (two
+/// types with the same fields).
+macro_rules! status_counts {
+    ($st:expr) => {
+        ($st.replicas, $st.fully_labeled_replicas.unwrap_or(0), $st.ready_replicas.unwrap_or(0), $st.available_replicas.unwrap_or(0), $st.observed_generation)
+    };
+}
+
 /// A kind that keeps a number of pods: ReplicaSet, ReplicationController.
 pub trait Replicated:
     kube::Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
@@ -82,13 +90,7 @@ impl Replicated for ReplicaSet {
             selector: spec.selector,
             template: spec.template,
             min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
-            status: (
-                st.replicas,
-                st.fully_labeled_replicas.unwrap_or(0),
-                st.ready_replicas.unwrap_or(0),
-                st.available_replicas.unwrap_or(0),
-                st.observed_generation,
-            ),
+            status: status_counts!(st),
         })
     }
 }
@@ -106,13 +108,7 @@ impl Replicated for ReplicationController {
             selector: LabelSelector { match_labels: labels, match_expressions: None },
             template: spec.template,
             min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
-            status: (
-                st.replicas,
-                st.fully_labeled_replicas.unwrap_or(0),
-                st.ready_replicas.unwrap_or(0),
-                st.available_replicas.unwrap_or(0),
-                st.observed_generation,
-            ),
+            status: status_counts!(st),
         })
     }
 }
