@@ -47,7 +47,7 @@ fn cycles(nodes: usize, pods: usize) -> anyhow::Result<()> {
         let mut n = node(&format!("n{i}"))?;
         let st: Node = serde_json::from_value(node_status())?;
         n.status = st.status;
-        cache.upsert_node(n);
+        cache.upsert_node(std::sync::Arc::new(n));
     }
     let mut start = 0;
     let t = Instant::now();

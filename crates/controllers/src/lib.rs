@@ -11,7 +11,6 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
-pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
@@ -30,7 +29,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
-
+use skiff_runtime::informer::Informer;
 use tokio::sync::watch;
 
 /// Errors of a reconcile.
@@ -83,13 +82,13 @@ impl Default for Options {
 #[derive(Clone)]
 pub struct Informers {
     /// Every pod.
-    pub pods: Arc<informer::Informer<Pod>>,
+    pub pods: Arc<Informer<Pod>>,
     /// Every node.
-    pub nodes: Arc<informer::Informer<Node>>,
+    pub nodes: Arc<Informer<Node>>,
     /// Every ReplicaSet.
-    pub replicasets: Arc<informer::Informer<ReplicaSet>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
     /// Every Job.
-    pub jobs: Arc<informer::Informer<Job>>,
+    pub jobs: Arc<Informer<Job>>,
 }
 
 impl Informers {
@@ -97,10 +96,10 @@ impl Informers {
     pub fn start(client: &kube::Client, shutdown: &watch::Receiver<bool>) -> Self {
         let cfg = kube::runtime::watcher::Config::default;
         Self {
-            pods: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
-            nodes: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
-            replicasets: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
-            jobs: informer::Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            pods: Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            nodes: Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            replicasets: Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
+            jobs: Informer::start(kube::Api::all(client.clone()), cfg(), shutdown.clone()),
         }
     }
 }

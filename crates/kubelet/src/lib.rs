@@ -31,12 +31,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use skiff_cri::{api, containerd, oci, Runtime};
+use skiff_runtime::informer::{Change, Informer};
 use tokio::sync::{watch, Notify};
 
 /// The version the node reports (`kubectl get nodes` VERSION).
@@ -230,8 +231,8 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
     if let Some(rt) = rt {
         tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), shutdown.clone())));
         tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), network_configured, shutdown.clone())));
-        let (services, services_writer) = kube::runtime::reflector::store();
-        tasks.push(tokio::spawn(reflect_services(client.clone(), services_writer, shutdown.clone())));
+        // Services for the pods' environment variables.
+        let services = Informer::<Service>::start(Api::all(client.clone()), watcher::Config::default(), shutdown.clone());
         tasks.push(tokio::spawn(local_path::run(client.clone(), local_path::root(&cfg.dir), shutdown.clone())));
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),
@@ -335,44 +336,25 @@ async fn runtime_readiness(rt: &Runtime) -> node::Readiness {
     }
 }
 
-/// Keeps `writer` (the pod workers' Service cache) in step with the API
-/// server's Services until shutdown.
-async fn reflect_services(
-    client: kube::Client,
-    writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
-    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(|_| futures::future::ready(()));
-    tokio::select! {
-        _ = stream => {}
-        _ = shutdown.changed() => {}
-    }
-}
-
 /// Writes the pod network's CNI config once the node has a podCIDR, and
 /// tells the heartbeat.
 async fn pod_cidr(client: kube::Client, cfg: Config, network_configured: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    let nodes: Api<Node> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let node = Informer::<Node>::start(Api::all(client), wc, shutdown.clone());
     let bridge = network::bridge_name(&cfg.dir);
     let (conf_dir, ipam_dir) = (cfg.dir.join("etc/cni/net.d"), cfg.dir.join("cni/ipam"));
     // The range last configured; a failed write is tried again at the next event.
     let mut configured: Option<String> = None;
-    let mut events = std::pin::pin!(watcher(nodes, wc).default_backoff());
+    let mut events = node.changes().boxed();
     loop {
         let ev = tokio::select! {
-            ev = events.try_next() => ev,
+            ev = events.next() => ev,
             _ = shutdown.changed() => return,
         };
         let cidr = match ev {
-            Ok(Some(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
-            Ok(Some(_)) => None,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching the node for its podCIDR");
-                None
-            }
+            Some(Change::Applied(n)) => n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty()),
+            Some(_) => None,
+            None => return,
         };
         let Some(cidr) = cidr.filter(|c| configured.as_ref() != Some(c)) else { continue };
         // Masquerade first: pods start once the conflist exists.
@@ -404,23 +386,23 @@ struct Handle {
 /// Watches the pods bound to this node and runs one worker per pod; the
 /// PLEG relist wakes workers whose containers changed state.
 async fn pods(ctx: Arc<pod::Ctx>, node_name: String, shutdown: watch::Receiver<bool>) {
-    let api: Api<Pod> = Api::all(ctx.client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let informer = Informer::<Pod>::start(Api::all(ctx.client.clone()), wc, shutdown.clone());
     let workers: Arc<std::sync::Mutex<HashMap<String, Handle>>> = Arc::default();
     let (synced_tx, synced_rx) = watch::channel(false);
     let watch_pods = {
         let (workers, ctx, shutdown) = (workers.clone(), ctx.clone(), shutdown.clone());
-        watcher(api, wc).try_for_each(move |ev| {
+        informer.changes().for_each(move |change| {
             let mut w = workers.lock().unwrap_or_else(|e| e.into_inner());
-            match ev {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+            match change {
+                Change::Applied(p) => {
                     let uid = p.metadata.uid.clone().unwrap_or_default();
                     match w.get(&uid) {
                         Some(h) => {
-                            h.pod.send_replace(Some(p));
+                            h.pod.send_replace(Some((*p).clone()));
                         }
                         None => {
-                            let (tx, rx) = watch::channel(Some(p));
+                            let (tx, rx) = watch::channel(Some((*p).clone()));
                             let wake = Arc::new(Notify::new());
                             let (ctx, wake2, shutdown, workers) = (ctx.clone(), wake.clone(), shutdown.clone(), workers.clone());
                             let uid2 = uid.clone();
@@ -432,23 +414,22 @@ async fn pods(ctx: Arc<pod::Ctx>, node_name: String, shutdown: watch::Receiver<b
                         }
                     }
                 }
-                watcher::Event::Delete(p) => {
+                Change::Deleted(p) => {
                     if let Some(h) = w.get(p.metadata.uid.as_deref().unwrap_or("")) {
                         h.pod.send_replace(None);
                     }
                 }
-                watcher::Event::InitDone => {
+                Change::Synced => {
                     let _ = synced_tx.send(true);
                 }
-                watcher::Event::Init => {}
             }
-            futures::future::ready(Ok(()))
+            futures::future::ready(())
         })
     };
     let relist = pleg(ctx.rt.clone(), workers.clone(), synced_rx);
     let mut stop = shutdown.clone();
     tokio::select! {
-        r = watch_pods => if let Err(e) = r { tracing::error!(error = %e, "pod watch ended") },
+        _ = watch_pods => {}
         _ = relist => {}
         _ = stop.wait_for(|s| *s) => {}
     }

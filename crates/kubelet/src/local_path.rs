@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use skiff_runtime::informer::{Change, Informer};
 use tokio::sync::watch;
 
 /// The storage root of the node whose agent data dir is `agent_dir`.
@@ -27,9 +28,8 @@ pub fn root(agent_dir: &Path) -> PathBuf {
 
 /// Removes the data of deleted local-path volumes under `root` until shutdown.
 pub async fn run(client: kube::Client, root: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let (store, writer) = reflector::store();
-    let stream = watcher(Api::<PersistentVolume>::all(client), watcher::Config::default()).default_backoff();
-    let mut events = reflector::reflector(writer, stream).boxed();
+    let volumes = Informer::<PersistentVolume>::start(Api::all(client), watcher::Config::default(), shutdown.clone());
+    let (store, mut events) = (volumes.store(), volumes.changes().boxed());
     let mut synced = false;
     loop {
         let ev = tokio::select! {
@@ -37,8 +37,8 @@ pub async fn run(client: kube::Client, root: PathBuf, mut shutdown: watch::Recei
             _ = shutdown.changed() => return,
         };
         match ev {
-            Some(Ok(watcher::Event::InitDone)) => synced = true,
-            Some(Ok(watcher::Event::Delete(_))) if synced => {}
+            Some(Change::Synced) => synced = true,
+            Some(Change::Deleted(_)) if synced => {}
             Some(_) => continue,
             None => return,
         }

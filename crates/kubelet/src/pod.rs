@@ -39,7 +39,7 @@ pub struct Ctx {
     /// The node's memory, for OOM scores.
     pub node_memory: u64,
     /// Every Service, from a watch: containers' Service variables.
-    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
+    pub services: Arc<skiff_runtime::informer::Informer<k8s_openapi::api::core::v1::Service>>,
 }
 
 /// The restart back-off: 10 s doubling to 5 min, as the kubelet's.
@@ -398,7 +398,7 @@ impl Worker {
             st.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]);
             st.host_ip = Some(self.ctx.node_ip.clone());
         }
-        let env = match crate::env::resolve(&self.ctx.client, &self.ctx.services, &with_ip, c).await {
+        let env = match crate::env::resolve(&self.ctx.client, &self.ctx.services.store(), &with_ip, c).await {
             Ok(e) => e,
             Err(message) => {
                 self.ctx.recorder.record(pod, EventType::Warning, "Failed", &format!("Error: {message}"));

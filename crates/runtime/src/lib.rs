@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod events;
+pub mod informer;
 pub mod leader;
 pub mod quantity;
 pub mod resources;

@@ -120,9 +120,8 @@ pub struct Cache {
 
 impl Cache {
     /// Adds or updates a node.
-    pub fn upsert_node(&mut self, node: Node) {
+    pub fn upsert_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let node = Arc::new(node);
         match self.index.get(&name) {
             Some(&i) => {
                 self.nodes[i].allocatable = node_allocatable(&node);

@@ -262,7 +262,7 @@ mod tests {
     fn cache(nodes: Vec<Node>) -> Cache {
         let mut c = Cache::default();
         for n in nodes {
-            c.upsert_node(n);
+            c.upsert_node(Arc::new(n));
         }
         c
     }

@@ -21,9 +21,9 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use skiff_runtime::events::{EventType, Recorder};
+use skiff_runtime::informer::{Change, Informer};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::Cache;
@@ -101,7 +101,7 @@ impl Scheduler {
         name == self.opts.scheduler_name
     }
 
-    fn on_pod(&mut self, pod: Pod) {
+    fn on_pod(&mut self, pod: Arc<Pod>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
         let has_anti = pod
@@ -125,14 +125,14 @@ impl Scheduler {
                     if has_anti {
                         self.anti_pods.insert(uid);
                     }
-                    self.cache.add_pod(&node, Arc::new(pod));
+                    self.cache.add_pod(&node, pod);
                 }
             }
             // Binding in flight: keep the assumption, refresh the object.
             None if self.assumed.contains(&uid) => {}
             None if self.ours(&pod) && pod.metadata.deletion_timestamp.is_none() => {
                 let prio = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-                self.pending.insert(uid.clone(), Arc::new(pod));
+                self.pending.insert(uid.clone(), pod);
                 self.queue.add(&uid, prio);
             }
             None => {
@@ -265,20 +265,25 @@ fn http_request(path: &str, body: &serde_json::Value) -> Result<http::Request<Ve
 }
 
 async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch::Receiver<bool>) {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
-    // The scheduler never reads managedFields: drop them before caching.
-    let mut pod_events = watcher(pods, watcher::Config::default()).modify(|p| p.metadata.managed_fields = None).boxed();
-    let mut node_events = watcher(nodes, watcher::Config::default()).modify(|n| n.metadata.managed_fields = None).boxed();
+    let cfg = watcher::Config::default;
+    let pod_informer = Informer::start(Api::<Pod>::all(client.clone()), cfg(), shutdown.clone());
+    let node_informer = Informer::start(Api::<Node>::all(client.clone()), cfg(), shutdown.clone());
+    let (mut pod_events, mut node_events) = (pod_informer.changes().boxed(), node_informer.changes().boxed());
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let recorder = Recorder::new(client.clone(), &opts.scheduler_name);
-    // Claims, volumes and classes are cached by reflectors; any change to
+    // Claims, volumes and classes are read from their caches; any change to
     // them may let a waiting pod fit.
-    let (volume_tx, mut volume_changes) = mpsc::unbounded_channel::<()>();
-    let claims = reflect::<PersistentVolumeClaim>(&client, volume_tx.clone(), shutdown.clone());
-    let volumes = reflect::<PersistentVolume>(&client, volume_tx.clone(), shutdown.clone());
-    let classes = reflect::<StorageClass>(&client, volume_tx, shutdown.clone());
-    for ready in [claims.wait_until_ready().boxed(), volumes.wait_until_ready().boxed(), classes.wait_until_ready().boxed()] {
+    let claims = Informer::<PersistentVolumeClaim>::start(Api::all(client.clone()), cfg(), shutdown.clone());
+    let volumes = Informer::<PersistentVolume>::start(Api::all(client.clone()), cfg(), shutdown.clone());
+    let classes = Informer::<StorageClass>::start(Api::all(client.clone()), cfg(), shutdown.clone());
+    let mut volume_changes =
+        futures::stream::select_all([claims.changes().map(|_| ()).boxed(), volumes.changes().map(|_| ()).boxed(), classes.changes().map(|_| ()).boxed()]);
+    let (c, v, k) = (claims.store(), volumes.store(), classes.store());
+    for ready in [
+        async move { c.wait_until_ready().await }.boxed(),
+        async move { v.wait_until_ready().await }.boxed(),
+        async move { k.wait_until_ready().await }.boxed(),
+    ] {
         tokio::select! {
             _ = ready => {}
             _ = shutdown.changed() => return,
@@ -296,10 +301,9 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
         binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
         results: results_tx,
         anti_pods: HashSet::new(),
-        volumes: plugins::volume_binding::Volumes::new(claims, volumes, classes),
+        volumes: plugins::volume_binding::Volumes::new(claims.store(), volumes.store(), classes.store()),
     };
     let (mut pods_synced, mut nodes_synced) = (false, false);
-    let mut listed_nodes: HashSet<String> = HashSet::new();
     loop {
         // Wait for anything to do.
         let wakeup = s.queue.next_wakeup();
@@ -311,11 +315,11 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
                     None => return,
                 },
                 ev = node_events.next() => match ev {
-                    Some(ev) => handle_node_event(&mut s, ev, &mut nodes_synced, &mut listed_nodes),
+                    Some(ev) => handle_node_event(&mut s, ev, &mut nodes_synced),
                     None => return,
                 },
                 Some(r) = results.recv() => match r { BindResult::Failed(uid) => s.on_bind_failed(&uid) },
-                Some(()) = volume_changes.recv() => s.queue.move_all_unschedulable(),
+                Some(()) = volume_changes.next() => s.queue.move_all_unschedulable(),
                 _ = sleep_until(wakeup) => s.queue.flush(),
                 _ = shutdown.changed() => return,
             }
@@ -328,10 +332,10 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
                 any = true;
             }
             if let Some(Some(ev)) = node_events.next().now_or_never() {
-                handle_node_event(&mut s, ev, &mut nodes_synced, &mut listed_nodes);
+                handle_node_event(&mut s, ev, &mut nodes_synced);
                 any = true;
             }
-            if volume_changes.try_recv().is_ok() {
+            if let Some(Some(())) = volume_changes.next().now_or_never() {
                 s.queue.move_all_unschedulable();
                 any = true;
             }
@@ -358,34 +362,6 @@ async fn schedule_loop(client: kube::Client, opts: Options, mut shutdown: watch:
     }
 }
 
-/// A cache of every `K`, kept by a reflector until shutdown or until the
-/// receiver of `changed`, where each change is signalled, is dropped.
-fn reflect<K>(client: &kube::Client, changed: mpsc::UnboundedSender<()>, mut shutdown: watch::Receiver<bool>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff().modify(|o| o.meta_mut().managed_fields = None);
-    let mut events = reflector::reflector(writer, stream).boxed();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                ev = events.next() => match ev {
-                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)) => {
-                        let _ = changed.send(());
-                    }
-                    Some(_) => {}
-                    None => return,
-                },
-                _ = shutdown.changed() => return,
-                // The scheduling loop is gone (leadership lost).
-                _ = changed.closed() => return,
-            }
-        }
-    });
-    store
-}
-
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -393,47 +369,26 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn handle_pod_event(s: &mut Scheduler, ev: Result<watcher::Event<Pod>, watcher::Error>, synced: &mut bool) {
+fn handle_pod_event(s: &mut Scheduler, ev: Change<Pod>, synced: &mut bool) {
     match ev {
-        Ok(watcher::Event::Init) => {
-            // A re-list: rebuild pod state from scratch.
-            let nodes: Vec<Node> = s.cache.nodes.iter().map(|n| (*n.node).clone()).collect();
-            s.cache = Cache::default();
-            for n in nodes {
-                s.cache.upsert_node(n);
-            }
-            s.pending.clear();
-            s.assumed.clear();
-            s.anti_pods.clear();
-            s.queue.clear();
-        }
-        Ok(watcher::Event::InitApply(p)) | Ok(watcher::Event::Apply(p)) => s.on_pod(p),
-        Ok(watcher::Event::InitDone) => *synced = true,
-        Ok(watcher::Event::Delete(p)) => s.on_pod_deleted(&p),
-        Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+        Change::Applied(p) => s.on_pod(p),
+        Change::Deleted(p) => s.on_pod_deleted(&p),
+        Change::Synced => *synced = true,
     }
 }
 
-fn handle_node_event(s: &mut Scheduler, ev: Result<watcher::Event<Node>, watcher::Error>, synced: &mut bool, listed: &mut HashSet<String>) {
+fn handle_node_event(s: &mut Scheduler, ev: Change<Node>, synced: &mut bool) {
     match ev {
-        Ok(watcher::Event::Init) => listed.clear(),
-        Ok(watcher::Event::InitApply(n)) => {
-            listed.insert(n.metadata.name.clone().unwrap_or_default());
+        Change::Applied(n) => {
             s.cache.upsert_node(n);
-        }
-        Ok(watcher::Event::InitDone) => {
-            let gone: Vec<String> = s.cache.nodes.iter().map(|n| n.name().to_string()).filter(|n| !listed.contains(n)).collect();
-            for n in gone {
-                s.cache.remove_node(&n);
+            if *synced {
+                s.queue.move_all_unschedulable();
             }
+        }
+        Change::Deleted(n) => s.cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
+        Change::Synced => {
             *synced = true;
             s.queue.move_all_unschedulable();
         }
-        Ok(watcher::Event::Apply(n)) => {
-            s.cache.upsert_node(n);
-            s.queue.move_all_unschedulable();
-        }
-        Ok(watcher::Event::Delete(n)) => s.cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
-        Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
     }
 }

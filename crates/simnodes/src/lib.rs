@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use serde_json::json;
+use skiff_runtime::informer::{Change, Informer};
 use tokio::sync::watch;
 
 /// How the simulated nodes look.
@@ -146,34 +147,35 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
     };
 
     let ips = Arc::new(Mutex::new(Ips::default()));
+    let node_informer = Informer::start(nodes.clone(), watcher::Config::default().labels(&format!("{SIMULATED_LABEL}=true")), shutdown.clone());
     let cidrs = {
         let (ips, index) = (ips.clone(), index.clone());
-        watcher(nodes.clone(), watcher::Config::default().labels(&format!("{SIMULATED_LABEL}=true"))).try_for_each(move |ev| {
-            if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev {
+        node_informer.changes().for_each(move |change| {
+            if let Change::Applied(n) = change {
                 let name = n.metadata.name.clone().unwrap_or_default();
-                if let (true, Some(cidr)) = (index.contains_key(&name), n.spec.and_then(|s| s.pod_cidr)) {
+                if let (true, Some(cidr)) = (index.contains_key(&name), n.spec.as_ref().and_then(|s| s.pod_cidr.clone())) {
                     if let Ok(mut ips) = ips.lock() {
                         ips.cidr.insert(name, cidr);
                     }
                 }
             }
-            futures::future::ready(Ok(()))
+            futures::future::ready(())
         })
     };
 
-    let pods_api: Api<Pod> = Api::all(client.clone());
+    let pod_informer = Informer::<Pod>::start(Api::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let handled: Arc<Mutex<HashSet<String>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let pods = watcher(pods_api, watcher::Config::default()).try_for_each(move |ev| {
-        let pod = match ev {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => Some(p),
-            watcher::Event::Delete(p) => {
+    let pods = pod_informer.changes().for_each(move |change| {
+        let pod = match change {
+            Change::Applied(p) => Some((*p).clone()),
+            Change::Deleted(p) => {
                 if let (Some(uid), Ok(mut h)) = (p.metadata.uid.clone(), handled.lock()) {
                     h.remove(&uid);
                 }
                 None
             }
-            _ => None,
+            Change::Synced => None,
         };
         if let Some(pod) = pod {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
@@ -187,13 +189,13 @@ pub async fn run(client: kube::Client, cfg: Config, mut shutdown: watch::Receive
                 });
             }
         }
-        futures::future::ready(Ok(()))
+        futures::future::ready(())
     });
 
     tokio::select! {
         _ = renewals => Ok(()),
-        r = cidrs => r.map_err(|e| kube::Error::Service(Box::new(e))),
-        r = pods => r.map_err(|e| kube::Error::Service(Box::new(e))),
+        _ = cidrs => Ok(()),
+        _ = pods => Ok(()),
         _ = shutdown.changed() => Ok(()),
     }
 }

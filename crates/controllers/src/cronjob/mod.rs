@@ -29,8 +29,8 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let job_stream = informers.jobs.subscribe();
-    let jobs = informers.jobs.store.clone();
+    let job_stream = informers.jobs.objects();
+    let jobs = informers.jobs.store();
     let ctx = Arc::new(Ctx { client: client.clone(), jobs, recorder: skiff_runtime::events::Recorder::new(client.clone(), "cronjob-controller") });
     Controller::new(Api::<CronJob>::all(client), watcher::Config::default())
         .owns_stream(job_stream)

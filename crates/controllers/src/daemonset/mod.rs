@@ -37,10 +37,10 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let pod_stream = informers.pods.subscribe();
-    let pods = informers.pods.store.clone();
-    let node_stream = informers.nodes.subscribe();
-    let nodes = informers.nodes.store.clone();
+    let pod_stream = informers.pods.objects();
+    let pods = informers.pods.store();
+    let node_stream = informers.nodes.objects();
+    let nodes = informers.nodes.store();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,

@@ -35,8 +35,8 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let rs_stream = informers.replicasets.subscribe();
-    let replicasets = informers.replicasets.store.clone();
+    let rs_stream = informers.replicasets.objects();
+    let replicasets = informers.replicasets.store();
     let ctx = Arc::new(Ctx { client: client.clone(), replicasets, recorder: Recorder::new(client.clone(), "deployment-controller") });
     Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
         .owns_stream(rs_stream)

@@ -35,12 +35,12 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let ctx = Arc::new(Ctx { client: client.clone(), pods: informers.pods.store.clone(), replicasets: informers.replicasets.store.clone() });
+    let ctx = Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), replicasets: informers.replicasets.store() });
     let controller = Controller::new(Api::<PodDisruptionBudget>::all(client), watcher::Config::default());
     let budgets = controller.store();
     controller
         // A pod change concerns the budgets of its namespace that select it.
-        .watches_stream(informers.pods.subscribe(), move |pod: Pod| {
+        .watches_stream(informers.pods.objects(), move |pod: Pod| {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             budgets

@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use skiff_runtime::informer::{Change, Informer};
+use tokio::sync::watch;
 
 /// The kinds the collector follows: (group, version, kind, plural, namespaced).
 const KINDS: &[(&str, &str, &str, &str, bool)] = &[
@@ -107,38 +107,25 @@ enum Work {
 
 /// Runs the collector until shutdown.
 pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::channel::<(usize, watcher::Event<PartialObjectMeta<DynamicObject>>)>(4096);
-    let mut feeds = Vec::new();
-    for i in 0..KINDS.len() {
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &api_resource(i));
-        let tx = tx.clone();
-        feeds.push(tokio::spawn(async move {
-            // Metadata only: the graph needs owners, finalizers and names.
-            let mut events = watcher(api, watcher::Config::default()).default_backoff().modify(|o| o.metadata.managed_fields = None).boxed();
-            while let Some(ev) = events.next().await {
-                match ev {
-                    Ok(ev) => {
-                        if tx.send((i, ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "gc watch error"),
-                }
-            }
-        }));
-    }
-    drop(tx);
+    // Metadata only: the graph needs owners, finalizers and names. The
+    // informers' feeds are merged into one, each change tagged with its kind.
+    let informers: Vec<_> = (0..KINDS.len())
+        .map(|i| {
+            let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &api_resource(i));
+            Informer::start_with(api, api_resource(i), watcher::Config::default(), shutdown.clone())
+        })
+        .collect();
+    let mut rx = futures::stream::select_all(informers.iter().enumerate().map(|(i, inf)| inf.changes().map(move |c| (i, c)).boxed()));
     let mut graph = Graph::default();
     let mut synced: HashSet<usize> = HashSet::new();
     loop {
         let (kind, ev) = tokio::select! {
-            m = rx.recv() => match m { Some(m) => m, None => break },
+            m = rx.next() => match m { Some(m) => m, None => break },
             _ = shutdown.changed() => break,
         };
         let mut work = Vec::new();
         match ev {
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => {
+            Change::Synced => {
                 synced.insert(kind);
                 if synced.len() == KINDS.len() {
                     // Everything known: look for dependents of owners that are gone.
@@ -148,7 +135,7 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
                     }
                 }
             }
-            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+            Change::Applied(obj) => {
                 let uid = obj.metadata.uid.clone().unwrap_or_default();
                 let node = Node {
                     kind,
@@ -170,7 +157,7 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
                     attend(&mut graph, &o, &mut work);
                 }
             }
-            watcher::Event::Delete(obj) => {
+            Change::Deleted(obj) => {
                 let uid = obj.metadata.uid.clone().unwrap_or_default();
                 if let Some(gone) = graph.remove(&uid) {
                     for (duid, d) in graph.dependents_of(&uid) {
@@ -190,9 +177,6 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
                 }
             });
         }
-    }
-    for f in feeds {
-        f.abort();
     }
 }
 

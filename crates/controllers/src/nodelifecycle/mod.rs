@@ -19,9 +19,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::json;
+use skiff_runtime::informer::Informer;
 use tokio::sync::watch;
 
 use crate::util::{on_shutdown, retry};
@@ -57,14 +58,12 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, grace: Duration, shutdown: watch::Receiver<bool>) {
-    let (leases, lw) = reflector::store();
-    let lease_stream =
-        reflector::reflector(lw, watcher(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default()).default_backoff())
-            .touched_objects();
-    let pod_stream = informers.pods.subscribe();
-    let pods = informers.pods.store.clone();
+    let lease_informer = Informer::start(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"), watcher::Config::default(), shutdown.clone());
+    let (leases, lease_stream) = (lease_informer.store(), lease_informer.objects());
+    let pod_stream = informers.pods.objects();
+    let pods = informers.pods.store();
     let ctx = Arc::new(Ctx { client: client.clone(), leases, pods, grace });
-    Controller::for_stream(informers.nodes.subscribe(), informers.nodes.store.clone())
+    Controller::for_stream(informers.nodes.objects(), informers.nodes.store())
         .watches_stream(lease_stream, |l: Lease| l.metadata.name.map(|n| ObjectRef::<Node>::new(&n)))
         .watches_stream(pod_stream, |p: Pod| p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()).map(|n| ObjectRef::<Node>::new(&n)))
         .graceful_shutdown_on(on_shutdown(shutdown))

@@ -32,9 +32,9 @@ use skiff_api::storage::{LOCAL_PATH_PROVISIONER as PROVISIONER, LOCAL_PATH_ROOT_
 use skiff_runtime::events::{EventType, Recorder};
 use tokio::sync::watch;
 
-use crate::informer::Informer;
 use crate::util::{is_conflict, is_not_found, on_shutdown, retry};
 use crate::Error;
+use skiff_runtime::informer::Informer;
 
 /// Where local-path volumes live on a node that does not say.
 const DEFAULT_LOCAL_PATH_ROOT: &str = "/var/lib/skiff/agent/storage";
@@ -58,30 +58,28 @@ pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: wa
     let classes = Informer::start(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: informers.pods.store.clone(),
-        nodes: informers.nodes.store.clone(),
-        volumes: volumes.store.clone(),
-        classes: classes.store.clone(),
+        pods: informers.pods.store(),
+        nodes: informers.nodes.store(),
+        volumes: volumes.store(),
+        classes: classes.store(),
         recorder: Recorder::new(client, "persistentvolume-controller"),
     });
-    let binder = Controller::for_stream(claims.subscribe(), claims.store.clone())
+    let binder = Controller::for_stream(claims.objects(), claims.store())
         // A pod scheduled to a node is the first consumer its claims wait for.
-        .watches_stream(informers.pods.subscribe(), |pod: Pod| {
+        .watches_stream(informers.pods.objects(), |pod: Pod| {
             let ns = pod.namespace().unwrap_or_default();
             claims_of(&pod).into_iter().map(|c| ObjectRef::<PersistentVolumeClaim>::new(&c).within(&ns)).collect::<Vec<_>>()
         })
         // A volume appearing, or freed, may suit a waiting claim.
-        .watches_stream(volumes.subscribe(), |pv: PersistentVolume| {
-            pv.spec
-                .and_then(|s| s.claim_ref)
-                .and_then(|r| Some(ObjectRef::<PersistentVolumeClaim>::new(r.name.as_deref()?).within(r.namespace.as_deref()?)))
+        .watches_stream(volumes.objects(), |pv: PersistentVolume| {
+            pv.spec.and_then(|s| s.claim_ref).and_then(|r| Some(ObjectRef::<PersistentVolumeClaim>::new(r.name.as_deref()?).within(r.namespace.as_deref()?)))
         })
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(reconcile_claim, retry, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let reclaimer = Controller::for_stream(volumes.subscribe(), volumes.store.clone())
+    let reclaimer = Controller::for_stream(volumes.objects(), volumes.store())
         // A claim going away releases its volume.
-        .watches_stream(claims.subscribe(), |pvc: PersistentVolumeClaim| {
+        .watches_stream(claims.objects(), |pvc: PersistentVolumeClaim| {
             pvc.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty()).map(|v| ObjectRef::<PersistentVolume>::new(&v))
         })
         .graceful_shutdown_on(on_shutdown(shutdown))

@@ -34,14 +34,8 @@ const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(40);
 pub async fn run(client: kube::Client, informers: crate::Informers, threshold: usize, shutdown: watch::Receiver<bool>) {
     // A node going away is the event that orphans pods.
     let node_deleted = informers.nodes.deletions().map(|_| ());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        nodes: informers.nodes.store.clone(),
-        pods: informers.pods.store.clone(),
-        threshold,
-        missing: Default::default(),
-    });
-    let controller = Controller::for_stream(informers.pods.subscribe(), informers.pods.store.clone());
+    let ctx = Arc::new(Ctx { client: client.clone(), nodes: informers.nodes.store(), pods: informers.pods.store(), threshold, missing: Default::default() });
+    let controller = Controller::for_stream(informers.pods.objects(), informers.pods.store());
     controller
         .reconcile_all_on(node_deleted)
         .graceful_shutdown_on(on_shutdown(shutdown))

@@ -115,8 +115,8 @@ impl Replicated for ReplicationController {
 
 /// Runs the controller of kind `K` until shutdown.
 pub async fn run<K: Replicated>(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let pod_stream = informers.pods.subscribe();
-    let pods = informers.pods.store.clone();
+    let pod_stream = informers.pods.objects();
+    let pods = informers.pods.store();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,

@@ -34,8 +34,8 @@ struct Ctx {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: kube::Client, informers: crate::Informers, shutdown: watch::Receiver<bool>) {
-    let pod_stream = informers.pods.subscribe();
-    let pods = informers.pods.store.clone();
+    let pod_stream = informers.pods.objects();
+    let pods = informers.pods.store();
     let ctx = Arc::new(Ctx { client: client.clone(), pods, recorder: skiff_runtime::events::Recorder::new(client.clone(), "statefulset-controller") });
     Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
         .owns_stream(pod_stream)
