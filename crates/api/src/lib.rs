@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cidr;
 pub mod defaults;
 pub mod error;
 pub mod join;

@@ -2,7 +2,7 @@
 //! defaulting, in kube-apiserver's order ([`MUTATING`]), and what its
 //! registry strategies add: a Job's generated selector and labels, and a
 //! Service's cluster IP and node ports, allocated from the service CIDR
-//! (10.43.0.0/16, as k3s) and 30000–32767.
+//! (`--service-cidr`, 10.43.0.0/16 by default as k3s) and 30000–32767.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -13,9 +13,9 @@ use skiff_api::{ApiError, FieldError, ResourceType};
 
 use crate::handler::State;
 
-/// First address of the service range; `.1` is the `kubernetes` Service's.
-pub(crate) const SERVICE_CIDR_BASE: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
-const SERVICE_CIDR_SIZE: u32 = 1 << 16;
+/// Addresses at the start of the service range that are never handed out
+/// at random: `.1` is the `kubernetes` Service's, `.10` the cluster DNS's.
+const RESERVED: u32 = 11;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
 /// One admission plugin: it may change the object, or refuse it.
@@ -196,12 +196,16 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
             Some("None") => obj["spec"]["clusterIPs"] = json!(["None"]),
             Some(ip) if !ip.is_empty() => {
                 let parsed: Option<Ipv4Addr> = ip.parse().ok();
-                let base = u32::from(SERVICE_CIDR_BASE);
-                if parsed.is_none_or(|p| u32::from(p) < base || u32::from(p) >= base + SERVICE_CIDR_SIZE) {
+                let range = state.service_cidr;
+                if parsed.is_none_or(|p| !range.contains(p)) {
                     return Err(ApiError::invalid(
                         rt,
                         &name,
-                        vec![FieldError::invalid("spec.clusterIPs[0]", ip, "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16")],
+                        vec![FieldError::invalid(
+                            "spec.clusterIPs[0]",
+                            ip,
+                            format!("provided IP is not in the valid range. The range of valid IPs is {range}"),
+                        )],
                     ));
                 }
                 if ips.contains(ip) {
@@ -216,9 +220,12 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
             }
             _ => {
                 // Random, then linear: spreads addresses like the kube allocator.
-                let start = (uuid::Uuid::new_v4().as_u128() as u32) % (SERVICE_CIDR_SIZE - 12) + 10;
-                let pick = (0..SERVICE_CIDR_SIZE - 12)
-                    .map(|i| Ipv4Addr::from(u32::from(SERVICE_CIDR_BASE) + 10 + (start - 10 + i) % (SERVICE_CIDR_SIZE - 12)).to_string())
+                let range = state.service_cidr;
+                // Neither the network nor the broadcast address, nor a reserved one.
+                let usable = range.size() - RESERVED - 1;
+                let start = (uuid::Uuid::new_v4().as_u128() as u32) % usable;
+                let pick = (0..usable)
+                    .map(|i| range.nth(RESERVED + (start + i) % usable).to_string())
                     .find(|ip| !ips.contains(ip))
                     .ok_or_else(|| ApiError::internal("the service IP range is full"))?;
                 obj["spec"]["clusterIP"] = json!(pick);

@@ -42,6 +42,8 @@ pub(crate) struct State {
     pub(crate) allocations: tokio::sync::Mutex<()>,
     /// The node-join endpoints' CA and token.
     pub(crate) join: crate::join::Join,
+    /// Where ClusterIPs come from (`--service-cidr`).
+    pub(crate) service_cidr: skiff_api::cidr::Cidr,
 }
 
 /// Creates the namespaces every cluster has.
@@ -86,7 +88,7 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), Sto
     }
     // The `kubernetes` Service every cluster has, on the first service IP.
     if let Some(svc) = skiff_api::registry::find("", "v1", "services") {
-        let ip = std::net::Ipv4Addr::from(u32::from(crate::admission::SERVICE_CIDR_BASE) + 1).to_string();
+        let ip = state.service_cidr.nth(1).to_string();
         let mut obj = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
             "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
             "labels": {"component": "apiserver", "provider": "kubernetes"}},

@@ -74,6 +74,8 @@ pub struct Config {
     pub default_not_ready_toleration_seconds: i64,
     /// The same for `node.kubernetes.io/unreachable:NoExecute`.
     pub default_unreachable_toleration_seconds: i64,
+    /// The range ClusterIPs are allocated from (`--service-cidr`).
+    pub service_cidr: skiff_api::cidr::Cidr,
 }
 
 /// A bound, ready-to-serve API server.
@@ -146,6 +148,7 @@ impl ApiServer {
                 pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?,
             ),
             join: join::Join { pki: pki.clone(), token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())? },
+            service_cidr: cfg.service_cidr,
         });
         handler::bootstrap(&state, local_addr.port()).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };

@@ -72,8 +72,38 @@ enum Command {
         /// joined with a token, its certificates and kubeconfig.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Components not to run (comma-separated: proxy).
+        #[arg(long, value_delimiter = ',')]
+        disable: Vec<String>,
+        /// The pod network's range (the server's `--cluster-cidr`).
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: String,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    },
+    /// Runs the service proxy (kube-proxy) alone against an API server, or
+    /// removes its rules (`--cleanup`).
+    Proxy {
+        /// Kubeconfig of the API server to use.
+        #[arg(long, required_unless_present = "cleanup")]
+        kubeconfig: Option<PathBuf>,
+        /// The node this proxy runs on (default: the host name).
+        #[arg(long)]
+        hostname_override: Option<String>,
+        /// The node's data directory, which names the nftables table
+        /// (`/var/lib/skiff/agent`: `ip skiff-proxy`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The pod network's range.
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: String,
+        /// Delete the proxy's nftables table (nothing else) and exit.
+        #[arg(long)]
+        cleanup: bool,
+        #[command(flatten)]
+        proxy: ProxyArgs,
     },
     /// Image tools for nodes.
     Images {
@@ -172,16 +202,19 @@ struct AgentArgs {
     insecure_registry: Vec<String>,
 }
 
+/// The node name a host gets by default: its host name, lowercased.
+fn host_node_name() -> String {
+    let h = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default();
+    if h.is_empty() {
+        "skiff-node".into()
+    } else {
+        h
+    }
+}
+
 impl AgentArgs {
     fn node_name(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
-            let h = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default();
-            if h.is_empty() {
-                "skiff-node".into()
-            } else {
-                h
-            }
-        })
+        self.node_name.clone().unwrap_or_else(host_node_name)
     }
 
     fn config(&self, dir: PathBuf, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<skiff_kubelet::Config> {
@@ -203,6 +236,59 @@ impl AgentArgs {
             tls,
         })
     }
+}
+
+/// The service proxy's flags, as kube-proxy names them.
+#[derive(Args, Clone)]
+struct ProxyArgs {
+    /// CIDRs of the node addresses NodePorts answer on (comma-separated;
+    /// default: every local address but loopback).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// The least time between two rule syncs (e.g. `1s`, `500ms`): changes
+    /// arriving meanwhile are applied together.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    min_sync_period: std::time::Duration,
+    /// Where the proxy serves `/healthz` and `/metrics` (empty: nowhere).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: String,
+}
+
+impl ProxyArgs {
+    fn options(&self, node_name: &str, agent_dir: &std::path::Path, cluster_cidr: &str) -> anyhow::Result<skiff_proxy::Options> {
+        let healthz = if self.healthz_bind_address.is_empty() {
+            None
+        } else {
+            Some(self.healthz_bind_address.parse().with_context(|| format!("--healthz-bind-address {:?}", self.healthz_bind_address))?)
+        };
+        for c in &self.nodeport_addresses {
+            c.parse::<skiff_api::cidr::Cidr>().map_err(|e| anyhow::anyhow!("--nodeport-addresses: {e}"))?;
+        }
+        cluster_cidr.parse::<skiff_api::cidr::Cidr>().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+        Ok(skiff_proxy::Options {
+            table: skiff_proxy::table_for(agent_dir),
+            cluster_cidr: Some(cluster_cidr.to_string()),
+            nodeport_addresses: self.nodeport_addresses.clone(),
+            min_sync_period: self.min_sync_period,
+            healthz_bind_address: healthz,
+            ..skiff_proxy::Options::new(node_name)
+        })
+    }
+}
+
+/// A duration as Kubernetes' flags write them: `1s`, `500ms`, `2m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" | "" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: the unit is one of ms, s, m, h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(n * scale))
 }
 
 #[derive(Args)]
@@ -230,9 +316,14 @@ struct ServerArgs {
     /// data (1,000 Leases renewed every 10 s: 1.7× their JSON at 1 s).
     #[arg(long, default_value_t = 1)]
     compaction_interval: u64,
-    /// Components not to run in-process (comma-separated: scheduler, controllers, agent).
+    /// Components not to run in-process (comma-separated: scheduler,
+    /// controllers, agent, proxy).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// The range ClusterIPs are allocated from; its 1st address is the
+    /// `kubernetes` Service's, its 10th the cluster DNS's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: skiff_api::cidr::Cidr,
     /// Seconds pods tolerate a not-ready node before eviction.
     #[arg(long, default_value_t = 300)]
     default_not_ready_toleration_seconds: i64,
@@ -243,6 +334,8 @@ struct ServerArgs {
     controllers: ControllerArgs,
     #[command(flatten)]
     agent: AgentArgs,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 #[derive(Args, Clone)]
@@ -329,7 +422,12 @@ async fn main() -> anyhow::Result<()> {
             skiff_controllers::run(client, controllers.options(leader_elect, &kubeconfig)?, shutdown).await;
             Ok(())
         }
-        Command::Agent { server, token, kubeconfig, pki_dir, data_dir, agent } => {
+        Command::Agent { server, token, kubeconfig, pki_dir, data_dir, disable, cluster_cidr, agent, proxy } => {
+            for d in &disable {
+                if d != "proxy" {
+                    anyhow::bail!("--disable: unknown component {d:?} (proxy)");
+                }
+            }
             let node_ip = agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
             let name = agent.node_name();
             let dir = data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
@@ -351,12 +449,40 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut agent = agent;
             agent.node_ip = Some(node_ip);
+            let proxy = if disable.iter().any(|d| d == "proxy") {
+                None
+            } else {
+                // The proxy acts with the node's credentials here (k3s gives
+                // agents a kube-proxy certificate; join hands out one identity).
+                Some(tokio::spawn(skiff_proxy::run(client.clone(), proxy.options(&name, &dir, &cluster_cidr)?, shutdown.clone())))
+            };
             skiff_kubelet::run(client, agent.config(dir, tls)?, shutdown).await?;
+            if let Some(p) = proxy {
+                let _ = p.await;
+            }
+            Ok(())
+        }
+        Command::Proxy { kubeconfig, hostname_override, data_dir, cluster_cidr, cleanup, proxy } => {
+            let dir = std::path::absolute(data_dir.unwrap_or_else(|| default_data_dir().join("agent")))?;
+            let table = skiff_proxy::table_for(&dir);
+            if cleanup {
+                skiff_proxy::cleanup(&table).await.with_context(|| format!("deleting nftables table ip {table}"))?;
+                println!("removed nftables table ip {table}");
+                return Ok(());
+            }
+            let kubeconfig = kubeconfig.context("--kubeconfig is required")?;
+            let client = skiff_runtime::client(&kubeconfig).await?;
+            let node = hostname_override.unwrap_or_else(host_node_name);
+            skiff_proxy::run(client, proxy.options(&node, &dir, &cluster_cidr)?, shutdown).await;
             Ok(())
         }
         Command::Killall { data_dir } => {
             let dir = std::path::absolute(data_dir.unwrap_or_else(default_data_dir))?;
             let report = skiff_kubelet::killall::killall(&dir);
+            let table = skiff_proxy::table_for(&skiff_kubelet::killall::agent_dir(&dir));
+            if let Err(e) = skiff_proxy::cleanup(&table).await {
+                tracing::warn!(error = %e, "removing the proxy's nftables table");
+            }
             println!(
                 "killed {} processes, unmounted {} mounts, removed bridge and nftables table {}",
                 report.killed.len(),
@@ -388,8 +514,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     for d in &args.disable {
-        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent") {
-            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent)");
+        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent" | "proxy") {
+            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent, proxy)");
         }
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -407,6 +533,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval.max(1)),
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+        service_cidr: args.service_cidr,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
     let mut components = Vec::new();
@@ -441,6 +568,13 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
                 tracing::error!(error = %e, "the agent stopped");
             }
         }));
+    }
+    if !args.disable.iter().any(|d| d == "proxy") {
+        let kc = data_dir.join("kube-proxy.kubeconfig");
+        server.write_kubeconfig(&kc, "kube-proxy", "system:kube-proxy", None)?;
+        let client = skiff_runtime::client(&kc).await?;
+        let opts = args.proxy.options(&args.agent.node_name(), &data_dir.join("agent"), &args.controllers.cluster_cidr)?;
+        components.push(tokio::spawn(skiff_proxy::run(client, opts, shutdown.clone())));
     }
     tracing::info!(
         address = %server.local_addr,
