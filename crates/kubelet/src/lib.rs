@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod bootstrap;
+pub mod dns;
 pub mod env;
 pub mod hook;
 pub mod killall;
@@ -77,6 +78,12 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// TLS for the kubelet API (its serving certificate; clients verified against the cluster CA).
     pub tls: Arc<rustls::ServerConfig>,
+    /// `--cluster-dns` (empty: pods get the node's resolvers).
+    pub cluster_dns: Vec<String>,
+    /// `--cluster-domain`.
+    pub cluster_domain: String,
+    /// `--resolv-conf`: the node's resolvers, for `dnsPolicy: Default`.
+    pub resolv_conf: PathBuf,
 }
 
 /// Parses `--register-with-taints` (`key=value:Effect,key:Effect`).
@@ -242,6 +249,11 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
             pods_dir: cfg.dir.join("pods"),
             logs_dir: cfg.dir.join("logs"),
             node_memory: facts.memory,
+            dns: dns::Settings {
+                cluster_dns: cfg.cluster_dns.clone(),
+                cluster_domain: cfg.cluster_domain.clone(),
+                host_resolv_conf: std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default(),
+            },
             services,
         });
         tasks.push(tokio::spawn(pods(ctx, cfg.node_name.clone(), shutdown.clone())));

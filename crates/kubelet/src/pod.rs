@@ -38,6 +38,8 @@ pub struct Ctx {
     pub logs_dir: PathBuf,
     /// The node's memory, for OOM scores.
     pub node_memory: u64,
+    /// The node's DNS settings, for pods' resolv.conf.
+    pub dns: crate::dns::Settings,
     /// Every Service, from a watch: containers' Service variables.
     pub services: Arc<skiff_runtime::informer::Informer<k8s_openapi::api::core::v1::Service>>,
 }
@@ -246,7 +248,7 @@ impl Worker {
                 for old in &sandboxes {
                     let _ = self.ctx.rt.runtime.clone().remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: old.id.clone() }).await;
                 }
-                let config = spec::sandbox(pod, &self.ctx.logs_dir, attempt);
+                let config = spec::sandbox(pod, &self.ctx.logs_dir, attempt, &self.ctx.dns);
                 let _ = std::fs::create_dir_all(&config.log_directory);
                 match self.ctx.rt.runtime.clone().run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }).await {
                     Ok(r) => r.into_inner().pod_sandbox_id,
@@ -409,7 +411,7 @@ impl Worker {
         let no_volumes = HostPaths::new();
         let vols = self.volumes.as_ref().map(|(v, _)| v).unwrap_or(&no_volumes);
         let config = spec::container(&with_ip, c, &image_ref, env, vols, attempt, self.ctx.node_memory);
-        let sandbox_config = spec::sandbox(pod, &self.ctx.logs_dir, 0);
+        let sandbox_config = spec::sandbox(pod, &self.ctx.logs_dir, 0, &self.ctx.dns);
         let _ = std::fs::create_dir_all(spec::log_directory(&self.ctx.logs_dir, pod).join(&c.name));
         let mut rt = self.ctx.rt.runtime.clone();
         let req = api::CreateContainerRequest { pod_sandbox_id: sandbox.into(), config: Some(config), sandbox_config: Some(sandbox_config) };

@@ -60,7 +60,7 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 }
 
 /// The sandbox config for `pod`, attempt `attempt`.
-pub fn sandbox(pod: &Pod, logs_root: &Path, attempt: u32) -> api::PodSandboxConfig {
+pub fn sandbox(pod: &Pod, logs_root: &Path, attempt: u32, dns: &crate::dns::Settings) -> api::PodSandboxConfig {
     let m = &pod.metadata;
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
@@ -99,6 +99,7 @@ pub fn sandbox(pod: &Pod, logs_root: &Path, attempt: u32) -> api::PodSandboxConf
         }),
         hostname,
         log_directory: log_directory(logs_root, pod).display().to_string(),
+        dns_config: Some(crate::dns::config(pod, dns)),
         port_mappings,
         labels: pod_labels(pod),
         linux: Some(api::LinuxPodSandboxConfig {

@@ -113,9 +113,15 @@ pub async fn serve(addr: SocketAddr, state: std::sync::Arc<State>, mut shutdown:
 /// What a Service health check answers: namespace, name, local endpoints.
 type CheckInfo = (String, String, usize);
 
+/// A running health check server and what it answers.
+struct CheckServer {
+    info: watch::Sender<CheckInfo>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// One health check server per `healthCheckNodePort`.
 pub struct ServiceChecks {
-    servers: Mutex<HashMap<u16, (watch::Sender<CheckInfo>, tokio::task::JoinHandle<()>)>>,
+    servers: Mutex<HashMap<u16, CheckServer>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -135,17 +141,17 @@ impl ServiceChecks {
             }
         }
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|port, (_, task)| {
+        servers.retain(|port, server| {
             let keep = want.contains_key(port);
             if !keep {
-                task.abort();
+                server.task.abort();
             }
             keep
         });
         for (port, info) in want {
             match servers.get(&port) {
-                Some((tx, _)) => {
-                    tx.send_if_modified(|cur| {
+                Some(server) => {
+                    server.info.send_if_modified(|cur| {
                         let changed = *cur != info;
                         *cur = info.clone();
                         changed
@@ -154,7 +160,7 @@ impl ServiceChecks {
                 None => {
                     let (tx, rx) = watch::channel(info);
                     let task = tokio::spawn(serve_check(port, rx, self.shutdown.clone()));
-                    servers.insert(port, (tx, task));
+                    servers.insert(port, CheckServer { info: tx, task });
                 }
             }
         }
@@ -163,8 +169,8 @@ impl ServiceChecks {
 
 impl Drop for ServiceChecks {
     fn drop(&mut self) {
-        for (_, (_, t)) in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            t.abort();
+        for (_, server) in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            server.task.abort();
         }
     }
 }

@@ -200,6 +200,17 @@ struct AgentArgs {
     /// `DATA_DIR/agent/certs.d/<host>/hosts.toml`.
     #[arg(long, value_delimiter = ',')]
     insecure_registry: Vec<String>,
+    /// The cluster DNS address pods are given (default: the service
+    /// range's 10th address, 10.43.0.10).
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolv.conf: pods with `dnsPolicy: Default` get its
+    /// servers, and the cluster DNS forwards outside names to them.
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
 }
 
 /// The node name a host gets by default: its host name, lowercased.
@@ -217,7 +228,7 @@ impl AgentArgs {
         self.node_name.clone().unwrap_or_else(host_node_name)
     }
 
-    fn config(&self, dir: PathBuf, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<skiff_kubelet::Config> {
+    fn config(&self, dir: PathBuf, tls: Arc<rustls::ServerConfig>, cluster_dns: std::net::Ipv4Addr) -> anyhow::Result<skiff_kubelet::Config> {
         let mut labels = std::collections::BTreeMap::new();
         for l in self.node_labels.iter().filter(|l| !l.is_empty()) {
             let (k, v) = l.split_once('=').with_context(|| format!("--node-labels: {l:?} is not key=value"))?;
@@ -234,6 +245,9 @@ impl AgentArgs {
             max_pods: self.max_pods,
             insecure_registries: self.insecure_registry.clone(),
             tls,
+            cluster_dns: vec![self.cluster_dns.unwrap_or(cluster_dns).to_string()],
+            cluster_domain: self.cluster_domain.clone(),
+            resolv_conf: self.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
         })
     }
 }
@@ -317,13 +331,17 @@ struct ServerArgs {
     #[arg(long, default_value_t = 1)]
     compaction_interval: u64,
     /// Components not to run in-process (comma-separated: scheduler,
-    /// controllers, agent, proxy).
+    /// controllers, agent, proxy, dns).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// The range ClusterIPs are allocated from; its 1st address is the
     /// `kubernetes` Service's, its 10th the cluster DNS's.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: skiff_api::cidr::Cidr,
+    /// The port the cluster DNS listens on (the `kube-dns` Service's
+    /// target; a taken port falls back to any free one).
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
     /// Seconds pods tolerate a not-ready node before eviction.
     #[arg(long, default_value_t = 300)]
     default_not_ready_toleration_seconds: i64,
@@ -456,7 +474,8 @@ async fn main() -> anyhow::Result<()> {
                 // agents a kube-proxy certificate; join hands out one identity).
                 Some(tokio::spawn(skiff_proxy::run(client.clone(), proxy.options(&name, &dir, &cluster_cidr)?, shutdown.clone())))
             };
-            skiff_kubelet::run(client, agent.config(dir, tls)?, shutdown).await?;
+            let cfg = agent.config(dir, tls, skiff_api::cidr::Cidr::default().nth(10))?;
+            skiff_kubelet::run(client, cfg, shutdown).await?;
             if let Some(p) = proxy {
                 let _ = p.await;
             }
@@ -514,8 +533,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     for d in &args.disable {
-        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent" | "proxy") {
-            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent, proxy)");
+        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent" | "proxy" | "dns") {
+            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent, proxy, dns)");
         }
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -558,7 +577,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let tls = server.kubelet_tls(&node, node_ip)?;
         let mut agent = args.agent.clone();
         agent.node_ip = Some(node_ip);
-        let mut cfg = agent.config(data_dir.join("agent"), tls)?;
+        let mut cfg = agent.config(data_dir.join("agent"), tls, args.service_cidr.nth(10))?;
         // The server's own node is a control-plane node (`kubectl get nodes`
         // shows its role), as k3s labels its servers.
         cfg.node_labels.entry("node-role.kubernetes.io/control-plane".into()).or_insert_with(|| "true".into());
@@ -575,6 +594,25 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let client = skiff_runtime::client(&kc).await?;
         let opts = args.proxy.options(&args.agent.node_name(), &data_dir.join("agent"), &args.controllers.cluster_cidr)?;
         components.push(tokio::spawn(skiff_proxy::run(client, opts, shutdown.clone())));
+    }
+    let shutdown_dns = shutdown.clone();
+    if !args.disable.iter().any(|d| d == "dns") {
+        let kc = data_dir.join("dns.kubeconfig");
+        server.write_kubeconfig(&kc, "dns", "system:skiff-dns", None)?;
+        let client = skiff_runtime::client(&kc).await?;
+        let opts = skiff_dns::Options {
+            cluster_domain: args.agent.cluster_domain.clone(),
+            cluster_dns: args.agent.cluster_dns.unwrap_or(args.service_cidr.nth(10)),
+            port: args.dns_port,
+            advertise: args.agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip),
+            node_name: args.agent.node_name(),
+            resolv_conf: args.agent.resolv_conf.clone(),
+        };
+        components.push(tokio::spawn(async move {
+            if let Err(e) = skiff_dns::run(client, opts, shutdown_dns).await {
+                tracing::error!(error = %e, "the cluster DNS stopped");
+            }
+        }));
     }
     tracing::info!(
         address = %server.local_addr,

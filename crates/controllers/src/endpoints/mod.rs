@@ -109,6 +109,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let ready = skiff_runtime::resources::pod_ready(p) && !terminating;
         let target = json!({"kind": "Pod", "namespace": ns, "name": p.metadata.name, "uid": p.metadata.uid});
         let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        // A pod whose subdomain is this Service is named by its hostname
+        // (what DNS answers as HOSTNAME.SERVICE.NS.svc), as Kubernetes does.
+        let hostname = p.spec.as_ref().filter(|s| s.subdomain.as_deref() == Some(name.as_str())).and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty());
         let eps: Vec<Value> = ports
             .iter()
             .filter_map(|sp| Some(json!({"name": sp.name.clone().unwrap_or_default(), "port": target_port(sp, p)?, "protocol": sp.protocol.clone().unwrap_or_else(|| "TCP".into())})))
@@ -116,7 +119,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if !terminating {
             let key = eps.to_vec().iter().map(|e| e.to_string()).collect::<Vec<_>>().join(",");
             let entry = subsets.entry(key).or_insert_with(|| (Vec::new(), Vec::new(), eps.clone()));
-            let addr = json!({"ip": ip, "nodeName": node, "targetRef": target});
+            let mut addr = json!({"ip": ip, "nodeName": node, "targetRef": target});
+            if let Some(h) = &hostname {
+                addr["hostname"] = json!(h);
+            }
             if ready || publish_not_ready {
                 entry.0.push(addr);
             } else {
@@ -124,8 +130,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
         }
         slice_ports.get_or_insert(eps);
-        slice_endpoints.push(json!({"addresses": [ip], "conditions": {"ready": ready || publish_not_ready, "serving": skiff_runtime::resources::pod_ready(p), "terminating": terminating},
-            "nodeName": node, "targetRef": target}));
+        let mut endpoint = json!({"addresses": [ip], "conditions": {"ready": ready || publish_not_ready, "serving": skiff_runtime::resources::pod_ready(p), "terminating": terminating},
+            "nodeName": node, "targetRef": target});
+        if let Some(h) = hostname {
+            endpoint["hostname"] = json!(h);
+        }
+        slice_endpoints.push(endpoint);
     }
     let subsets: Vec<Value> = subsets
         .into_values()

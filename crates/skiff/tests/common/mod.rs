@@ -35,14 +35,16 @@ fn free_port() -> u16 {
 pub const WITH_AGENT: &str = "--with-agent";
 
 /// Marks a server that runs its service proxy (it programs the host's
-/// nftables, in a table of its own): without it, test servers run none.
+/// nftables, in a table of its own) and cluster DNS: without it, test
+/// servers run neither.
 pub const WITH_PROXY: &str = "--with-proxy";
 
 fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
     let _ = std::fs::remove_file(dir.join("admin.kubeconfig"));
     let with_agent = args.iter().any(|a| a == WITH_AGENT);
     let with_proxy = args.iter().any(|a| a == WITH_PROXY);
-    let disabled: Vec<&str> = [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy")].into_iter().flatten().collect();
+    let disabled: Vec<&str> =
+        [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy"), (!with_proxy).then_some("dns")].into_iter().flatten().collect();
     let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT && *a != WITH_PROXY).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--data-dir"])
