@@ -44,7 +44,11 @@ impl Drop for Node {
         let _ = kubectl(&self.s, &["delete", "pods", "--all", "-A", "--grace-period=1", "--wait=true", "--timeout=60s"]);
         // The node's bridge would outlive the test, and a later cluster given
         // the same pod range would find its routes taken.
-        skiff_kubelet::network::remove(&self.s.dir.path().join("agent"));
+        let agent = self.s.dir.path().join("agent");
+        skiff_kubelet::network::remove(&agent);
+        if let Ok(dir) = std::path::absolute(&agent) {
+            let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &skiff_proxy::table_for(&dir)]).output();
+        }
     }
 }
 
@@ -908,10 +912,8 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     let pid = container_pid(&socket, &id);
     let bridge = skiff_kubelet::network::bridge_name(&dir.join("agent"));
     let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().expect("ip");
-    let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
-        .collect();
+    let veths: Vec<String> =
+        String::from_utf8_lossy(&links.stdout).lines().filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string())).collect();
     assert!(!veths.is_empty(), "the pod has a veth on the node's bridge");
     // A stopped node's containers keep running, on purpose.
     n.s.stop();
@@ -931,11 +933,293 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
         let link = std::process::Command::new("ip").args(["link", "show", v]).output().expect("ip");
         assert!(!link.status.success(), "the pod's veth {v} is gone");
     }
-    let cached = std::fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{bridge}-"))).count();
+    let cached = std::fs::read_dir("/var/lib/cni/results")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{bridge}-")))
+        .count();
     assert_eq!(cached, 0, "libcni's cached results of the node's network are gone");
     let table = std::process::Command::new("nft").args(["list", "table", "ip", &bridge]).output().expect("nft");
     assert!(!table.status.success(), "the nftables table {bridge} is gone");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let left: Vec<&str> = mounts.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| std::path::Path::new(m).starts_with(&dir))).collect();
     assert!(left.is_empty(), "no mount under the data dir: {left:?}");
+}
+
+/// A DNS server of the test's own on a loopback address: `outside.example`
+/// is 192.0.2.99, anything else NXDOMAIN. Stands in for the node's upstream
+/// resolver (`--resolv-conf`), so no query leaves the machine.
+fn upstream_dns() -> std::net::Ipv4Addr {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::{rdata::A, RData, Record};
+    let ip = std::net::Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8 + 1, 1);
+    let sock = std::net::UdpSocket::bind((ip, 53)).expect("bind the test's upstream DNS");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            r.metadata.recursion_available = true;
+            r.queries = q.queries.clone();
+            match q.queries.first() {
+                Some(qq) if qq.name().to_ascii() == "outside.example." => {
+                    r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::A(A(std::net::Ipv4Addr::new(192, 0, 2, 99)))));
+                }
+                _ => r.metadata.response_code = ResponseCode::NXDomain,
+            }
+            if let Ok(b) = r.to_vec() {
+                let _ = sock.send_to(&b, peer);
+            }
+        }
+    });
+    ip
+}
+
+/// A plain HTTP GET to a loopback port: the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+/// An nftables table of someone else's, which the proxy must never touch.
+struct ForeignTable(String);
+
+impl Drop for ForeignTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.0]).output();
+    }
+}
+
+fn nft_list(table: &str) -> String {
+    let out = std::process::Command::new("nft").args(["list", "table", "ip", table]).output().expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl exec POD -- sh -c SCRIPT`: (success, stdout + stderr, seconds).
+fn sh(s: &Server, pod: &str, script: &str) -> (bool, String, f64) {
+    let t = Instant::now();
+    let (ok, out, err) = kubectl(s, &["exec", pod, "--", "sh", "-c", script]);
+    (ok, format!("{out}{err}"), t.elapsed().as_secs_f64())
+}
+
+/// One HTTP request from `pod` to `host:port` (busybox's wget crashes
+/// here; nc does not): the answering pod's name and the client address it saw.
+fn who(s: &Server, pod: &str, host: &str, port: &str) -> String {
+    sh(s, pod, &format!("printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -1")).1.trim().to_string()
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: skiff.local/busybox:1
+        command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $(hostname) $REMOTE_ADDR\\n' > /www/cgi-bin/who && chmod +x /www/cgi-bin/who && exec httpd -f -p 8080 -h /www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: sql, port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: db, image: skiff.local/busybox:1, command: ["sleep", "3600"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec: {type: ExternalName, externalName: outside.example}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: skiff.local/busybox:1, command: ["sleep", "3600"]}]
+"#;
+
+#[test]
+fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
+    if !can_run_nodes() {
+        return;
+    }
+    if skiff_cri::which("nft").is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and nft is missing");
+        return;
+    }
+    let upstream = upstream_dns();
+    let conf = tempfile::tempdir().expect("tempdir");
+    let resolv = conf.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {upstream}\n")).expect("resolv.conf");
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let service_cidr = format!("10.{}.0.0/16", 128 + (std::process::id() * 5 + n * 11) % 64);
+    let healthz = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let healthz_addr = format!("127.0.0.1:{healthz}");
+    // Someone else's table, with a rule: syncs and cleanup leave it be.
+    let foreign = ForeignTable(format!("skiff-test-foreign-{}", std::process::id()));
+    let made = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let script = format!("add table ip {t}\nadd chain ip {t} c\nadd rule ip {t} c ip daddr 192.0.2.1 counter accept\n", t = foreign.0);
+            c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+            c.wait()
+        })
+        .expect("nft");
+    assert!(made.success());
+    let resolv_arg = resolv.display().to_string();
+    let Some(node) = node_with(&[common::WITH_PROXY, "--service-cidr", &service_cidr, "--resolv-conf", &resolv_arg, "--healthz-bind-address", &healthz_addr])
+    else {
+        return;
+    };
+    let s = &node.s;
+    let agent_dir = s.dir.path().join("agent");
+    let table = skiff_proxy::table_for(&std::path::absolute(&agent_dir).expect("absolute"));
+    apply(s, WEB);
+    wait_until(s, 90, "web, db and client ready", |s| {
+        let ready = jsonpath(s, &["pods"], "{range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}");
+        ready.lines().filter(|l| *l == "True").count() == 5
+    });
+    let cluster_ip = jsonpath(s, &["svc", "web"], "{.spec.clusterIP}");
+    let dns_ip = jsonpath(s, &["svc", "kube-dns", "-n", "kube-system"], "{.spec.clusterIP}");
+    assert_eq!(dns_ip, service_cidr.replace("0.0/16", "0.10"), "kube-dns sits at the service range's 10th address");
+
+    // Rules and names follow within a sync or two of the endpoints.
+    wait_until(s, 30, "web answers by name", |s| who(s, "client", "web", "80").starts_with("web-"));
+    // By name, by FQDN and by ClusterIP; the answers spread over all 3 pods.
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 0..45 {
+        let host = ["web", "web.default.svc.cluster.local", cluster_ip.as_str()][i % 3];
+        let w = who(s, "client", host, "80");
+        assert!(w.starts_with("web-"), "{host}: {w}");
+        answered.insert(w.split(' ').next().unwrap_or_default().to_string());
+    }
+    assert_eq!(answered.len(), 3, "every endpoint answers: {answered:?}");
+
+    // DNS: a headless StatefulSet's pod, SRV, ExternalName, NXDOMAIN, forwarding.
+    let db0 = jsonpath(s, &["pod", "db-0"], "{.status.podIP}");
+    let (_, out, _) = sh(s, "client", "nslookup -type=a db-0.db.default.svc.cluster.local");
+    assert!(out.contains(&db0), "web-0.web style names resolve to the pod: {out}");
+    let (_, out, _) = sh(s, "client", "nslookup -type=srv _http._tcp.web.default.svc.cluster.local");
+    assert!(out.contains("80 web.default.svc.cluster.local"), "{out}");
+    let (_, out, _) = sh(s, "client", "nslookup -type=cname ext.default.svc.cluster.local");
+    assert!(out.contains("outside.example"), "ExternalName is a CNAME: {out}");
+    let (_, out, _) = sh(s, "client", "nslookup -type=a nothere.default.svc.cluster.local");
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    let (_, out, _) = sh(s, "client", "nslookup -type=a outside.example");
+    assert!(out.contains("192.0.2.99"), "outside names go to --resolv-conf's server: {out}");
+    let (_, resolv_conf, _) = sh(s, "client", "cat /etc/resolv.conf");
+    assert!(
+        resolv_conf.contains(&format!("nameserver {dns_ip}")) && resolv_conf.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv_conf}"
+    );
+    assert!(resolv_conf.contains("ndots:5"), "{resolv_conf}");
+
+    // A NodePort on an address of this node's own (its pod bridge).
+    let node_port = jsonpath(s, &["svc", "web"], "{.spec.ports[0].nodePort}");
+    let pod_cidr = jsonpath(s, &["node", &node.name], "{.spec.podCIDR}");
+    let gateway = pod_cidr.replace("0/24", "1");
+    let w = who(s, "client", &gateway, &node_port);
+    assert!(w.starts_with("web-"), "NodePort {gateway}:{node_port}: {w}");
+
+    // Hairpin: a pod reaches itself through its own Service.
+    let web0 = jsonpath(s, &["pods", "-l", "app=web"], "{.items[0].metadata.name}");
+    let (_, out, _) = sh(s, &web0, &format!("for i in $(seq 40); do printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 | tail -1; done"));
+    assert!(out.lines().any(|l| l.starts_with(&web0)), "{web0} reached itself: {out}");
+
+    // sessionAffinity: ClientIP sticks to one endpoint.
+    ok(s, &["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, out, _) =
+        sh(s, "client", &format!("for i in $(seq 12); do printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 | tail -1; done"));
+    let stuck: std::collections::BTreeSet<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(stuck.len(), 1, "ClientIP affinity: {out}");
+    ok(s, &["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"None"}}"#]);
+
+    // The proxy's own endpoints.
+    let health = http_get(healthz, "/healthz");
+    assert!(health.lines().next().is_some_and(|l| l.contains(" 200 ")) && health.contains("\"lastUpdated\""), "{health}");
+    let metrics = http_get(healthz, "/metrics");
+    for m in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_network_programming_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    ] {
+        assert!(metrics.contains(m), "{m} in {metrics}");
+    }
+
+    // Scaled to 0, the Service refuses at once; a pod turning Ready is served again within seconds.
+    ok(s, &["scale", "deploy", "web", "--replicas=0"]);
+    wait_until(s, 60, "web's endpoints gone", |s| {
+        !jsonpath(s, &["endpointslices", "-l", "kubernetes.io/service-name=web"], "{.items[*].endpoints[*].addresses}").contains('.')
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, out, _) = sh(s, "client", &format!("time nc -w 5 {cluster_ip} 80 </dev/null"));
+    assert!(out.contains("refused"), "no endpoints: refused, not dropped: {out}");
+    let real: f64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("real"))
+        .and_then(|t| t.trim().trim_start_matches("0m").trim().trim_end_matches('s').parse().ok())
+        .unwrap_or(99.0);
+    assert!(real < 1.0, "refused within 1 s, not after a timeout: {out}");
+    ok(s, &["scale", "deploy", "web", "--replicas=1"]);
+    wait_until(s, 60, "a web pod ready", |s| {
+        jsonpath(s, &["pods", "-l", "app=web"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}").contains("True")
+    });
+    let ready_at = Instant::now();
+    let (_, out, _) = sh(s, "client", &format!("i=0; until printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {cluster_ip} 80 2>/dev/null | grep -q web; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done; echo tries=$i"));
+    let served_after = ready_at.elapsed().as_secs_f64();
+    assert!(!out.contains("tries=101"), "served again after Ready: {out}");
+    eprintln!("served {served_after:.2} s after the test saw Ready ({out})");
+    assert!(served_after < 4.0, "served within seconds of Ready: {served_after:.2} s");
+
+    // The proxy's table is its own; someone else's is untouched.
+    assert!(nft_list(&table).contains("service-default/web/tcp/http"), "the proxy's table holds the Service");
+    assert!(nft_list(&foreign.0).contains("ip daddr 192.0.2.1"), "another table is untouched by syncs");
+    let cleanup = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["proxy", "--cleanup", "--data-dir"])
+        .arg(&agent_dir)
+        .output()
+        .expect("skiff proxy --cleanup");
+    assert!(cleanup.status.success(), "{}", String::from_utf8_lossy(&cleanup.stderr));
+    assert!(nft_list(&table).is_empty(), "cleanup removes the proxy's table");
+    assert!(nft_list(&foreign.0).contains("ip daddr 192.0.2.1"), "and nothing else");
 }
