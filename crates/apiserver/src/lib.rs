@@ -118,7 +118,17 @@ impl ApiServer {
     pub async fn bind(cfg: Config, store: Arc<dyn Store>) -> Result<Self, ServerError> {
         let pki_dir = cfg.data_dir.join("pki");
         let pki = Arc::new(ClusterPki::load_or_create(&pki_dir)?);
-        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "kubernetes".into(), "kubernetes.default".into(), host_name()];
+        // What in-cluster clients dial: the `kubernetes` Service by name and ClusterIP.
+        let mut names = vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+            cfg.service_cidr.nth(1).to_string(),
+            host_name(),
+        ];
         if cfg.bind_address.is_unspecified() {
             // Agents on other machines dial one of this host's addresses.
             names.extend(host_addresses().iter().map(|a| a.to_string()));
@@ -150,7 +160,15 @@ impl ApiServer {
             join: join::Join { pki: pki.clone(), token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())? },
             service_cidr: cfg.service_cidr,
         });
-        handler::bootstrap(&state, local_addr.port()).await?;
+        // The address pods reach this server at: the one it is bound to, or
+        // when bound to every address the host's first IPv4 one (as
+        // kube-apiserver's --advertise-address defaults); none on loopback.
+        let advertise = if cfg.bind_address.is_unspecified() {
+            host_addresses().into_iter().find(IpAddr::is_ipv4)
+        } else {
+            Some(cfg.bind_address).filter(|a| !a.is_loopback())
+        };
+        handler::bootstrap(&state, local_addr.port(), advertise).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
         let server = format!("https://{host}:{}", local_addr.port());
         let kubeconfig = cfg.data_dir.join("admin.kubeconfig");

@@ -106,7 +106,9 @@ pub(crate) async fn node(state: &State, name: &str, path: &str, query: Option<&s
     // kubectl escapes the port's colon.
     let name = name.replace("%3A", ":").replace("%3a", ":");
     let (node_name, port) = match name.rsplit_once(':') {
-        Some((n, p)) => (n.strip_prefix("https:").unwrap_or(n), Some(p.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port in node name {name:?}")))?)),
+        Some((n, p)) => {
+            (n.strip_prefix("https:").unwrap_or(n), Some(p.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port in node name {name:?}")))?))
+        }
         None => (name.as_str(), None),
     };
     let node = object(state, "nodes", None, node_name).await?;

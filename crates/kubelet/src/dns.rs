@@ -149,3 +149,51 @@ mod tests {
         assert_eq!(c.options, vec!["ndots:1"]);
     }
 }
+
+/// The kubelet-managed `/etc/hosts` of `pod` at `pod_ip`, as the kubelet
+/// writes it: loopback and IPv6 names, the pod's own address with its
+/// hostname (and FQDN under a subdomain), then `hostAliases`. `None` for
+/// host-network pods, which see the node's file.
+pub fn hosts_file(pod: &Pod, pod_ip: &str, cluster_domain: &str) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network.unwrap_or(false) {
+        return None;
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let hostname = spec.hostname.clone().or_else(|| pod.metadata.name.clone()).unwrap_or_default();
+    let hostname: String = hostname.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string();
+    let mut s = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    match spec.subdomain.as_deref().filter(|d| !d.is_empty()) {
+        Some(sub) => s.push_str(&format!("{pod_ip}\t{hostname}.{sub}.{ns}.svc.{cluster_domain}\t{hostname}\n")),
+        None => s.push_str(&format!("{pod_ip}\t{hostname}\n")),
+    }
+    let aliases = spec.host_aliases.iter().flatten().filter(|a| !a.ip.is_empty()).collect::<Vec<_>>();
+    if !aliases.is_empty() {
+        s.push_str("\n# Entries added by HostAliases.\n");
+        for a in aliases {
+            s.push_str(&format!("{}\t{}\n", a.ip, a.hostnames.iter().flatten().cloned().collect::<Vec<_>>().join("\t")));
+        }
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod hosts_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_hosts_file_names_the_pod_and_its_aliases() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-0", "namespace": "default"},
+            "spec": {"containers": [], "hostname": "web-0", "subdomain": "web", "hostAliases": [{"ip": "192.0.2.7", "hostnames": ["foo", "bar"]}]}}))
+        .expect("pod");
+        let h = hosts_file(&pod, "10.42.0.5", "cluster.local").expect("a file");
+        assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{h}");
+        assert!(h.contains("10.42.0.5\tweb-0.web.default.svc.cluster.local\tweb-0\n"), "{h}");
+        assert!(h.ends_with("# Entries added by HostAliases.\n192.0.2.7\tfoo\tbar\n"), "{h}");
+        let host: Pod = serde_json::from_value(json!({"metadata": {"name": "h"}, "spec": {"containers": [], "hostNetwork": true}})).expect("pod");
+        assert!(hosts_file(&host, "192.0.2.2", "cluster.local").is_none());
+    }
+}

@@ -410,7 +410,17 @@ impl Worker {
         };
         let no_volumes = HostPaths::new();
         let vols = self.volumes.as_ref().map(|(v, _)| v).unwrap_or(&no_volumes);
-        let config = spec::container(&with_ip, c, &image_ref, env, vols, attempt, self.ctx.node_memory);
+        let mut config = spec::container(&with_ip, c, &image_ref, env, vols, attempt, self.ctx.node_memory);
+        // The kubelet-managed /etc/hosts, unless the container mounts its own.
+        let own_hosts = config.mounts.iter().any(|m| m.container_path == "/etc/hosts");
+        if let (false, Some(ip), Some(uid)) = (own_hosts, pod_ip, pod.metadata.uid.as_deref()) {
+            if let Some(text) = crate::dns::hosts_file(pod, ip, &self.ctx.dns.cluster_domain) {
+                let path = self.pod_dir(uid).join("etc-hosts");
+                if std::fs::create_dir_all(self.pod_dir(uid)).and_then(|()| std::fs::write(&path, text)).is_ok() {
+                    config.mounts.push(api::Mount { container_path: "/etc/hosts".into(), host_path: path.display().to_string(), ..Default::default() });
+                }
+            }
+        }
         let sandbox_config = spec::sandbox(pod, &self.ctx.logs_dir, 0, &self.ctx.dns);
         let _ = std::fs::create_dir_all(spec::log_directory(&self.ctx.logs_dir, pod).join(&c.name));
         let mut rt = self.ctx.rt.runtime.clone();

@@ -1071,6 +1071,7 @@ kind: Pod
 metadata: {name: client}
 spec:
   terminationGracePeriodSeconds: 1
+  hostAliases: [{ip: 192.0.2.7, hostnames: [alias.example]}]
   containers: [{name: c, image: skiff.local/busybox:1, command: ["sleep", "3600"]}]
 "#;
 
@@ -1152,6 +1153,13 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
         "{resolv_conf}"
     );
     assert!(resolv_conf.contains("ndots:5"), "{resolv_conf}");
+    // The kubelet-managed /etc/hosts: the pod's address and name, its FQDN
+    // under a subdomain, and hostAliases.
+    let client_ip = jsonpath(s, &["pod", "client"], "{.status.podIP}");
+    let (_, hosts, _) = sh(s, "client", "cat /etc/hosts");
+    assert!(hosts.contains(&format!("{client_ip}\tclient")) && hosts.contains("192.0.2.7\talias.example"), "{hosts}");
+    let (_, hosts, _) = sh(s, "db-0", "cat /etc/hosts");
+    assert!(hosts.contains(&format!("{db0}\tdb-0.db.default.svc.cluster.local\tdb-0")), "{hosts}");
 
     // A NodePort on an address of this node's own (its pod bridge).
     let node_port = jsonpath(s, &["svc", "web"], "{.spec.ports[0].nodePort}");
