@@ -28,34 +28,19 @@ use skiff_proxy::rules::{render, RuleConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ports(services: usize, endpoints: usize) -> Vec<ServicePort> {
-    (0..services)
+    (0..services as u32)
         .map(|s| {
-            let s32 = s as u32;
-            ServicePort {
-                id: format!("default/svc-{s}/tcp/http"),
-                namespace: "default".into(),
-                name: format!("svc-{s}"),
-                cluster_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 11)) + s32)),
-                port: 80,
-                protocol: Protocol::Tcp,
-                node_port: None,
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                affinity_seconds: None,
-                external_local: false,
-                internal_local: false,
-                health_check_node_port: None,
-                endpoints: (0..endpoints as u32)
-                    .map(|e| Endpoint {
-                        ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 42, 0, 2)) + s32 * endpoints as u32 + e),
-                        port: 8080,
-                        local: true,
-                        ready: true,
-                        serving: true,
-                        terminating: false,
-                    })
-                    .collect(),
-            }
+            let eps = (0..endpoints as u32)
+                .map(|e| Endpoint {
+                    ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 42, 0, 2)) + s * endpoints as u32 + e),
+                    port: 8080,
+                    local: true,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                })
+                .collect();
+            ServicePort::cluster(&format!("default/svc-{s}/tcp/http"), Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 11)) + s), 80, Protocol::Tcp, eps)
         })
         .collect()
 }

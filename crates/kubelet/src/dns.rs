@@ -31,18 +31,11 @@ impl Settings {
             .collect()
     }
 
-    fn host_searches(&self) -> Vec<String> {
+    /// The words after `keyword` (`search`, `options`) in the host's file.
+    fn host_words(&self, keyword: &str) -> Vec<String> {
         self.host_resolv_conf
             .lines()
-            .filter_map(|l| l.trim().strip_prefix("search"))
-            .flat_map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    }
-
-    fn host_options(&self) -> Vec<String> {
-        self.host_resolv_conf
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("options"))
+            .filter_map(|l| l.trim().strip_prefix(keyword))
             .flat_map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
             .collect()
     }
@@ -65,10 +58,10 @@ pub fn config(pod: &Pod, s: &Settings) -> api::DnsConfig {
         _ if cluster => {
             let d = &s.cluster_domain;
             let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
-            searches.extend(s.host_searches());
+            searches.extend(s.host_words("search"));
             api::DnsConfig { servers: s.cluster_dns.clone(), searches, options: vec!["ndots:5".into()] }
         }
-        _ => api::DnsConfig { servers: s.host_nameservers(), searches: s.host_searches(), options: s.host_options() },
+        _ => api::DnsConfig { servers: s.host_nameservers(), searches: s.host_words("search"), options: s.host_words("options") },
     };
     // dnsConfig merges in: nameservers and searches appended (deduplicated),
     // options overriding by name.

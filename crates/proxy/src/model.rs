@@ -91,6 +91,29 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// A ClusterIP Service port with `endpoints` and every other setting at
+    /// its default (for tests and benchmarks; the proxy reads them from the
+    /// API with [`service_ports`]).
+    pub fn cluster(id: &str, cluster_ip: Ipv4Addr, port: u16, protocol: Protocol, endpoints: Vec<Endpoint>) -> Self {
+        let mut parts = id.split('/');
+        Self {
+            id: id.to_string(),
+            namespace: parts.next().unwrap_or_default().to_string(),
+            name: parts.next().unwrap_or_default().to_string(),
+            cluster_ip: Some(cluster_ip),
+            port,
+            protocol,
+            node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            affinity_seconds: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+            endpoints,
+        }
+    }
+
     /// Whether anything outside the cluster network reaches this port.
     pub fn is_external(&self) -> bool {
         self.node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()

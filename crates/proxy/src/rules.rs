@@ -353,25 +353,8 @@ mod tests {
     use crate::model::Protocol;
 
     fn port(id: &str, ip: [u8; 4], eps: &[[u8; 4]]) -> ServicePort {
-        ServicePort {
-            id: id.into(),
-            namespace: "default".into(),
-            name: "web".into(),
-            cluster_ip: Some(Ipv4Addr::from(ip)),
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            affinity_seconds: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-            endpoints: eps
-                .iter()
-                .map(|e| Endpoint { ip: Ipv4Addr::from(*e), port: 8080, local: true, ready: true, serving: true, terminating: false })
-                .collect(),
-        }
+        let eps = eps.iter().map(|e| Endpoint { ip: Ipv4Addr::from(*e), port: 8080, local: true, ready: true, serving: true, terminating: false }).collect();
+        ServicePort::cluster(id, Ipv4Addr::from(ip), 80, Protocol::Tcp, eps)
     }
 
     fn cfg() -> RuleConfig {

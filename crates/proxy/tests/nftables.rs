@@ -63,22 +63,7 @@ fn ep(ip: [u8; 4], local: bool) -> Endpoint {
 }
 
 fn port(id: &str, ip: [u8; 4]) -> ServicePort {
-    ServicePort {
-        id: id.into(),
-        namespace: "default".into(),
-        name: id.split('/').nth(1).unwrap_or("x").into(),
-        cluster_ip: Some(Ipv4Addr::from(ip)),
-        port: 80,
-        protocol: Protocol::Tcp,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        affinity_seconds: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: vec![ep([10, 42, 0, 5], true), ep([10, 42, 1, 5], false)],
-    }
+    ServicePort::cluster(id, Ipv4Addr::from(ip), 80, Protocol::Tcp, vec![ep([10, 42, 0, 5], true), ep([10, 42, 1, 5], false)])
 }
 
 #[test]
