@@ -81,9 +81,9 @@ pub fn table_for(dir: &std::path::Path) -> String {
 pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<bool>) {
     let services = Informer::<Service>::start(Api::all(client.clone()), watcher::Config::default(), shutdown.clone());
     let slices = Informer::<EndpointSlice>::start(Api::all(client), watcher::Config::default(), shutdown.clone());
-    let state = Arc::new(health::State::new());
+    let health = Arc::new(health::State::new());
     if let Some(addr) = opts.healthz_bind_address {
-        tokio::spawn(health::serve(addr, state.clone(), shutdown.clone()));
+        tokio::spawn(health::serve(addr, health.clone(), shutdown.clone()));
     }
     let checks = health::ServiceChecks::new(shutdown.clone());
     let mut changes = futures::stream::select(services.changes().map(Event::from), slices.changes().map(Event::from));
@@ -93,7 +93,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
     // When the oldest change not yet in the rules arrived.
     let mut pending: Option<Instant> = None;
     let mut last_sync: Option<Instant> = None;
-    let mut applied: Option<rules::Ruleset> = None;
+    let mut applied: Option<rules::Applied> = None;
     loop {
         let due = match (pending, last_sync) {
             (Some(_), Some(last)) if services_synced && slices_synced => Some(last + opts.min_sync_period),
@@ -114,21 +114,23 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                 let svcs = services.store().state();
                 let eps = slices.store().state();
                 let ports = model::service_ports(svcs.iter().map(|s| s.as_ref()), eps.iter().map(|s| s.as_ref()), &opts.node_name);
-                let rules = rules::render(&ports, &cfg);
                 let started = Instant::now();
-                let (script, full) = match applied.as_ref().and_then(|old| rules.diff_script(old, &cfg.table)) {
-                    Some(d) => (d, false),
-                    None => (rules.full_script(&cfg.table), true),
+                let (state, script, full) = match applied.take().and_then(|mut a| a.partial(&ports).map(|d| (a, d))) {
+                    Some((a, d)) => (a, d, false),
+                    None => {
+                        let (a, script) = rules::Applied::full(&ports, &cfg);
+                        (a, script, true)
+                    }
                 };
                 let result = if script.is_empty() { Ok(()) } else { nft::apply(&script).await };
                 let took = started.elapsed();
                 last_sync = Some(Instant::now());
                 match result {
                     Ok(()) => {
-                        tracing::debug!(full, ports = ports.len(), size = rules.size(), seconds = took.as_secs_f64(), "synced proxy rules");
-                        state.synced(took, since.elapsed(), full);
+                        tracing::debug!(full, ports = ports.len(), size = state.size(), seconds = took.as_secs_f64(), "synced proxy rules");
+                        health.synced(took, since.elapsed(), full);
                         checks.update(&ports);
-                        applied = Some(rules);
+                        applied = Some(state);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, full, "syncing proxy rules failed; the next sync is a full one");

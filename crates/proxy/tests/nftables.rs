@@ -102,6 +102,7 @@ fn every_kind_of_service_port_is_accepted_by_nftables_and_a_partial_sync_applies
     // One endpoint gone, one Service gone: a partial sync.
     let mut fewer = plain;
     fewer.endpoints.truncate(1);
+    let after_port = fewer.clone();
     let after = render(&[fewer], &cfg);
     let diff = after.diff_script(&full, &cfg.table).expect("partial");
     ns.nft(&diff).expect("the partial sync applies");
@@ -109,9 +110,19 @@ fn every_kind_of_service_port_is_accepted_by_nftables_and_a_partial_sync_applies
     assert!(!listed.contains("10.42.1.5"), "the removed endpoint is gone: {listed}");
     assert!(!listed.contains("sticky"), "the removed Service is gone: {listed}");
     assert!(listed.contains("dnat to 10.42.0.5:8080"), "{listed}");
+    // The same through the proxy's incremental path, from a fresh table.
+    let ns3 = Netns(format!("{}-c", ns.0));
+    let _ = Command::new("ip").args(["netns", "add", &ns3.0]).output();
+    let (mut applied, script) = skiff_proxy::rules::Applied::full(&ports, &cfg);
+    ns3.nft(&script).expect("full");
+    let partial = applied.partial(std::slice::from_ref(&after_port)).expect("partial");
+    assert!(!partial.contains("nat-prerouting"), "only what changed: {partial}");
+    ns3.nft(&partial).expect("the incremental partial sync applies");
+    assert_eq!(applied.partial(&[after_port]).as_deref(), Some(""), "nothing changed, nothing to do");
     // What the kernel holds is what a full sync of `after` would hold.
     let ns2 = Netns(format!("{}-b", ns.0));
     let _ = Command::new("ip").args(["netns", "add", &ns2.0]).output();
     ns2.nft(&after.full_script(&cfg.table)).expect("full");
     assert_eq!(ns.list(), ns2.list(), "partial and full syncs agree");
+    assert_eq!(ns3.list(), ns2.list(), "and so does the incremental path");
 }
