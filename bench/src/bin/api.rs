@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     // pod of this benchmark (there are no nodes) would also get a
     // FailedScheduling event and a status write, which is the scheduler's
     // cost, measured by the scheduler benchmark.
-    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent"])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent,proxy,dns"])?;
     println!("start → ready: {:.1} ms", ms(skiff.ready_after));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(skiff.child.id())?;

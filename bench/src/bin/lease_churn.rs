@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let data = dir.path().join("skiff");
     // Further arguments go to the server, e.g. `--compaction-interval 2`.
     let extra: Vec<String> = std::env::args().skip(2).collect();
-    let mut args = vec!["--disable", "scheduler,controllers,agent"];
+    let mut args = vec!["--disable", "scheduler,controllers,agent,proxy,dns"];
     args.extend(extra.iter().map(String::as_str));
     let skiff = start_skiff(&data, &args)?;
     let kc = kube::config::Kubeconfig::read_from(&skiff.kubeconfig)?;

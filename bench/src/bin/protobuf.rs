@@ -82,7 +82,7 @@ async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
 async fn main() -> anyhow::Result<()> {
     let total: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent"])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent,proxy,dns"])?;
     let c = client(&skiff.kubeconfig).await?;
     for ns in ["json", "protobuf"] {
         let n: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;

@@ -54,7 +54,8 @@ fn cycles(nodes: usize, pods: usize) -> anyhow::Result<()> {
     for i in 0..pods {
         let p = Arc::new(pod(&format!("p{i}"))?);
         let info = PodInfo::new(p.clone());
-        let host = skiff_scheduler::framework::schedule(&info, &cache, &mut start, false, &skiff_scheduler::plugins::volume_binding::Volumes::none()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let host = skiff_scheduler::framework::schedule(&info, &cache, &mut start, false, &skiff_scheduler::plugins::volume_binding::Volumes::none())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         cache.add_pod(&host, p);
     }
     let e = t.elapsed();
@@ -64,7 +65,7 @@ fn cycles(nodes: usize, pods: usize) -> anyhow::Result<()> {
 
 async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent"])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "scheduler,controllers,agent,proxy,dns"])?;
     let c = client(&skiff.kubeconfig).await?;
     let napi: Api<Node> = Api::all(c.clone());
     futures::stream::iter(0..nodes)
@@ -126,7 +127,7 @@ async fn end_to_end(nodes: usize, pods: usize) -> anyhow::Result<()> {
 
 async fn deployment(nodes: usize, replicas: i32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "agent"])?;
+    let skiff = start_skiff(&dir.path().join("skiff"), &["--disable", "agent,proxy,dns"])?;
     let c = client(&skiff.kubeconfig).await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let cfg = skiff_simnodes::Config { count: nodes, prefix: "sim-".into(), cpu: "32".into(), memory: "128Gi".into(), pods: 110, lease_duration_seconds: 40 };

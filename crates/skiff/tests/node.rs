@@ -42,6 +42,9 @@ struct Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = kubectl(&self.s, &["delete", "pods", "--all", "-A", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+        // Stopped before its network goes, so that no proxy sync puts a
+        // table back after it is deleted.
+        self.s.stop();
         // The node's bridge would outlive the test, and a later cluster given
         // the same pod range would find its routes taken.
         let agent = self.s.dir.path().join("agent");
@@ -670,13 +673,30 @@ impl Drop for JoinedAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         skiff_kubelet::network::remove(self.dir.path());
+        if let Ok(dir) = std::path::absolute(self.dir.path()) {
+            let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &skiff_proxy::table_for(&dir)]).output();
+        }
     }
 }
 
 fn agent(s: &Server, dir: &std::path::Path, token: &str, name: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
-    c.args(["agent", "--server", &format!("https://127.0.0.1:{}", s.port), "--token", token, "--node-name", name, "--kubelet-port", "0", "--data-dir"])
-        .arg(dir);
+    // No proxy: this test's agents share the host's nftables with others.
+    c.args([
+        "agent",
+        "--server",
+        &format!("https://127.0.0.1:{}", s.port),
+        "--token",
+        token,
+        "--node-name",
+        name,
+        "--kubelet-port",
+        "0",
+        "--disable",
+        "proxy",
+        "--data-dir",
+    ])
+    .arg(dir);
     c
 }
 
@@ -1107,7 +1127,8 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
         .expect("nft");
     assert!(made.success());
     let resolv_arg = resolv.display().to_string();
-    let Some(node) = node_with(&[common::WITH_PROXY, "--service-cidr", &service_cidr, "--resolv-conf", &resolv_arg, "--healthz-bind-address", &healthz_addr])
+    let Some(mut node) =
+        node_with(&[common::WITH_PROXY, "--service-cidr", &service_cidr, "--resolv-conf", &resolv_arg, "--healthz-bind-address", &healthz_addr])
     else {
         return;
     };
@@ -1222,6 +1243,11 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     // The proxy's table is its own; someone else's is untouched.
     assert!(nft_list(&table).contains("service-default/web/tcp/http"), "the proxy's table holds the Service");
     assert!(nft_list(&foreign.0).contains("ip daddr 192.0.2.1"), "another table is untouched by syncs");
+    // Removing the proxy: the pods go first (the server deletes them), then
+    // the server, so no sync runs after the cleanup.
+    ok(s, &["delete", "deploy,statefulset", "--all"]);
+    ok(s, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    node.s.stop();
     let cleanup = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["proxy", "--cleanup", "--data-dir"])
         .arg(&agent_dir)

@@ -108,7 +108,11 @@ impl Server {
     /// Stops the server (SIGTERM, then waits for it to exit), and leaves it
     /// stopped.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        // Once it has exited its pid may be another process's: signal it
+        // only while it is ours and running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        }
         let _ = self.child.wait();
     }
 
