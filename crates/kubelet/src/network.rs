@@ -19,12 +19,7 @@ use tokio::io::AsyncWriteExt;
 /// several skiff agents on one machine (tests) never share a bridge or
 /// its address book. Linux limits interface names to 15 bytes.
 pub fn bridge_name(data_dir: &Path) -> String {
-    // FNV-1a: a stable hash, unlike std's randomly seeded one.
-    let mut h: u32 = 0x811c9dc5;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
-    format!("skiff{:08x}", h)
+    format!("skiff{:08x}", skiff_runtime::path_hash(data_dir))
 }
 
 /// The CNI conflist for a node whose pods get addresses from `pod_cidr`;

@@ -68,12 +68,7 @@ pub fn table_for(dir: &std::path::Path) -> String {
     if dir == system || dir == system.join("agent") {
         return DEFAULT_TABLE.into();
     }
-    // FNV-1a: stable across runs, unlike std's seeded hash.
-    let mut h: u32 = 0x811c9dc5;
-    for b in dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
-    format!("{DEFAULT_TABLE}-{h:08x}")
+    format!("{DEFAULT_TABLE}-{:08x}", skiff_runtime::path_hash(dir))
 }
 
 /// Runs until `shutdown` flips; the rules stay in place when it ends (a
@@ -182,5 +177,19 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_node_has_the_plain_table_and_others_one_of_their_own() {
+        assert_eq!(table_for(std::path::Path::new("/var/lib/skiff/agent")), "skiff-proxy");
+        let a = table_for(std::path::Path::new("/tmp/a/agent"));
+        let b = table_for(std::path::Path::new("/tmp/b/agent"));
+        assert!(a.starts_with("skiff-proxy-") && a != b, "{a} {b}");
+        assert_eq!(a, table_for(std::path::Path::new("/tmp/a/agent")), "stable across calls");
     }
 }

@@ -29,6 +29,18 @@ pub enum RuntimeError {
     Kube(#[from] kube::Error),
 }
 
+/// A stable 32-bit hash of a path (FNV-1a; std's hasher is seeded per
+/// run): what names a node's host-wide resources (its bridge, its proxy
+/// table) after its data directory, so several nodes on one machine never
+/// share one.
+pub fn path_hash(path: &Path) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
 /// An API client from a kubeconfig file.
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client, RuntimeError> {
     let err = |message: String| RuntimeError::Kubeconfig { path: kubeconfig.display().to_string(), message };
