@@ -105,6 +105,17 @@ enum Command {
         #[command(flatten)]
         proxy: ProxyArgs,
     },
+    /// Runs the cloud-controller-manager (its built-in `local` load
+    /// balancer provider) alone against an API server.
+    CloudControllerManager {
+        /// Kubeconfig of the API server to use.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Addresses LoadBalancer Services get (default: the addresses of
+        /// the nodes that run their endpoints).
+        #[arg(long)]
+        lb_address_pool: Option<skiff_api::cidr::Cidr>,
+    },
     /// Image tools for nodes.
     Images {
         #[command(subcommand)]
@@ -331,13 +342,17 @@ struct ServerArgs {
     #[arg(long, default_value_t = 1)]
     compaction_interval: u64,
     /// Components not to run in-process (comma-separated: scheduler,
-    /// controllers, agent, proxy, dns).
+    /// controllers, agent, proxy, dns, cloud-controller).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// The range ClusterIPs are allocated from; its 1st address is the
     /// `kubernetes` Service's, its 10th the cluster DNS's.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: skiff_api::cidr::Cidr,
+    /// Addresses LoadBalancer Services get from the built-in cloud
+    /// controller (default: the addresses of the nodes running their endpoints).
+    #[arg(long)]
+    lb_address_pool: Option<skiff_api::cidr::Cidr>,
     /// The port the cluster DNS listens on (the `kube-dns` Service's
     /// target; a taken port falls back to any free one).
     #[arg(long, default_value_t = 10053)]
@@ -481,6 +496,11 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::CloudControllerManager { kubeconfig, lb_address_pool } => {
+            let client = skiff_runtime::client(&kubeconfig).await?;
+            skiff_cloud::run(client, skiff_cloud::Options { pool: lb_address_pool }, shutdown).await;
+            Ok(())
+        }
         Command::Proxy { kubeconfig, hostname_override, data_dir, cluster_cidr, cleanup, proxy } => {
             let dir = std::path::absolute(data_dir.unwrap_or_else(|| default_data_dir().join("agent")))?;
             let table = skiff_proxy::table_for(&dir);
@@ -533,8 +553,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     for d in &args.disable {
-        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent" | "proxy" | "dns") {
-            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent, proxy, dns)");
+        if !matches!(d.as_str(), "scheduler" | "controllers" | "agent" | "proxy" | "dns" | "cloud-controller") {
+            anyhow::bail!("--disable: unknown component {d:?} (scheduler, controllers, agent, proxy, dns, cloud-controller)");
         }
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -594,6 +614,12 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let client = skiff_runtime::client(&kc).await?;
         let opts = args.proxy.options(&args.agent.node_name(), &data_dir.join("agent"), &args.controllers.cluster_cidr)?;
         components.push(tokio::spawn(skiff_proxy::run(client, opts, shutdown.clone())));
+    }
+    if !args.disable.iter().any(|d| d == "cloud-controller") {
+        let kc = data_dir.join("cloud-controller-manager.kubeconfig");
+        server.write_kubeconfig(&kc, "cloud-controller-manager", "system:cloud-controller-manager", None)?;
+        let client = skiff_runtime::client(&kc).await?;
+        components.push(tokio::spawn(skiff_cloud::run(client, skiff_cloud::Options { pool: args.lb_address_pool }, shutdown.clone())));
     }
     let shutdown_dns = shutdown.clone();
     if !args.disable.iter().any(|d| d == "dns") {

@@ -1127,9 +1127,17 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
         .expect("nft");
     assert!(made.success());
     let resolv_arg = resolv.display().to_string();
-    let Some(mut node) =
-        node_with(&[common::WITH_PROXY, "--service-cidr", &service_cidr, "--resolv-conf", &resolv_arg, "--healthz-bind-address", &healthz_addr])
-    else {
+    let Some(mut node) = node_with(&[
+        common::WITH_PROXY,
+        "--service-cidr",
+        &service_cidr,
+        "--resolv-conf",
+        &resolv_arg,
+        "--healthz-bind-address",
+        &healthz_addr,
+        "--lb-address-pool",
+        "198.51.100.0/28",
+    ]) else {
         return;
     };
     let s = &node.s;
@@ -1188,6 +1196,13 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     let gateway = pod_cidr.replace("0/24", "1");
     let w = who(s, "client", &gateway, &node_port);
     assert!(w.starts_with("web-"), "NodePort {gateway}:{node_port}: {w}");
+
+    // A LoadBalancer Service gets an address from the pool, and answers there
+    // (DNATed on this node: the packet never leaves it).
+    apply(s, "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n");
+    wait_until(s, 30, "web-lb has an ingress address", |s| jsonpath(s, &["svc", "web-lb"], "{.status.loadBalancer.ingress[0].ip}").starts_with("198.51.100."));
+    let lb_ip = jsonpath(s, &["svc", "web-lb"], "{.status.loadBalancer.ingress[0].ip}");
+    wait_until(s, 30, "web-lb answers on its ingress address", |s| who(s, "client", &lb_ip, "80").starts_with("web-"));
 
     // Hairpin: a pod reaches itself through its own Service.
     let web0 = jsonpath(s, &["pods", "-l", "app=web"], "{.items[0].metadata.name}");

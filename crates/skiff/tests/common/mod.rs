@@ -35,8 +35,8 @@ fn free_port() -> u16 {
 pub const WITH_AGENT: &str = "--with-agent";
 
 /// Marks a server that runs its service proxy (it programs the host's
-/// nftables, in a table of its own) and cluster DNS: without it, test
-/// servers run neither.
+/// nftables, in a table of its own), cluster DNS and cloud controller:
+/// without it, test servers run none of them.
 pub const WITH_PROXY: &str = "--with-proxy";
 
 fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
@@ -44,7 +44,10 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
     let with_agent = args.iter().any(|a| a == WITH_AGENT);
     let with_proxy = args.iter().any(|a| a == WITH_PROXY);
     let disabled: Vec<&str> =
-        [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy"), (!with_proxy).then_some("dns")].into_iter().flatten().collect();
+        [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy"), (!with_proxy).then_some("dns"), (!with_proxy).then_some("cloud-controller")]
+            .into_iter()
+            .flatten()
+            .collect();
     let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT && *a != WITH_PROXY).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--data-dir"])
@@ -52,8 +55,13 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
         .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
         .args(if disabled.is_empty() { vec![] } else { vec!["--disable".to_string(), disabled.join(",")] })
         .args(args)
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .stdout(match std::env::var_os("SKIFF_TEST_SERVER_LOG") {
+            // Debugging aid: the server's log appended to the file named.
+            Some(f) => std::fs::OpenOptions::new().create(true).append(true).open(f).map(Stdio::from).unwrap_or_else(|_| Stdio::null()),
+            None => Stdio::null(),
+        })
+        .env("RUST_LOG", "info")
         .spawn()
         .expect("spawn skiff");
     let kubeconfig = dir.join("admin.kubeconfig");
