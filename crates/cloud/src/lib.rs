@@ -29,6 +29,11 @@ pub struct Options {
     pub pool: Option<Cidr>,
 }
 
+/// The ingress addresses `svc` has now.
+fn ingress_ips(svc: &Service) -> Vec<String> {
+    svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).into_iter().flatten().filter_map(|i| i.ip.clone()).collect()
+}
+
 /// The ingress addresses `svc` should have.
 fn wanted(
     svc: &Service,
@@ -37,15 +42,7 @@ fn wanted(
     pool: Option<Cidr>,
     taken: &HashSet<Ipv4Addr>,
 ) -> Vec<String> {
-    let current: Vec<String> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect();
+    let current = ingress_ips(svc);
     if let Some(pool) = pool {
         // Keep the one it has; else the first free one (skipping the
         // network and broadcast addresses).
@@ -95,23 +92,10 @@ pub async fn run(client: kube::Client, opts: Options, mut shutdown: watch::Recei
         tokio::time::sleep(Duration::from_millis(50)).await;
         while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
         let (svcs, ns, eps) = (services.store().state(), nodes.store().state(), slices.store().state());
-        let mut taken: HashSet<Ipv4Addr> = svcs
-            .iter()
-            .filter(|s| ours(s))
-            .flat_map(|s| s.status.iter().flat_map(|st| st.load_balancer.iter().flat_map(|l| l.ingress.iter().flatten())))
-            .filter_map(|i| i.ip.as_deref()?.parse().ok())
-            .collect();
+        let mut taken: HashSet<Ipv4Addr> = svcs.iter().filter(|s| ours(s)).flat_map(|s| ingress_ips(s)).filter_map(|ip| ip.parse().ok()).collect();
         for svc in svcs.iter().filter(|s| ours(s)) {
             let want = wanted(svc, &ns, &eps, opts.pool, &taken);
-            let have: Vec<String> = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.clone())
-                .collect();
+            let have = ingress_ips(svc);
             if want == have {
                 continue;
             }
