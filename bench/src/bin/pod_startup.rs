@@ -185,7 +185,10 @@ async fn main() -> anyhow::Result<()> {
     let data = dir.path().join("skiff");
     std::fs::create_dir_all(data.join("agent/images"))?;
     skiff_cri::oci::Image::busybox(IMAGE, &busybox)?.write(&data.join("agent/images/busybox.tar"))?;
-    let skiff = start_skiff(&data, &["--disable", "proxy,dns", "--kubelet-port", "0", "--cluster-cidr", "10.99.0.0/16", "--node-name", "bench-node"])?;
+    let skiff = start_skiff(
+        &data,
+        &["--disable", "proxy,dns", "--flannel-backend", "none", "--kubelet-port", "0", "--cluster-cidr", "10.99.0.0/16", "--node-name", "bench-node"],
+    )?;
     let client = skiff_runtime::client(&skiff.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let t = Instant::now();

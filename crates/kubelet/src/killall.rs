@@ -19,6 +19,8 @@ pub struct Report {
     pub unmounted: Vec<PathBuf>,
     /// The bridge and nftables table removed.
     pub network: String,
+    /// The pods' network namespaces removed (`/run/netns/cni-*`).
+    pub namespaces: Vec<PathBuf>,
 }
 
 fn cmdline(pid: i32) -> Option<String> {
@@ -62,6 +64,26 @@ fn node_processes(agent_dir: &Path) -> Vec<i32> {
     out
 }
 
+/// The network namespace (its nsfs inode) of a process.
+fn net_namespace(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+}
+
+/// containerd's named network namespaces (`/run/netns/cni-*`, one per pod
+/// sandbox) that are among `inodes`, the namespaces of this node's pods.
+fn pod_namespaces(inodes: &[u64]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cni-"))
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| inodes.contains(&m.ino())))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Mount points at or below `dir`, deepest first.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -97,6 +119,13 @@ pub fn killall(data_dir: &Path) -> Report {
     // a shim cannot report an exit to a containerd that restarts it.
     let mut procs = node_processes(&agent);
     procs.reverse();
+    // The pods' network namespaces, found through their processes (the
+    // node's own namespace, which containerd shares, is not a pod's).
+    let own = net_namespace(std::process::id() as i32);
+    let mut inodes: Vec<u64> = procs.iter().filter_map(|p| net_namespace(*p)).filter(|i| Some(*i) != own).collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    let namespaces = pod_namespaces(&inodes);
     for p in procs {
         if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
             report.killed.push(p);
@@ -110,6 +139,12 @@ pub fn killall(data_dir: &Path) -> Report {
     for m in mounts_under(data_dir) {
         if nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             report.unmounted.push(m);
+        }
+    }
+    for ns in namespaces {
+        let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+        if std::fs::remove_file(&ns).is_ok() {
+            report.namespaces.push(ns);
         }
     }
     let bridge = crate::network::bridge_name(&agent);

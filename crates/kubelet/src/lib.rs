@@ -84,6 +84,11 @@ pub struct Config {
     pub cluster_domain: String,
     /// `--resolv-conf`: the node's resolvers, for `dnsPolicy: Default`.
     pub resolv_conf: PathBuf,
+    /// The whole pod network (`--cluster-cidr`): pods reach it unmasqueraded.
+    /// `None`: only this node's podCIDR.
+    pub cluster_cidr: Option<String>,
+    /// The pods' MTU (the pod network's overlay takes its share); `None`: the default.
+    pub pod_mtu: Option<u32>,
 }
 
 /// Parses `--register-with-taints` (`key=value:Effect,key:Effect`).
@@ -370,14 +375,16 @@ async fn pod_cidr(client: kube::Client, cfg: Config, network_configured: Arc<Not
         };
         let Some(cidr) = cidr.filter(|c| configured.as_ref() != Some(c)) else { continue };
         // Masquerade first: pods start once the conflist exists.
-        let ip_masq = match network::masquerade(&bridge, &cidr).await {
+        let cluster = cfg.cluster_cidr.as_deref().unwrap_or(&cidr);
+        let ip_masq = match network::masquerade(&bridge, &cidr, cluster).await {
             Ok(()) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "no nftables masquerade for the pod network; the bridge plugin masquerades per pod");
                 true
             }
         };
-        match network::write(&conf_dir, &bridge, &cidr, &ipam_dir, ip_masq) {
+        let net = network::PodNetwork { bridge: &bridge, pod_cidr: &cidr, ipam_dir: &ipam_dir, ip_masq, mtu: cfg.pod_mtu };
+        match network::write(&conf_dir, &net) {
             Ok(changed) => {
                 if changed {
                     tracing::info!(pod_cidr = %cidr, bridge = %bridge, "pod network configured");

@@ -222,6 +222,11 @@ struct AgentArgs {
     /// servers, and the cluster DNS forwards outside names to them.
     #[arg(long)]
     resolv_conf: Option<PathBuf>,
+    /// How pods on different nodes reach each other: `vxlan` (an overlay,
+    /// the default), `host-gw` (routes via the nodes' addresses; nodes on
+    /// one L2 segment) or `none` (a network of the user's own).
+    #[arg(long, default_value = "vxlan")]
+    flannel_backend: skiff_podnet::Backend,
 }
 
 /// The node name a host gets by default: its host name, lowercased.
@@ -237,6 +242,38 @@ fn host_node_name() -> String {
 impl AgentArgs {
     fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(host_node_name)
+    }
+
+    /// Starts the pod network between nodes (none with `--flannel-backend
+    /// none`, or on a node known only by a loopback address); returns the
+    /// MTU pods get under it and its task.
+    async fn start_pod_network(
+        &self,
+        client: kube::Client,
+        agent_dir: &std::path::Path,
+        cluster_cidr: &str,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Option<u32>, Option<tokio::task::JoinHandle<()>>)> {
+        let backend = self.flannel_backend;
+        let node_ip = self.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
+        if backend == skiff_podnet::Backend::None {
+            return Ok((None, None));
+        }
+        let IpAddr::V4(ip) = node_ip else { anyhow::bail!("--flannel-backend {}: the pod network needs an IPv4 --node-ip", backend.as_str()) };
+        if ip.is_loopback() {
+            tracing::warn!(node_ip = %ip, "no pod network to other nodes: this node has only a loopback address (--node-ip)");
+            return Ok((None, None));
+        }
+        let cidr = cluster_cidr.parse::<skiff_api::cidr::Cidr>().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+        let mtu = skiff_podnet::pod_mtu(backend, ip).await.context("the pod network")?;
+        let opts =
+            skiff_podnet::Options { backend, node_name: self.node_name(), node_ip: ip, cluster_cidr: cidr, device: skiff_podnet::device_name(agent_dir) };
+        let task = tokio::spawn(async move {
+            if let Err(e) = skiff_podnet::run(client, opts, shutdown).await {
+                tracing::error!(error = %e, "the pod network stopped");
+            }
+        });
+        Ok((mtu, Some(task)))
     }
 
     fn config(&self, dir: PathBuf, tls: Arc<rustls::ServerConfig>, cluster_dns: std::net::Ipv4Addr) -> anyhow::Result<skiff_kubelet::Config> {
@@ -259,6 +296,8 @@ impl AgentArgs {
             cluster_dns: vec![self.cluster_dns.unwrap_or(cluster_dns).to_string()],
             cluster_domain: self.cluster_domain.clone(),
             resolv_conf: self.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            cluster_cidr: None,
+            pod_mtu: None,
         })
     }
 }
@@ -489,10 +528,13 @@ async fn main() -> anyhow::Result<()> {
                 // agents a kube-proxy certificate; join hands out one identity).
                 Some(tokio::spawn(skiff_proxy::run(client.clone(), proxy.options(&name, &dir, &cluster_cidr)?, shutdown.clone())))
             };
-            let cfg = agent.config(dir, tls, skiff_api::cidr::Cidr::default().nth(10))?;
+            let (pod_mtu, network) = agent.start_pod_network(client.clone(), &dir, &cluster_cidr, shutdown.clone()).await?;
+            let mut cfg = agent.config(dir, tls, skiff_api::cidr::Cidr::default().nth(10))?;
+            cfg.cluster_cidr = Some(cluster_cidr);
+            cfg.pod_mtu = pod_mtu;
             skiff_kubelet::run(client, cfg, shutdown).await?;
-            if let Some(p) = proxy {
-                let _ = p.await;
+            for task in [proxy, network].into_iter().flatten() {
+                let _ = task.await;
             }
             Ok(())
         }
@@ -518,14 +560,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Killall { data_dir } => {
             let dir = std::path::absolute(data_dir.unwrap_or_else(default_data_dir))?;
             let report = skiff_kubelet::killall::killall(&dir);
-            let table = skiff_proxy::table_for(&skiff_kubelet::killall::agent_dir(&dir));
+            let agent_dir = skiff_kubelet::killall::agent_dir(&dir);
+            let table = skiff_proxy::table_for(&agent_dir);
             if let Err(e) = skiff_proxy::cleanup(&table).await {
                 tracing::warn!(error = %e, "removing the proxy's nftables table");
             }
+            if let Err(e) = skiff_podnet::remove(&agent_dir, None).await {
+                tracing::warn!(error = %e, "removing the pod network's device and routes");
+            }
             println!(
-                "killed {} processes, unmounted {} mounts, removed bridge and nftables table {}",
+                "killed {} processes, unmounted {} mounts, removed {} pod network namespaces, bridge and nftables table {} and the pod network's routes",
                 report.killed.len(),
                 report.unmounted.len(),
+                report.namespaces.len(),
                 report.network
             );
             Ok(())
@@ -597,7 +644,11 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let tls = server.kubelet_tls(&node, node_ip)?;
         let mut agent = args.agent.clone();
         agent.node_ip = Some(node_ip);
+        let (pod_mtu, network) = agent.start_pod_network(client.clone(), &data_dir.join("agent"), &args.controllers.cluster_cidr, shutdown.clone()).await?;
+        components.extend(network);
         let mut cfg = agent.config(data_dir.join("agent"), tls, args.service_cidr.nth(10))?;
+        cfg.cluster_cidr = Some(args.controllers.cluster_cidr.clone());
+        cfg.pod_mtu = pod_mtu;
         // The server's own node is a control-plane node (`kubectl get nodes`
         // shows its role), as k3s labels its servers.
         cfg.node_labels.entry("node-role.kubernetes.io/control-plane".into()).or_insert_with(|| "true".into());

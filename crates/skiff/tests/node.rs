@@ -8,6 +8,7 @@
 //! elsewhere the test says so and returns.
 
 mod common;
+mod hosts;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -681,7 +682,8 @@ impl Drop for JoinedAgent {
 
 fn agent(s: &Server, dir: &std::path::Path, token: &str, name: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
-    // No proxy: this test's agents share the host's nftables with others.
+    // No proxy and no pod network: this test's agents share the host's
+    // nftables and routes with others.
     c.args([
         "agent",
         "--server",
@@ -694,6 +696,8 @@ fn agent(s: &Server, dir: &std::path::Path, token: &str, name: &str) -> std::pro
         "0",
         "--disable",
         "proxy",
+        "--flannel-backend",
+        "none",
         "--data-dir",
     ])
     .arg(dir);
@@ -935,6 +939,8 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     let veths: Vec<String> =
         String::from_utf8_lossy(&links.stdout).lines().filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string())).collect();
     assert!(!veths.is_empty(), "the pod has a veth on the node's bridge");
+    let netns = pod_netns(pid);
+    assert!(netns.is_some(), "the pod's network namespace is one of containerd's /run/netns/cni-*");
     // A stopped node's containers keep running, on purpose.
     n.s.stop();
     std::thread::sleep(Duration::from_millis(500));
@@ -965,6 +971,15 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let left: Vec<&str> = mounts.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| std::path::Path::new(m).starts_with(&dir))).collect();
     assert!(left.is_empty(), "no mount under the data dir: {left:?}");
+    let netns = netns.expect("checked above");
+    assert!(!netns.exists(), "the pod's network namespace {} is gone", netns.display());
+}
+
+/// The `/run/netns` entry of a process's network namespace.
+fn pod_netns(pid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?.ino();
+    std::fs::read_dir("/run/netns").ok()?.flatten().map(|e| e.path()).find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == ino))
 }
 
 /// A DNS server of the test's own on a loopback address: `outside.example`
@@ -1271,4 +1286,161 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     assert!(cleanup.status.success(), "{}", String::from_utf8_lossy(&cleanup.stderr));
     assert!(nft_list(&table).is_empty(), "cleanup removes the proxy's table");
     assert!(nft_list(&foreign.0).contains("ip daddr 192.0.2.1"), "and nothing else");
+}
+
+/// A `skiff agent` in a test host's network namespace: a node of its own
+/// on the test's L2 segment, with its own containerd, bridge, proxy
+/// rules and pod network device.
+struct HostAgent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    host: hosts::Host,
+    name: String,
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its containers and mounts, inside its namespace (where its
+        // bridge, table and device also go with the namespace).
+        let _ = self.host.run(env!("CARGO_BIN_EXE_skiff"), &["killall", "--data-dir", &self.dir.path().display().to_string()]);
+    }
+}
+
+/// Joins a node running in `host` to `s` (which it reaches at
+/// `server_ip`), with pod network `backend`.
+fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backend: &str, cidr: &str) -> HostAgent {
+    let token = std::fs::read_to_string(s.dir.path().join("node-token")).expect("node-token");
+    let dir = tempfile::tempdir().expect("agent dir");
+    stage_images(dir.path());
+    let server = format!("https://{server_ip}:{}", s.port);
+    let child = host
+        .command(env!("CARGO_BIN_EXE_skiff"))
+        .args(["agent", "--server", &server, "--token", token.trim(), "--node-name", name, "--kubelet-port", "0"])
+        .args(["--node-ip", &host.ip.to_string(), "--flannel-backend", backend, "--cluster-cidr", cidr, "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    HostAgent { child, dir, host, name: name.to_string() }
+}
+
+/// An HTTP request from a test host that is no node (an outside client).
+fn who_from(host: &hosts::Host, ip: &str, port: &str) -> String {
+    let script = format!("printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {ip} {port} | busybox tail -1");
+    String::from_utf8_lossy(&host.run("busybox", &["sh", "-c", &script]).stdout).trim().to_string()
+}
+
+const ACROSS_NODES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  nodeName: NODE_B
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: skiff.local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $(hostname) $REMOTE_ADDR\\n' > /www/cgi-bin/who && chmod +x /www/cgi-bin/who && exec httpd -f -p 8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-local}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: NODE_A
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: skiff.local/busybox:1, command: ["sleep", "3600"]}]
+"#;
+
+/// Two nodes as test hosts on one segment, a third host as an outside
+/// client: a pod on A reaches a pod on B by pod IP and through a Service
+/// whose only endpoint is on B, keeping its own address (no NAT between
+/// pods); an outside client's address is kept by `externalTrafficPolicy:
+/// Local` and masqueraded otherwise; B leaving removes A's route to it.
+fn pods_on_two_nodes_reach_each_other(backend: &str) {
+    if !can_run_nodes() {
+        return;
+    }
+    let mut lan = hosts::Lan::new();
+    let (a, b, outside) = (lan.host(), lan.host(), lan.host());
+    let (cidr, name) = unique_cluster();
+    let gateway = lan.gateway().to_string();
+    let s = common::start_with(&["--bind-address", &gateway, "--cluster-cidr", &cidr]);
+    let (a_ip, b_ip) = (a.ip.to_string(), b.ip.to_string());
+    let na = host_agent(&s, &gateway, a, &format!("{name}-a"), backend, &cidr);
+    let nb = host_agent(&s, &gateway, b, &format!("{name}-b"), backend, &cidr);
+    wait_until(&s, 90, "both nodes Ready", |s| node_ready(s, &na.name) && node_ready(s, &nb.name));
+    apply(&s, &ACROSS_NODES.replace("NODE_A", &na.name).replace("NODE_B", &nb.name));
+    wait_until(&s, 90, "pods Ready", |s| jsonpath(s, &["pods"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}") == "True True");
+    let web_ip = jsonpath(&s, &["pod", "web"], "{.status.podIP}");
+    let client_ip = jsonpath(&s, &["pod", "client"], "{.status.podIP}");
+    let cluster_ip = jsonpath(&s, &["svc", "web"], "{.spec.clusterIP}");
+
+    // Each node published its end under flannel's annotation names.
+    let ann = |n: &str, key: &str| jsonpath(&s, &["node", n], &format!("{{.metadata.annotations.flannel\\.alpha\\.coreos\\.com/{key}}}"));
+    assert_eq!(ann(&nb.name, "backend-type"), backend);
+    assert_eq!(ann(&nb.name, "public-ip"), b_ip);
+    if backend == "vxlan" {
+        assert!(ann(&nb.name, "backend-data").contains("\"VtepMAC\""), "{}", ann(&nb.name, "backend-data"));
+    }
+
+    // Pod to pod across nodes, by pod IP and through the Service: the
+    // server sees the client pod's own address.
+    let seen = who(&s, "client", &web_ip, "8080");
+    assert!(seen.starts_with("web ") && seen.contains(&client_ip), "{backend}: pod IP {web_ip} from {client_ip}: {seen:?}");
+    let seen = who(&s, "client", &cluster_ip, "80");
+    assert!(seen.starts_with("web ") && seen.contains(&client_ip), "{backend}: ClusterIP {cluster_ip} from {client_ip}: {seen:?}");
+
+    // From outside: the client's address is kept where the endpoint is
+    // local (externalTrafficPolicy: Local), masqueraded where it is not.
+    let port = |svc: &str| jsonpath(&s, &["svc", svc], "{.spec.ports[0].nodePort}");
+    let seen = who_from(&outside, &b_ip, &port("web-local"));
+    assert!(seen.starts_with("web ") && seen.contains(&format!("{}]", outside.ip)), "{backend}: Local keeps the source: {seen:?}");
+    let seen = who_from(&outside, &a_ip, &port("web"));
+    assert!(seen.starts_with("web ") && !seen.contains(&format!("{}]", outside.ip)), "{backend}: Cluster masquerades: {seen:?}");
+
+    // B leaves: A's route to B's pods goes with it.
+    let b_cidr = jsonpath(&s, &["node", &nb.name], "{.spec.podCIDR}");
+    assert!(na.host.routes().contains(&b_cidr), "{backend}: A routes B's pods: {}", na.host.routes());
+    ok(&s, &["delete", "pod", "web", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    let b_name = nb.name.clone();
+    drop(nb);
+    ok(&s, &["delete", "node", &b_name]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while na.host.routes().contains(&b_cidr) {
+        assert!(Instant::now() < deadline, "{backend}: the route to a deleted node's pods stays: {}", na.host.routes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = kubectl(&s, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_vxlan() {
+    pods_on_two_nodes_reach_each_other("vxlan");
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_host_gw() {
+    pods_on_two_nodes_reach_each_other("host-gw");
 }

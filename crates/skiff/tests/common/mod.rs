@@ -48,11 +48,19 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
             .into_iter()
             .flatten()
             .collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    // Loopback unless the test gives an address (of a veth it made).
+    let bind = if has("--bind-address") { vec![] } else { vec!["--bind-address", "127.0.0.1"] };
+    // A test's own node needs no pod network to other nodes; a vxlan
+    // device of its would be left in the host's network namespace.
+    let network = if with_agent && !has("--flannel-backend") { vec!["--flannel-backend", "none"] } else { vec![] };
     let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT && *a != WITH_PROXY).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--data-dir"])
         .arg(dir)
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args(bind)
+        .args(["--secure-port", &port.to_string()])
+        .args(network)
         .args(if disabled.is_empty() { vec![] } else { vec!["--disable".to_string(), disabled.join(",")] })
         .args(args)
         .stderr(Stdio::null())
