@@ -4,9 +4,12 @@
 //! one is given (one address per Service, kept while it lives), else the
 //! InternalIPs of the nodes that run its endpoints (of every node while it
 //! has none). kube-proxy answers on those addresses. Services naming
-//! another `loadBalancerClass` are left to their own controller.
+//! another `loadBalancerClass` are left to their own controller. Nodes
+//! started with `--cloud-provider external` are initialized by [`node`].
 
 #![deny(missing_docs)]
+
+pub mod node;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -92,6 +95,9 @@ pub async fn run(client: kube::Client, opts: Options, mut shutdown: watch::Recei
         tokio::time::sleep(Duration::from_millis(50)).await;
         while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
         let (svcs, ns, eps) = (services.store().state(), nodes.store().state(), slices.store().state());
+        for n in &ns {
+            initialize(&client, n).await;
+        }
         let mut taken: HashSet<Ipv4Addr> = svcs.iter().filter(|s| ours(s)).flat_map(|s| ingress_ips(s)).filter_map(|ip| ip.parse().ok()).collect();
         for svc in svcs.iter().filter(|s| ours(s)) {
             let want = wanted(svc, &ns, &eps, opts.pool, &taken);
@@ -106,6 +112,27 @@ pub async fn run(client: kube::Client, opts: Options, mut shutdown: watch::Recei
             match api.patch_status(svc.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => tracing::info!(service = ?svc.metadata.name, ingress = ?want, "load balancer addresses"),
                 Err(e) => tracing::warn!(error = %e, "writing a load balancer's addresses"),
+            }
+        }
+    }
+}
+
+/// Initializes a node waiting for its cloud provider (see [`node`]).
+async fn initialize(client: &kube::Client, n: &Node) {
+    let name = n.metadata.name.as_deref().unwrap_or_default();
+    match node::initialization(n) {
+        None => {}
+        Some(Err(node::NoAddress)) => tracing::warn!(node = name, "no address to initialize the node with (its kubelet's --node-ip)"),
+        Some(Ok((status, object))) => {
+            let api: Api<Node> = Api::all(client.clone());
+            let pp = PatchParams::default();
+            let done = match api.patch_status(name, &pp, &Patch::Merge(&status)).await {
+                Ok(_) => api.patch(name, &pp, &Patch::Merge(&object)).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(_) => tracing::info!(node = name, "node initialized by the local cloud provider"),
+                Err(e) => tracing::warn!(node = name, error = %e, "initializing the node (retried at its next change)"),
             }
         }
     }

@@ -89,6 +89,9 @@ pub struct Config {
     pub cluster_cidr: Option<String>,
     /// The pods' MTU (the pod network's overlay takes its share); `None`: the default.
     pub pod_mtu: Option<u32>,
+    /// `--cloud-provider external`: the node registers tainted
+    /// uninitialized, and its addresses are the cloud controller's to set.
+    pub external_cloud_provider: bool,
 }
 
 /// Parses `--register-with-taints` (`key=value:Effect,key:Effect`).

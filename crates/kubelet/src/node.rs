@@ -83,12 +83,29 @@ pub fn node_object(cfg: &Config) -> Result<Node, serde_json::Error> {
     .collect();
     labels.extend(cfg.node_labels.clone());
     // Where the local-path provisioner puts this node's volumes.
-    let annotations = json!({skiff_api::storage::LOCAL_PATH_ROOT_ANNOTATION: crate::local_path::root(&cfg.dir).display().to_string()});
+    let mut annotations = json!({skiff_api::storage::LOCAL_PATH_ROOT_ANNOTATION: crate::local_path::root(&cfg.dir).display().to_string()});
+    let mut taints = cfg.taints.clone();
+    if cfg.external_cloud_provider {
+        // As the kubelet does: the cloud controller initializes the node
+        // (addresses, providerID) and lifts the taint; the address given
+        // is passed on for it.
+        annotations[PROVIDED_NODE_IP_ANNOTATION] = json!(cfg.node_ip.to_string());
+        if !taints.iter().any(|t| t["key"] == UNINITIALIZED_TAINT) {
+            taints.push(json!({"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}));
+        }
+    }
     serde_json::from_value(json!({
         "metadata": {"name": cfg.node_name, "labels": labels, "annotations": annotations},
-        "spec": {"taints": cfg.taints},
+        "spec": {"taints": taints},
     }))
 }
+
+/// The taint a node started with `--cloud-provider external` carries until
+/// the cloud controller has initialized it.
+pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+
+/// The address the kubelet was given (`--node-ip`), for the cloud controller.
+pub const PROVIDED_NODE_IP_ANNOTATION: &str = "alpha.kubernetes.io/provided-node-ip";
 
 fn arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -108,7 +125,7 @@ pub fn status(cfg: &Config, facts: &Facts, runtime_version: &str, readiness: &Re
         Readiness::Ready => cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         Readiness::NotReady(msg) => cond("Ready", "False", "KubeletNotReady", msg),
     };
-    json!({"status": {
+    let mut status = json!({"status": {
         "capacity": capacity, "allocatable": capacity,
         "conditions": [
             cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
@@ -121,7 +138,14 @@ pub fn status(cfg: &Config, facts: &Facts, runtime_version: &str, readiness: &Re
         "nodeInfo": {"machineID": facts.machine_id, "systemUUID": facts.machine_id, "bootID": facts.boot_id, "kernelVersion": facts.kernel,
                      "osImage": facts.os_image, "containerRuntimeVersion": runtime_version, "kubeletVersion": crate::KUBELET_VERSION,
                      "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": arch()},
-    }})
+    }});
+    if cfg.external_cloud_provider {
+        // The cloud controller's to set (a merge patch leaves them as it wrote them).
+        if let Some(s) = status["status"].as_object_mut() {
+            s.remove("addresses");
+        }
+    }
+    status
 }
 
 /// Creates the Node (or keeps the existing one, merging our labels).

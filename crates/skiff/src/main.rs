@@ -227,6 +227,11 @@ struct AgentArgs {
     /// one L2 segment) or `none` (a network of the user's own).
     #[arg(long, default_value = "vxlan")]
     flannel_backend: skiff_podnet::Backend,
+    /// `external`: the node registers tainted
+    /// `node.cloudprovider.kubernetes.io/uninitialized` and the cloud
+    /// controller sets its addresses and providerID, then lifts the taint.
+    #[arg(long, value_parser = ["external"])]
+    cloud_provider: Option<String>,
 }
 
 /// The node name a host gets by default: its host name, lowercased.
@@ -298,6 +303,7 @@ impl AgentArgs {
             resolv_conf: self.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             cluster_cidr: None,
             pod_mtu: None,
+            external_cloud_provider: self.cloud_provider.is_some(),
         })
     }
 }

@@ -1310,7 +1310,7 @@ impl Drop for HostAgent {
 
 /// Joins a node running in `host` to `s` (which it reaches at
 /// `server_ip`), with pod network `backend`.
-fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backend: &str, cidr: &str) -> HostAgent {
+fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backend: &str, cidr: &str, extra: &[&str]) -> HostAgent {
     let token = std::fs::read_to_string(s.dir.path().join("node-token")).expect("node-token");
     let dir = tempfile::tempdir().expect("agent dir");
     stage_images(dir.path());
@@ -1318,7 +1318,9 @@ fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backen
     let child = host
         .command(env!("CARGO_BIN_EXE_skiff"))
         .args(["agent", "--server", &server, "--token", token.trim(), "--node-name", name, "--kubelet-port", "0"])
-        .args(["--node-ip", &host.ip.to_string(), "--flannel-backend", backend, "--cluster-cidr", cidr, "--data-dir"])
+        .args(["--node-ip", &host.ip.to_string(), "--flannel-backend", backend, "--cluster-cidr", cidr])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1386,11 +1388,19 @@ fn pods_on_two_nodes_reach_each_other(backend: &str) {
     let (a, b, outside) = (lan.host(), lan.host(), lan.host());
     let (cidr, name) = unique_cluster();
     let gateway = lan.gateway().to_string();
-    let s = common::start_with(&["--bind-address", &gateway, "--cluster-cidr", &cidr]);
+    let s = common::start_with(&[common::WITH_CLOUD, "--bind-address", &gateway, "--cluster-cidr", &cidr]);
     let (a_ip, b_ip) = (a.ip.to_string(), b.ip.to_string());
-    let na = host_agent(&s, &gateway, a, &format!("{name}-a"), backend, &cidr);
-    let nb = host_agent(&s, &gateway, b, &format!("{name}-b"), backend, &cidr);
+    // A waits for the cloud controller to initialize it.
+    let na = host_agent(&s, &gateway, a, &format!("{name}-a"), backend, &cidr, &["--cloud-provider", "external"]);
+    let nb = host_agent(&s, &gateway, b, &format!("{name}-b"), backend, &cidr, &[]);
     wait_until(&s, 90, "both nodes Ready", |s| node_ready(s, &na.name) && node_ready(s, &nb.name));
+    wait_until(&s, 30, "A initialized by the cloud controller", |s| {
+        jsonpath(s, &["node", &na.name], "{.spec.providerID}") == format!("skiff://{}", na.name)
+            && !jsonpath(s, &["node", &na.name], "{.spec.taints}").contains("node.cloudprovider.kubernetes.io/uninitialized")
+    });
+    assert_eq!(jsonpath(&s, &["node", &na.name], "{.status.addresses[?(@.type==\"InternalIP\")].address}"), a_ip, "the address the kubelet was given");
+    assert_eq!(jsonpath(&s, &["node", &na.name], "{.metadata.labels.node\\.kubernetes\\.io/instance-type}"), "skiff");
+    assert_eq!(jsonpath(&s, &["node", &nb.name], "{.spec.providerID}"), "", "B has no cloud provider");
     apply(&s, &ACROSS_NODES.replace("NODE_A", &na.name).replace("NODE_B", &nb.name));
     wait_until(&s, 90, "pods Ready", |s| jsonpath(s, &["pods"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}") == "True True");
     let web_ip = jsonpath(&s, &["pod", "web"], "{.status.podIP}");

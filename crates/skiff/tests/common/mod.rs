@@ -39,12 +39,17 @@ pub const WITH_AGENT: &str = "--with-agent";
 /// without it, test servers run none of them.
 pub const WITH_PROXY: &str = "--with-proxy";
 
+/// Marks a server that runs its cloud controller (it programs nothing on
+/// the host), without the proxy and DNS.
+pub const WITH_CLOUD: &str = "--with-cloud-controller";
+
 fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
     let _ = std::fs::remove_file(dir.join("admin.kubeconfig"));
     let with_agent = args.iter().any(|a| a == WITH_AGENT);
     let with_proxy = args.iter().any(|a| a == WITH_PROXY);
+    let with_cloud = with_proxy || args.iter().any(|a| a == WITH_CLOUD);
     let disabled: Vec<&str> =
-        [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy"), (!with_proxy).then_some("dns"), (!with_proxy).then_some("cloud-controller")]
+        [(!with_agent).then_some("agent"), (!with_proxy).then_some("proxy"), (!with_proxy).then_some("dns"), (!with_cloud).then_some("cloud-controller")]
             .into_iter()
             .flatten()
             .collect();
@@ -54,7 +59,7 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
     // A test's own node needs no pod network to other nodes; a vxlan
     // device of its would be left in the host's network namespace.
     let network = if with_agent && !has("--flannel-backend") { vec!["--flannel-backend", "none"] } else { vec![] };
-    let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT && *a != WITH_PROXY).collect();
+    let args: Vec<&String> = args.iter().filter(|a| *a != WITH_AGENT && *a != WITH_PROXY && *a != WITH_CLOUD).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--data-dir"])
         .arg(dir)
