@@ -1296,6 +1296,28 @@ struct HostAgent {
     dir: tempfile::TempDir,
     host: hosts::Host,
     name: String,
+    args: Vec<String>,
+}
+
+impl HostAgent {
+    fn spawn(host: &hosts::Host, args: &[String]) -> std::process::Child {
+        host.command(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn agent")
+    }
+
+    /// Kills the agent (its containers keep running) and starts it again.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn start(&mut self) {
+        self.child = Self::spawn(&self.host, &self.args);
+    }
 }
 
 impl Drop for HostAgent {
@@ -1315,18 +1337,16 @@ fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backen
     let dir = tempfile::tempdir().expect("agent dir");
     stage_images(dir.path());
     let server = format!("https://{server_ip}:{}", s.port);
-    let child = host
-        .command(env!("CARGO_BIN_EXE_skiff"))
-        .args(["agent", "--server", &server, "--token", token.trim(), "--node-name", name, "--kubelet-port", "0"])
-        .args(["--node-ip", &host.ip.to_string(), "--flannel-backend", backend, "--cluster-cidr", cidr])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn agent");
-    HostAgent { child, dir, host, name: name.to_string() }
+    let ip = host.ip.to_string();
+    let mut args: Vec<String> = ["agent", "--server", &server, "--token", token.trim(), "--node-name", name, "--kubelet-port", "0"]
+        .into_iter()
+        .chain(["--node-ip", &ip, "--flannel-backend", backend, "--cluster-cidr", cidr])
+        .chain(extra.iter().copied())
+        .map(String::from)
+        .collect();
+    args.extend(["--data-dir".to_string(), dir.path().display().to_string()]);
+    let child = HostAgent::spawn(&host, &args);
+    HostAgent { child, dir, host, name: name.to_string(), args }
 }
 
 /// An HTTP request from a test host that is no node (an outside client).
@@ -1348,6 +1368,9 @@ spec:
     command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $(hostname) $REMOTE_ADDR\\n' > /www/cgi-bin/who && chmod +x /www/cgi-bin/who && exec httpd -f -p 8080 -h /www"]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+  - name: echo
+    image: skiff.local/busybox:1
+    command: ["nc", "-ll", "-p", "9000", "-e", "cat"]
 ---
 apiVersion: v1
 kind: Service
@@ -1355,7 +1378,7 @@ metadata: {name: web}
 spec:
   type: NodePort
   selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
+  ports: [{name: http, port: 80, targetPort: http}, {name: echo, port: 9000}]
 ---
 apiVersion: v1
 kind: Service
@@ -1429,6 +1452,29 @@ fn pods_on_two_nodes_reach_each_other(backend: &str) {
     assert!(seen.starts_with("web ") && seen.contains(&format!("{}]", outside.ip)), "{backend}: Local keeps the source: {seen:?}");
     let seen = who_from(&outside, &a_ip, &port("web"));
     assert!(seen.starts_with("web ") && !seen.contains(&format!("{}]", outside.ip)), "{backend}: Cluster masquerades: {seen:?}");
+
+    // Rules and routes outlive the agent: a connection to B's pod through
+    // the Service, open while A's agent is killed and started again, keeps
+    // flowing, and new ones are served at once.
+    let (started, _, _) = sh(
+        &s,
+        "client",
+        &format!("mkdir -p /tmp && sh -c '(while true; do echo ping; sleep 0.1; done) | nc {cluster_ip} 9000 > /tmp/echo' </dev/null >/dev/null 2>&1 &"),
+    );
+    assert!(started, "{backend}: the long connection starts");
+    let echoed = |s: &Server| sh(s, "client", "wc -l < /tmp/echo").1.trim().parse::<u64>().unwrap_or(0);
+    wait_until(&s, 10, "echoes flowing", |s| echoed(s) > 5);
+    let mut na = na;
+    na.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    na.start();
+    wait_until(&s, 60, "A's kubelet serving again", |s| kubectl(s, &["exec", "client", "--", "true"]).0);
+    let seen = who(&s, "client", &cluster_ip, "80");
+    assert!(seen.starts_with("web "), "{backend}: a new connection right after the restart: {seen:?}");
+    let before = echoed(&s);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = echoed(&s);
+    assert!(after > before + 5, "{backend}: the connection open across the restart still flows: {before} then {after} lines");
 
     // B leaves: A's route to B's pods goes with it.
     let b_cidr = jsonpath(&s, &["node", &nb.name], "{.spec.podCIDR}");
