@@ -23,6 +23,7 @@ type Plugin = fn(&State, &ResourceType, &str, &mut Value) -> Result<(), ApiError
 
 /// The mutating admission plugins, in kube-apiserver's order.
 const MUTATING: &[(&str, Plugin)] = &[
+    ("ServiceAccount", service_account),
     ("Priority", priority),
     ("DefaultTolerationSeconds", default_toleration_seconds),
     ("DefaultStorageClass", default_storage_class),
@@ -33,6 +34,72 @@ const MUTATING: &[(&str, Plugin)] = &[
 pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), ApiError> {
     for (plugin, admit) in MUTATING {
         admit(state, rt, name, obj).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
+    }
+    Ok(())
+}
+
+/// Where the ServiceAccount admission plugin mounts the API credentials.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// ServiceAccount: a pod runs as `default` unless it names another, and
+/// gets the API's credentials (a projected `kube-api-access-*` volume: a
+/// token bound to it, the cluster CA as `ca.crt`, its namespace) mounted
+/// read-only in every container, unless the pod or its ServiceAccount
+/// says `automountServiceAccountToken: false` or something is mounted there
+/// already. (kube also refuses a pod whose ServiceAccount does not exist
+/// yet; skiff admits it, and its kubelet waits for the account instead.)
+fn service_account(state: &State, rt: &ResourceType, _: &str, pod: &mut Value) -> Result<(), ApiError> {
+    if rt.kind != "Pod" || !pod.get("spec").is_some_and(Value::is_object) {
+        return Ok(());
+    }
+    let spec = &mut pod["spec"];
+    let sa = match spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(n) => n.to_string(),
+        None => spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+    };
+    spec["serviceAccountName"] = json!(sa);
+    spec["serviceAccount"] = json!(sa);
+    let pod_says = spec.get("automountServiceAccountToken").and_then(Value::as_bool);
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+    let account_says = skiff_api::registry::find("", "v1", "serviceaccounts").and_then(|sart| {
+        let snap = state.cache.list(sart, &sart.key(Some(&ns), &sa), &LabelSelector::default(), &FieldSelector::default(), 0);
+        snap.items
+            .iter()
+            .map(|o| o.object())
+            .find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(sa.as_str()))
+            .and_then(|o| o.get("automountServiceAccountToken").and_then(Value::as_bool))
+    });
+    if pod_says.or(account_says) == Some(false) {
+        return Ok(());
+    }
+    let spec = &mut pod["spec"];
+    let containers = ["initContainers", "containers", "ephemeralContainers"];
+    let mounted = containers.iter().flat_map(|c| spec.get(*c).and_then(Value::as_array).into_iter().flatten()).any(|c| {
+        c.get("volumeMounts")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|m| m.get("mountPath").and_then(Value::as_str).map(|p| p.trim_end_matches('/')) == Some(SERVICE_ACCOUNT_MOUNT)))
+    });
+    if mounted {
+        return Ok(());
+    }
+    let volume = format!("kube-api-access-{}", crate::write::random_suffix());
+    let projected = json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+    ]}});
+    match spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        Some(v) => v.push(projected),
+        None => spec["volumes"] = json!([projected]),
+    }
+    for c in containers {
+        for container in spec.get_mut(c).and_then(Value::as_array_mut).into_iter().flatten() {
+            let mount = json!({"name": volume, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT});
+            match container.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                Some(m) => m.push(mount),
+                None => container["volumeMounts"] = json!([mount]),
+            }
+        }
     }
     Ok(())
 }

@@ -56,6 +56,24 @@ const ANSWERED: &[Answered] = &[
         short_names: &["cs"],
     },
     Answered {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "tokenreviews",
+        kind: "TokenReview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+    },
+    Answered {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "selfsubjectreviews",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+    },
+    Answered {
         group: "authorization.k8s.io",
         version: "v1",
         plural: "selfsubjectaccessreviews",
@@ -107,6 +125,9 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
     }
     if r.kind == "Namespace" {
         out.push(("finalize".to_string(), "", "v1", "Namespace", vec!["update"]));
+    }
+    if r.kind == "ServiceAccount" {
+        out.push(("token".to_string(), "authentication.k8s.io", "v1", "TokenRequest", vec!["create"]));
     }
     if r.scale {
         out.push(("scale".to_string(), "autoscaling", "v1", "Scale", vec!["get", "patch", "update"]));

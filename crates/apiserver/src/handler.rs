@@ -44,6 +44,10 @@ pub(crate) struct State {
     pub(crate) join: crate::join::Join,
     /// Where ClusterIPs come from (`--service-cidr`).
     pub(crate) service_cidr: skiff_api::cidr::Cidr,
+    /// Signs and verifies ServiceAccount tokens.
+    pub(crate) service_accounts: skiff_pki::ServiceAccountKey,
+    /// The audiences a token must name to authenticate here (`--api-audiences`: the issuer).
+    pub(crate) api_audiences: Vec<String>,
 }
 
 /// Creates the namespaces every cluster has.
@@ -150,7 +154,10 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     // and version are open to anyone; everything else needs a credential.
     let public = matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
     let user = match (cert, bearer(req.headers())) {
-        (_, Bearer::Token(t)) => state.tokens.user(t).cloned(),
+        (_, Bearer::Token(t)) => match state.tokens.user(t) {
+            Some(u) => Some(u.clone()),
+            None => crate::service_account::authenticate(state, t, &state.api_audiences).await,
+        },
         (Some(c), Bearer::Absent) => Some(c),
         (None, Bearer::Absent) => None,
     };
@@ -165,7 +172,7 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
     let resp = crate::respond::PROTOBUF
         .scope(protobuf, async {
-            match route(state, req).await {
+            match route(state, req, user.as_ref()).await {
                 Ok(r) => r,
                 Err(e) => error(&e),
             }
@@ -212,7 +219,7 @@ fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<&CertIdentity>) -> Result<Resp, ApiError> {
     let path = req.uri().path().trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET;
@@ -250,6 +257,47 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Result<Res
         // No authorizer yet: an authenticated user may do everything.
         review["status"] = json!({"allowed": true, "reason": "skiff has no RBAC yet: every authenticated user is allowed"});
         return Ok(json_response(201, &review));
+    }
+    if is_get {
+        if let Some(r) = crate::service_account::discovery(state, &path) {
+            return Ok(r);
+        }
+    }
+    let post_only = |req: &Request<hyper::body::Incoming>| {
+        if req.method() == Method::POST {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(req.method().as_str()))
+        }
+    };
+    match segs.as_slice() {
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => {
+            post_only(&req)?;
+            let ctype = header(&req, "content-type");
+            let review = decode(&read_body(req).await?, &ctype)?;
+            return crate::service_account::token_review(state, review).await;
+        }
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
+            post_only(&req)?;
+            let ctype = header(&req, "content-type");
+            let mut review = decode(&read_body(req).await?, &ctype)?;
+            review["apiVersion"] = json!("authentication.k8s.io/v1");
+            review["kind"] = json!("SelfSubjectReview");
+            review["metadata"] = json!({"creationTimestamp": now()});
+            let info = user
+                .map(|u| json!({"username": u.user, "groups": u.groups}))
+                .unwrap_or(json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}));
+            review["status"] = json!({"userInfo": info});
+            return Ok(json_response(201, &review));
+        }
+        ["api", "v1", "namespaces", ns, "serviceaccounts", name, "token"] => {
+            post_only(&req)?;
+            let ctype = header(&req, "content-type");
+            let body = read_body(req).await?;
+            let request = if body.is_empty() { json!({}) } else { decode(&body, &ctype)? };
+            return crate::service_account::token_request(state, ns, name, request).await;
+        }
+        _ => {}
     }
     if let ["api", "v1", "nodes", name, "proxy", rest @ ..] = segs.as_slice() {
         if !is_get {

@@ -22,6 +22,7 @@ mod proxy;
 mod read;
 mod resource_metrics;
 mod respond;
+mod service_account;
 mod watch;
 mod write;
 
@@ -76,7 +77,13 @@ pub struct Config {
     pub default_unreachable_toleration_seconds: i64,
     /// The range ClusterIPs are allocated from (`--service-cidr`).
     pub service_cidr: skiff_api::cidr::Cidr,
+    /// The issuer of ServiceAccount tokens (`--service-account-issuer`),
+    /// also the audience tokens must name to authenticate here.
+    pub service_account_issuer: String,
 }
+
+/// k3s's and kubeadm's default `--service-account-issuer`.
+pub const DEFAULT_SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// A bound, ready-to-serve API server.
 pub struct ApiServer {
@@ -159,6 +166,8 @@ impl ApiServer {
             ),
             join: join::Join { pki: pki.clone(), token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())? },
             service_cidr: cfg.service_cidr,
+            service_accounts: skiff_pki::ServiceAccountKey::load_or_create(&pki_dir, &cfg.service_account_issuer)?,
+            api_audiences: vec![cfg.service_account_issuer.clone()],
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as

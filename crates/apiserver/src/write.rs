@@ -108,7 +108,7 @@ fn unknown_fields(input: &Value, normalized: &Value, path: &str, out: &mut Vec<S
     }
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let id = uuid::Uuid::new_v4();

@@ -720,6 +720,7 @@ impl Worker {
             let _ = rt.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
         }
         volumes::cleanup(&self.pod_dir(&uid));
+        volumes::forget_tokens(&uid);
         let _ = std::fs::remove_dir_all(spec::log_directory(&self.ctx.logs_dir, pod));
     }
 }

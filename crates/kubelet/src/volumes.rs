@@ -2,7 +2,9 @@
 //! Memory`), `configMap`, `secret`, `downwardAPI` and `projected` as files
 //! (rewritten at every sync, so updates reach running containers), `hostPath`,
 //! and `persistentVolumeClaim` as the directory of the volume it is bound to
-//! (a local-path volume under the node's `storage/`).
+//! (a local-path volume under the node's `storage/`). A projected
+//! `serviceAccountToken` is a TokenRequest bound to the pod, fetched again
+//! once 80 % of its life has passed, as the kubelet's token manager does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -93,6 +95,10 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
             if let Some(d) = &src.downward_api {
                 add_downward(pod, d.items.as_deref().unwrap_or_default(), mode, &mut files);
             }
+            if let Some(t) = &src.service_account_token {
+                let token = service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds.unwrap_or(3600)).await?;
+                files.insert(t.path.clone(), (token.into_bytes(), p.default_mode.unwrap_or(0o644)));
+            }
         }
         "kubernetes.io~projected"
     } else {
@@ -104,6 +110,55 @@ async fn setup(client: &kube::Client, pod: &Pod, ns: &str, v: &Volume, pod_dir: 
     let p = dir(kind);
     write_files(&p, &files).map_err(io)?;
     Ok(p)
+}
+
+/// Tokens handed out to pods, by (pod uid, audience, life): the token and
+/// when it must be fetched again.
+type TokenCache = std::sync::Mutex<HashMap<(String, String, i64), (String, std::time::Instant)>>;
+
+fn tokens() -> &'static TokenCache {
+    static TOKENS: std::sync::OnceLock<TokenCache> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(Default::default)
+}
+
+/// Forgets the tokens of a pod that is gone.
+pub fn forget_tokens(pod_uid: &str) {
+    tokens().lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _, _), _| uid != pod_uid);
+}
+
+/// A token of the pod's ServiceAccount, bound to the pod: the one cached
+/// until 80 % of its life has passed, then a new one.
+async fn service_account_token(client: &kube::Client, pod: &Pod, audience: Option<&str>, life: i64) -> Result<String, String> {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let key = (uid.clone(), audience.unwrap_or_default().to_string(), life);
+    if let Some((token, renew_at)) = tokens().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if std::time::Instant::now() < *renew_at {
+            return Ok(token.clone());
+        }
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience.map(|a| vec![a.to_string()]).unwrap_or_default(),
+            expiration_seconds: Some(life),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: Some(uid),
+            }),
+        },
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let got = api.create_token_request(&sa, &Default::default(), &req).await.map_err(|e| format!("failed to fetch token: {e}"))?;
+    let token = got.status.map(|s| s.token).filter(|t| !t.is_empty()).ok_or("failed to fetch token: the answer holds none")?;
+    let renew_at = std::time::Instant::now() + std::time::Duration::from_secs((life.max(0) as u64) * 8 / 10);
+    tokens().lock().unwrap_or_else(|e| e.into_inner()).insert(key, (token.clone(), renew_at));
+    Ok(token)
 }
 
 /// The directory of the volume a claim is bound to: the PersistentVolume's

@@ -394,6 +394,10 @@ struct ServerArgs {
     /// `kubernetes` Service's, its 10th the cluster DNS's.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: skiff_api::cidr::Cidr,
+    /// The issuer ServiceAccount tokens name (and the audience they must
+    /// name to authenticate with this server).
+    #[arg(long, default_value = skiff_apiserver::DEFAULT_SERVICE_ACCOUNT_ISSUER)]
+    service_account_issuer: String,
     /// Addresses LoadBalancer Services get from the built-in cloud
     /// controller (default: the addresses of the nodes running their endpoints).
     #[arg(long)]
@@ -626,6 +630,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         service_cidr: args.service_cidr,
+        service_account_issuer: args.service_account_issuer.clone(),
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
     let mut components = Vec::new();

@@ -86,6 +86,18 @@ fn stage_images(agent_dir: &std::path::Path) {
         .expect("build the busybox image");
 }
 
+/// An image with the machine's kubectl (a static binary) beside busybox,
+/// for clients inside pods.
+const KUBECTL_IMAGE: &str = "skiff.local/kubectl:1";
+
+fn stage_kubectl_image(agent_dir: &std::path::Path) {
+    let kubectl = std::fs::read(common::kubectl_bin()).expect("read kubectl");
+    skiff_cri::oci::Image::busybox(KUBECTL_IMAGE, &skiff_cri::which("busybox").expect("busybox"))
+        .map(|i| i.file("bin/kubectl", kubectl, 0o755))
+        .and_then(|i| i.write(&agent_dir.join("images").join("kubectl.tar")))
+        .expect("build the kubectl image");
+}
+
 fn node_ready(s: &Server, name: &str) -> bool {
     jsonpath(s, &["node", name], "{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
 }
@@ -1336,6 +1348,7 @@ fn host_agent(s: &Server, server_ip: &str, host: hosts::Host, name: &str, backen
     let token = std::fs::read_to_string(s.dir.path().join("node-token")).expect("node-token");
     let dir = tempfile::tempdir().expect("agent dir");
     stage_images(dir.path());
+    stage_kubectl_image(dir.path());
     let server = format!("https://{server_ip}:{}", s.port);
     let ip = host.ip.to_string();
     let mut args: Vec<String> = ["agent", "--server", &server, "--token", token.trim(), "--node-name", name, "--kubelet-port", "0"]
@@ -1391,6 +1404,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: incluster}
+spec:
+  nodeName: NODE_A
+  terminationGracePeriodSeconds: 1
+  containers: [{name: kubectl, image: skiff.local/kubectl:1, command: ["sleep", "3600"]}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: client}
 spec:
   nodeName: NODE_A
@@ -1425,7 +1446,7 @@ fn pods_on_two_nodes_reach_each_other(backend: &str) {
     assert_eq!(jsonpath(&s, &["node", &na.name], "{.metadata.labels.node\\.kubernetes\\.io/instance-type}"), "skiff");
     assert_eq!(jsonpath(&s, &["node", &nb.name], "{.spec.providerID}"), "", "B has no cloud provider");
     apply(&s, &ACROSS_NODES.replace("NODE_A", &na.name).replace("NODE_B", &nb.name));
-    wait_until(&s, 90, "pods Ready", |s| jsonpath(s, &["pods"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}") == "True True");
+    wait_until(&s, 90, "pods Ready", |s| jsonpath(s, &["pods"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}") == "True True True");
     let web_ip = jsonpath(&s, &["pod", "web"], "{.status.podIP}");
     let client_ip = jsonpath(&s, &["pod", "client"], "{.status.podIP}");
     let cluster_ip = jsonpath(&s, &["svc", "web"], "{.spec.clusterIP}");
@@ -1444,6 +1465,41 @@ fn pods_on_two_nodes_reach_each_other(backend: &str) {
     assert!(seen.starts_with("web ") && seen.contains(&client_ip), "{backend}: pod IP {web_ip} from {client_ip}: {seen:?}");
     let seen = who(&s, "client", &cluster_ip, "80");
     assert!(seen.starts_with("web ") && seen.contains(&client_ip), "{backend}: ClusterIP {cluster_ip} from {client_ip}: {seen:?}");
+
+    // In-cluster clients: kubectl in a pod, with nothing but what the
+    // ServiceAccount admission mounted (a token bound to the pod, the CA,
+    // the namespace) and the `kubernetes` Service's address in its
+    // environment, reaches the API server through the proxy as the pod's
+    // ServiceAccount; the token dies with the pod.
+    let inside = |args: &str| sh(&s, "incluster", &format!("kubectl {args}"));
+    let (ok_whoami, whoami, _) = inside("auth whoami");
+    assert!(ok_whoami && whoami.contains("system:serviceaccount:default:default"), "{backend}: whoami in a pod: {whoami}");
+    let (ok_get, got, _) = inside("get pod web -o jsonpath={.status.podIP}");
+    assert!(ok_get && got.trim() == web_ip, "{backend}: the API from a pod: {got}");
+    let token = sh(&s, "incluster", "cat /var/run/secrets/kubernetes.io/serviceaccount/token").1;
+    let api = |token: &str| {
+        kubectl(
+            &s,
+            &[
+                "--token",
+                token.trim(),
+                "--kubeconfig",
+                "/dev/null",
+                "--server",
+                &format!("https://{gateway}:{}", s.port),
+                "--insecure-skip-tls-verify",
+                "get",
+                "ns",
+                "default",
+                "-o",
+                "name",
+            ],
+        )
+    };
+    assert!(api(&token).0, "{backend}: the pod's token works from outside while the pod lives");
+    ok(&s, &["delete", "pod", "incluster", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    let (accepted, _, refused) = api(&token);
+    assert!(!accepted && refused.contains("Unauthorized"), "{backend}: a deleted pod's token is refused: {refused}");
 
     // From outside: the client's address is kept where the endpoint is
     // local (externalTrafficPolicy: Local), masqueraded where it is not.
