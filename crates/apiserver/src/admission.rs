@@ -12,14 +12,16 @@ use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{ApiError, FieldError, ResourceType};
 
 use crate::handler::State;
+use skiff_api::rbac::UserInfo;
 
 /// Addresses at the start of the service range that are never handed out
 /// at random: `.1` is the `kubernetes` Service's, `.10` the cluster DNS's.
 const RESERVED: u32 = 11;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
-/// One admission plugin: it may change the object, or refuse it.
-type Plugin = fn(&State, &ResourceType, &str, &mut Value) -> Result<(), ApiError>;
+/// One admission plugin: it may change the object (mutating plugins), or
+/// refuse it; it sees who asks.
+type Plugin = fn(&State, &ResourceType, &str, &mut Value, &UserInfo) -> Result<(), ApiError>;
 
 /// The mutating admission plugins, in kube-apiserver's order.
 const MUTATING: &[(&str, Plugin)] = &[
@@ -30,12 +32,41 @@ const MUTATING: &[(&str, Plugin)] = &[
     ("StorageObjectInUseProtection", storage_object_in_use_protection),
 ];
 
-/// Runs the admission chain on an object about to be created.
-pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), ApiError> {
-    for (plugin, admit) in MUTATING {
-        admit(state, rt, name, obj).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
+/// The validating admission plugins, in kube-apiserver's order.
+const VALIDATING: &[(&str, Plugin)] = &[("NodeRestriction", node_restriction)];
+
+/// Runs the admission chain on an object about to be created by `user`:
+/// the mutating plugins, then the validating ones.
+pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<(), ApiError> {
+    for (plugin, admit) in MUTATING.iter().chain(VALIDATING) {
+        admit(state, rt, name, obj, user).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
     }
     Ok(())
+}
+
+/// NodeRestriction: a kubelet creates only its own Node, and only mirror
+/// pods bound to itself (the Node authorizer limits its other writes).
+fn node_restriction(_: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<(), ApiError> {
+    let Some(node) = crate::authz::node::node_name(user) else { return Ok(()) };
+    let refuse = |why: String| {
+        let mut e = ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", rt.qualified()));
+        e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
+        e
+    };
+    match rt.kind {
+        "Node" if name != node => Err(refuse(format!("node {node:?} is not allowed to modify node {name:?}"))),
+        "Pod" => {
+            let mirror = obj.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
+            if !mirror {
+                return Err(refuse(format!("pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods")));
+            }
+            if obj.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+                return Err(refuse(format!("node {node:?} can only create pods with spec.nodeName set to itself")));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Where the ServiceAccount admission plugin mounts the API credentials.
@@ -48,7 +79,7 @@ const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccou
 /// says `automountServiceAccountToken: false` or something is mounted there
 /// already. (kube also refuses a pod whose ServiceAccount does not exist
 /// yet; skiff admits it, and its kubelet waits for the account instead.)
-fn service_account(state: &State, rt: &ResourceType, _: &str, pod: &mut Value) -> Result<(), ApiError> {
+fn service_account(state: &State, rt: &ResourceType, _: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
     if rt.kind != "Pod" || !pod.get("spec").is_some_and(Value::is_object) {
         return Ok(());
     }
@@ -113,7 +144,7 @@ pub(crate) const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
 /// Priority: a pod's `priorityClassName` (or the global default class)
 /// becomes its `priority` and `preemptionPolicy`; a class that does not
 /// exist, or a priority the pod set itself, is refused with 403.
-fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value) -> Result<(), ApiError> {
+fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
     if rt.kind != "Pod" {
         return Ok(());
     }
@@ -150,7 +181,7 @@ fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value) -> Re
 
 /// kube-apiserver's DefaultTolerationSeconds admission: every pod tolerates
 /// a not-ready or unreachable node for a while before it is evicted.
-fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod: &mut Value) -> Result<(), ApiError> {
+fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
     if rt.kind != "Pod" {
         return Ok(());
     }
@@ -174,7 +205,7 @@ fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod
 /// StorageObjectInUseProtection: every claim gets the
 /// `kubernetes.io/pvc-protection` finalizer, so a claim deleted while a pod
 /// uses it stays (Terminating) until no pod does.
-fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: &mut Value) -> Result<(), ApiError> {
+fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
     if rt.kind != "PersistentVolumeClaim" {
         return Ok(());
     }
@@ -190,7 +221,7 @@ fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: 
 /// A claim that names no class gets the default StorageClass, as the
 /// DefaultStorageClass admission plugin does (the newest one when several
 /// are marked default). An explicit `""` asks for no class and is kept.
-fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value) -> Result<(), ApiError> {
+fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
     if rt.kind != "PersistentVolumeClaim" || !obj.get("spec").is_some_and(Value::is_object) {
         return Ok(());
     }
@@ -244,6 +275,9 @@ fn in_use(state: &State, rt: &ResourceType) -> (HashSet<String>, HashSet<i64>) {
             if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
                 ports.insert(n);
             }
+        }
+        if let Some(n) = v.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64) {
+            ports.insert(n);
         }
     }
     (ips, ports)
@@ -306,43 +340,55 @@ pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         let mut taken = ports;
-        if let Some(list) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for (i, p) in list.iter_mut().enumerate() {
-                match p.get("nodePort").and_then(Value::as_i64) {
-                    Some(n) if !NODE_PORTS.contains(&n) => {
-                        return Err(ApiError::invalid(
-                            rt,
-                            &name,
-                            vec![FieldError::invalid(
-                                format!("spec.ports[{i}].nodePort"),
-                                n,
-                                "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                            )],
-                        ));
-                    }
-                    Some(n) if taken.contains(&n) => {
-                        return Err(ApiError::invalid(
-                            rt,
-                            &name,
-                            vec![FieldError::invalid(format!("spec.ports[{i}].nodePort"), n, "provided port is already allocated")],
-                        ));
-                    }
-                    Some(n) => {
-                        taken.insert(n);
-                    }
-                    None => {
-                        let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
-                        let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as i64;
-                        let n = (0..span)
-                            .map(|k| NODE_PORTS.start() + (start + k) % span)
-                            .find(|n| !taken.contains(n))
-                            .ok_or_else(|| ApiError::internal("no free node port"))?;
-                        taken.insert(n);
-                        p["nodePort"] = json!(n);
-                    }
-                }
+        let count = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+        for i in 0..count {
+            let field = format!("spec.ports[{i}].nodePort");
+            if let Some(n) = node_port(rt, &name, &field, obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_i64), &mut taken)? {
+                obj["spec"]["ports"][i]["nodePort"] = json!(n);
             }
+        }
+        // A LoadBalancer keeping traffic on the nodes with endpoints
+        // (`externalTrafficPolicy: Local`) gets one more port, where each
+        // node's proxy tells the load balancer whether it has any.
+        let local = obj.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+        if ty == "LoadBalancer" && local {
+            let asked = obj.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64).filter(|n| *n != 0);
+            if let Some(n) = node_port(rt, &name, "spec.healthCheckNodePort", asked, &mut taken)? {
+                obj["spec"]["healthCheckNodePort"] = json!(n);
+            }
+        } else if obj.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64).is_some_and(|n| n != 0) {
+            let n = obj.pointer("/spec/healthCheckNodePort").cloned().unwrap_or(Value::Null);
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                vec![FieldError::invalid("spec.healthCheckNodePort", n, "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")],
+            ));
         }
     }
     Ok(())
+}
+
+/// Checks a node port a Service asks for, or picks a free one (random,
+/// then linear, as kube's allocator) when it asks for none: `Some` is a
+/// port to write into the object.
+fn node_port(rt: &ResourceType, name: &str, field: &str, asked: Option<i64>, taken: &mut HashSet<i64>) -> Result<Option<i64>, ApiError> {
+    match asked {
+        Some(n) if !NODE_PORTS.contains(&n) => Err(ApiError::invalid(
+            rt,
+            name,
+            vec![FieldError::invalid(field, n, "provided port is not in the valid range. The range of valid ports is 30000-32767")],
+        )),
+        Some(n) if taken.contains(&n) => Err(ApiError::invalid(rt, name, vec![FieldError::invalid(field, n, "provided port is already allocated")])),
+        Some(n) => {
+            taken.insert(n);
+            Ok(None)
+        }
+        None => {
+            let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
+            let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as i64;
+            let n = (0..span).map(|k| NODE_PORTS.start() + (start + k) % span).find(|n| !taken.contains(n)).ok_or_else(|| ApiError::internal("no free node port"))?;
+            taken.insert(n);
+            Ok(Some(n))
+        }
+    }
 }

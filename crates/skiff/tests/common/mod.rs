@@ -239,6 +239,12 @@ pub fn wait_for(s: &Server, secs: u64, check: impl Fn(&Server) -> bool) {
 /// and names what differed). Returns false, saying why, when python3 or
 /// the `kubernetes` package is missing; under `CI=true` that fails.
 pub fn python_client(script: &str, args: &[&str]) -> bool {
+    python_client_via(&[], script, args)
+}
+
+/// [`python_client`] started through `launcher` (e.g. `nsenter --net=…`,
+/// to run it in a pod's network namespace).
+pub fn python_client_via(launcher: &[&str], script: &str, args: &[&str]) -> bool {
     let have = Command::new("python3").args(["-c", "import kubernetes"]).output().is_ok_and(|o| o.status.success());
     if !have {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and python3 with the `kubernetes` package (pip install kubernetes) is missing");
@@ -246,7 +252,7 @@ pub fn python_client(script: &str, args: &[&str]) -> bool {
         return false;
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let out = Command::new("timeout").arg("120").arg("python3").arg(&path).args(args).output().expect("run python3");
+    let out = Command::new("timeout").arg("120").args(launcher).arg("python3").arg(&path).args(args).output().expect("run python3");
     assert!(
         out.status.success(),
         "{script} {args:?} failed ({}):\n{}\n{}",
