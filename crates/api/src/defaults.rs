@@ -226,6 +226,16 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "PriorityClass" => {
             default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        // A subject's group: none for ServiceAccounts, RBAC's for users and groups.
+        "RoleBinding" | "ClusterRoleBinding" => {
+            for subject in o.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
+                let Some(subject) = subject.as_object_mut() else { continue };
+                let user_or_group = matches!(subject.get("kind").and_then(Value::as_str), Some("User" | "Group"));
+                if user_or_group && subject.get("apiGroup").and_then(Value::as_str).unwrap_or_default().is_empty() {
+                    subject.insert("apiGroup".into(), json!("rbac.authorization.k8s.io"));
+                }
+            }
+        }
         "PersistentVolumeClaim" => {
             if let Some(spec) = child(o, "spec") {
                 default(spec, "volumeMode", json!("Filesystem"));

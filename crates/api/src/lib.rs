@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod selector;
 pub mod storage;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
-use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage};
+use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -151,6 +151,10 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(storage::StorageClass, "storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], status: false, scale: false),
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
+    resource!(rbac::ClusterRole, "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], [], status: false, scale: false),
+    resource!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], [], status: false, scale: false),
+    resource!(rbac::Role, "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], [], status: false, scale: false),
+    resource!(rbac::RoleBinding, "rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, [], [], status: false, scale: false),
 ];
 
 /// Finds a resource by group, version and plural.

@@ -200,6 +200,15 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Allowed Disruptions", "integer", 0),
             c("Age", "string", 0),
         ],
+        "Role" | "ClusterRole" => vec![c("Name", "string", 0), c("Created At", "date", 0)],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            c("Name", "string", 0),
+            c("Role", "string", 0),
+            c("Age", "string", 0),
+            c("Users", "string", 1),
+            c("Groups", "string", 1),
+            c("ServiceAccounts", "string", 1),
+        ],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
 }
@@ -512,6 +521,23 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(or_none(s(g("/spec/holderIdentity")))), json!(created)],
+        "Role" | "ClusterRole" => vec![name, json!(s(g("/metadata/creationTimestamp")))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = g("/subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+            let of = |kind: &str| -> String {
+                let names: Vec<String> = subjects
+                    .iter()
+                    .filter(|x| x.get("kind").and_then(Value::as_str) == Some(kind))
+                    .map(|x| match kind {
+                        "ServiceAccount" => format!("{}/{}", s(x.get("namespace")), s(x.get("name"))),
+                        _ => s(x.get("name")),
+                    })
+                    .collect();
+                names.join(", ")
+            };
+            let role = format!("{}/{}", s(g("/roleRef/kind")), s(g("/roleRef/name")));
+            vec![name, json!(role), json!(created), json!(of("User")), json!(of("Group")), json!(of("ServiceAccount"))]
+        }
         "ServiceAccount" => vec![name, json!(g("/secrets").and_then(Value::as_array).map_or(0, Vec::len).to_string()), json!(created)],
         "PersistentVolumeClaim" => vec![
             name,

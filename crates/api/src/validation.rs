@@ -17,6 +17,13 @@ const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist 
 const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 
+const PATH_SEGMENT_MSG: &str = "may not be '.' or '..', and may not contain '/' or '%'";
+
+/// A name that is one URL path segment (kube's `IsValidPathSegmentName`).
+fn is_path_segment(s: &str) -> bool {
+    s != "." && s != ".." && !s.contains('/') && !s.contains('%')
+}
+
 fn is_alnum_lower(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
 }
@@ -89,6 +96,8 @@ fn name_rule(kind: &str) -> (fn(&str) -> bool, &'static str) {
     match kind {
         "Namespace" => (is_dns1123_label, DNS1123_LABEL_MSG),
         "Service" => (is_dns1035_label, DNS1035_LABEL_MSG),
+        // RBAC names are path segments (`system:controller:…`).
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => (is_path_segment, PATH_SEGMENT_MSG),
         _ => (is_dns1123_subdomain, DNS1123_SUBDOMAIN_MSG),
     }
 }
@@ -169,6 +178,8 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             Some(ps) => pod_spec("template.spec", ps, &mut errs, &["Always", "OnFailure", "Never"]),
             None => errs.push(FieldError::required("template.spec.containers", "")),
         },
+        "Role" | "ClusterRole" => crate::rbac::validate_role(rt.kind == "Role", obj, &mut errs),
+        "RoleBinding" | "ClusterRoleBinding" => crate::rbac::validate_binding(rt.kind == "RoleBinding", obj, &mut errs),
         "PriorityClass" => {
             let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
             match obj.get("value").and_then(Value::as_i64) {
@@ -438,6 +449,11 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
             }
         }
         "Pod" => pod_update(new, old, errs),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            if new.get("roleRef") != old.get("roleRef") {
+                errs.push(FieldError::invalid("roleRef", new.get("roleRef").cloned().unwrap_or(Value::Null), "cannot change roleRef"));
+            }
+        }
         "PriorityClass" => {
             immutable("value", new.get("value"), old.get("value"), errs);
             immutable("preemptionPolicy", new.get("preemptionPolicy"), old.get("preemptionPolicy"), errs);

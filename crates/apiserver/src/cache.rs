@@ -353,6 +353,12 @@ impl WatchCache {
         *self.seen.borrow()
     }
 
+    /// The revision of the last change to one resource type (derived
+    /// state, like the RBAC index, is rebuilt when it moves).
+    pub(crate) fn resource_revision(&self, rt: &ResourceType) -> i64 {
+        self.resource(rt).and_then(|rc| rc.inner.read().ok().map(|i| i.rev)).unwrap_or(0)
+    }
+
     /// Matching objects under `prefix`, after the key `start_after`, at
     /// most `limit` (0 = all).
     pub(crate) fn list(&self, rt: &ResourceType, prefix: &str, labels: &LabelSelector, fields: &FieldSelector, limit: usize) -> Snapshot {

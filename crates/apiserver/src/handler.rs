@@ -14,6 +14,9 @@ use skiff_pki::CertIdentity;
 use skiff_store::{Store, StoreError};
 
 use crate::auth::{bearer, Bearer, TokenFile};
+use crate::authz::reviews::Review;
+use crate::authz::{Authorizer, Decision};
+use skiff_api::rbac::{Attributes, UserInfo};
 use crate::cache::WatchCache;
 use crate::metrics::Metrics;
 use crate::respond::{error, full, json_response, now, with_rv, with_warnings, Resp};
@@ -48,6 +51,8 @@ pub(crate) struct State {
     pub(crate) service_accounts: skiff_pki::ServiceAccountKey,
     /// The audiences a token must name to authenticate here (`--api-audiences`: the issuer).
     pub(crate) api_audiences: Vec<String>,
+    /// The `--authorization-mode` chain.
+    pub(crate) authorizer: Authorizer,
 }
 
 /// Creates the namespaces every cluster has.
@@ -147,13 +152,11 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16, advertise: Option
     Ok(())
 }
 
-/// Handles one request: authenticates it, routes it, records metrics.
+/// Handles one request: authenticates it, applies impersonation,
+/// authorizes it, routes it, records metrics.
 pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Request<hyper::body::Incoming>) -> Resp {
     let started = Instant::now();
-    // Like kube-apiserver's default system:public-info-viewer binding: health
-    // and version are open to anyone; everything else needs a credential.
-    let public = matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
-    let user = match (cert, bearer(req.headers())) {
+    let authenticated = match (cert, bearer(req.headers())) {
         (_, Bearer::Token(t)) => match state.tokens.user(t) {
             Some(u) => Some(u.clone()),
             None => crate::service_account::authenticate(state, t, &state.api_audiences).await,
@@ -165,50 +168,69 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     if crate::join::is_join_path(req.uri().path()) {
         return crate::join::serve(&state.join, req).await.unwrap_or_else(|e| error(&e));
     }
-    if user.is_none() && !public {
-        return error(&ApiError::unauthorized());
+    let attrs = Attributes::from_request(req.method().as_str(), req.uri().path(), req.uri().query());
+    let user = match authenticated {
+        Some(c) => {
+            let mut groups = c.groups;
+            if !groups.iter().any(|g| g == "system:authenticated") {
+                groups.push("system:authenticated".into());
+            }
+            UserInfo { name: c.user, groups, ..Default::default() }
+        }
+        None => {
+            // Without a credential a request is answered only where
+            // `system:anonymous` is allowed (the public-info paths:
+            // /healthz, /livez, /readyz, /version); elsewhere 401, as
+            // kube-apiserver with anonymous auth limited to those paths.
+            let anonymous = UserInfo { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..Default::default() };
+            let allowed = if state.authorizer.always_allows() {
+                matches!(attrs.path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version")
+            } else {
+                matches!(state.authorizer.authorize(&state.cache, &anonymous, &attrs), Decision::Allow(_))
+            };
+            if !allowed {
+                return error(&ApiError::unauthorized());
+            }
+            anonymous
+        }
+    };
+    let user = match crate::authz::impersonation::resolve(&state.authorizer, &state.cache, user, req.headers()) {
+        Ok(u) => u,
+        Err(e) => return error(&e),
+    };
+    if let Err(e) = state.authorizer.check(&state.cache, &user, &attrs) {
+        state.metrics.observe(metric_verb(&attrs), &attrs.resource, 403, started.elapsed().as_secs_f64());
+        return error(&e);
     }
-    let (verb, resource) = request_info(&req);
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
     let resp = crate::respond::PROTOBUF
         .scope(protobuf, async {
-            match route(state, req, user.as_ref()).await {
+            match route(state, req, &user).await {
                 Ok(r) => r,
                 Err(e) => error(&e),
             }
         })
         .await;
-    state.metrics.observe(verb, &resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.observe(metric_verb(&attrs), &attrs.resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
 
-/// The Kubernetes verb and resource of a request, for metrics.
-fn request_info(req: &Request<hyper::body::Incoming>) -> (&'static str, String) {
-    let segs: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
-    let rest = match segs.as_slice() {
-        ["api", _, rest @ ..] => rest,
-        ["apis", _, _, rest @ ..] => rest,
-        _ => return ("", String::new()),
-    };
-    let (resource, named) = match rest {
-        ["namespaces", _, plural, tail @ ..] => (plural.to_string(), !tail.is_empty()),
-        ["namespaces", tail @ ..] => ("namespaces".to_string(), !tail.is_empty()),
-        [plural, tail @ ..] => (plural.to_string(), !tail.is_empty()),
-        [] => (String::new(), false),
-    };
-    let watch = req.uri().query().is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
-    let verb = match (req.method().clone(), named) {
-        (Method::GET, _) if watch => "watch",
-        (Method::GET, true) => "get",
-        (Method::GET, false) => "list",
-        (Method::POST, _) => "create",
-        (Method::PUT, _) => "update",
-        (Method::PATCH, _) => "patch",
-        (Method::DELETE, true) => "delete",
-        (Method::DELETE, false) => "deletecollection",
+/// The verb a request is counted under in `/metrics`.
+fn metric_verb(a: &Attributes) -> &'static str {
+    if !a.resource_request {
+        return "";
+    }
+    match a.verb.as_str() {
+        "watch" => "watch",
+        "get" => "get",
+        "list" => "list",
+        "create" => "create",
+        "update" => "update",
+        "patch" => "patch",
+        "delete" => "delete",
+        "deletecollection" => "deletecollection",
         _ => "",
-    };
-    (verb, resource)
+    }
 }
 
 fn query_map(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
@@ -219,7 +241,7 @@ fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<&CertIdentity>) -> Result<Resp, ApiError> {
+async fn route(state: &State, req: Request<hyper::body::Incoming>, user: &UserInfo) -> Result<Resp, ApiError> {
     let path = req.uri().path().trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET;
@@ -243,21 +265,6 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<
         }
         _ => {}
     }
-    if let ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] = segs.as_slice() {
-        if req.method() != Method::POST {
-            return Err(ApiError::method_not_allowed(req.method().as_str()));
-        }
-        let ctype = header(&req, "content-type");
-        let mut review = decode(&read_body(req).await?, &ctype)?;
-        if review.pointer("/spec/resourceAttributes").is_none() && review.pointer("/spec/nonResourceAttributes").is_none() {
-            return Err(ApiError::new(422, "Invalid", "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified"));
-        }
-        review["apiVersion"] = json!("authorization.k8s.io/v1");
-        review["kind"] = json!("SelfSubjectAccessReview");
-        // No authorizer yet: an authenticated user may do everything.
-        review["status"] = json!({"allowed": true, "reason": "skiff has no RBAC yet: every authenticated user is allowed"});
-        return Ok(json_response(201, &review));
-    }
     if is_get {
         if let Some(r) = crate::service_account::discovery(state, &path) {
             return Ok(r);
@@ -271,6 +278,22 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<
         }
     };
     match segs.as_slice() {
+        ["apis", "authorization.k8s.io", "v1", review @ ("selfsubjectaccessreviews" | "subjectaccessreviews" | "selfsubjectrulesreviews")] => {
+            post_only(&req)?;
+            let ctype = header(&req, "content-type");
+            let body = decode(&read_body(req).await?, &ctype)?;
+            return match *review {
+                "selfsubjectrulesreviews" => crate::authz::reviews::rules(state, user, body),
+                "selfsubjectaccessreviews" => crate::authz::reviews::access(state, Review::SelfAccess, None, user, body),
+                _ => crate::authz::reviews::access(state, Review::Subject, None, user, body),
+            };
+        }
+        ["apis", "authorization.k8s.io", "v1", "namespaces", ns, "localsubjectaccessreviews"] => {
+            post_only(&req)?;
+            let ctype = header(&req, "content-type");
+            let body = decode(&read_body(req).await?, &ctype)?;
+            return crate::authz::reviews::access(state, Review::Local, Some(ns), user, body);
+        }
         ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => {
             post_only(&req)?;
             let ctype = header(&req, "content-type");
@@ -284,9 +307,13 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<
             review["apiVersion"] = json!("authentication.k8s.io/v1");
             review["kind"] = json!("SelfSubjectReview");
             review["metadata"] = json!({"creationTimestamp": now()});
-            let info = user
-                .map(|u| json!({"username": u.user, "groups": u.groups}))
-                .unwrap_or(json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}));
+            let mut info = json!({"username": user.name, "groups": user.groups});
+            if !user.uid.is_empty() {
+                info["uid"] = json!(user.uid);
+            }
+            if !user.extra.is_empty() {
+                info["extra"] = user.extra.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>().into();
+            }
             review["status"] = json!({"userInfo": info});
             return Ok(json_response(201, &review));
         }
@@ -374,7 +401,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>, user: Option<
         }
         None => agent.to_string(),
     };
-    let opts = WriteOptions { manager, dry_run: q.get("dryRun").is_some_and(|d| d == "All"), validation, scope, apply: false };
+    let opts = WriteOptions { manager, dry_run: q.get("dryRun").is_some_and(|d| d == "All"), validation, scope, apply: false, user: user.clone() };
     let prefix = match ns.as_deref() {
         Some(ns) => format!("{}{ns}/", rt.key_prefix()),
         None => rt.key_prefix(),

@@ -11,6 +11,7 @@
 
 mod admission;
 mod auth;
+mod authz;
 mod cache;
 mod component_status;
 mod discovery;
@@ -27,6 +28,7 @@ mod watch;
 mod write;
 
 pub use auth::{TokenFile, TokenFileError};
+pub use authz::Mode as AuthorizationMode;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -80,6 +82,8 @@ pub struct Config {
     /// The issuer of ServiceAccount tokens (`--service-account-issuer`),
     /// also the audience tokens must name to authenticate here.
     pub service_account_issuer: String,
+    /// `--authorization-mode`: the authorizers asked, in order.
+    pub authorization_modes: Vec<AuthorizationMode>,
 }
 
 /// k3s's and kubeadm's default `--service-account-issuer`.
@@ -168,6 +172,7 @@ impl ApiServer {
             service_cidr: cfg.service_cidr,
             service_accounts: skiff_pki::ServiceAccountKey::load_or_create(&pki_dir, &cfg.service_account_issuer)?,
             api_audiences: vec![cfg.service_account_issuer.clone()],
+            authorizer: authz::Authorizer::new(cfg.authorization_modes.clone()),
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as
@@ -178,6 +183,7 @@ impl ApiServer {
             Some(cfg.bind_address).filter(|a| !a.is_loopback())
         };
         handler::bootstrap(&state, local_addr.port(), advertise).await?;
+        authz::policy::reconcile(&state).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
         let server = format!("https://{host}:{}", local_addr.port());
         let kubeconfig = cfg.data_dir.join("admin.kubeconfig");

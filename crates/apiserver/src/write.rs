@@ -128,6 +128,8 @@ pub(crate) struct WriteOptions {
     pub(crate) scope: Scope,
     /// Server-side apply: `managedFields` were computed by the apply.
     pub(crate) apply: bool,
+    /// Who writes (RBAC objects are checked against what they hold).
+    pub(crate) user: skiff_api::rbac::UserInfo,
 }
 
 /// Writes that give up after this many lost compare-and-swap races (only
@@ -181,7 +183,8 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
-    crate::admission::admit(state, rt, &name, &mut obj)?;
+    crate::admission::admit(state, rt, &name, &mut obj, &opts.user)?;
+    crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &obj)?;
     if rt.kind == "Pod" {
         let qos = defaults::qos_class(&obj["spec"]);
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -339,6 +342,7 @@ async fn update_once(
         secret_string_data(&mut new);
     }
     defaults::apply(rt.kind, &mut new);
+    crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &new)?;
     let errs = validation::validate(rt, &new, Some(&old));
     if !errs.is_empty() {
         return Err(ApiError::invalid(rt, name, errs).into());

@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -126,6 +127,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     garbagecollector::run(client.clone(), shutdown.clone()),
                     namespace::run(client.clone(), i.clone(), shutdown.clone()),
                     serviceaccount::run(client.clone(), shutdown.clone()),
+                    clusterroleaggregation::run(client.clone(), shutdown.clone()),
                     disruption::run(client.clone(), i.clone(), shutdown.clone()),
                     async {
                         if let Some(ca) = opts.root_ca.clone() {

@@ -398,6 +398,11 @@ struct ServerArgs {
     /// name to authenticate with this server).
     #[arg(long, default_value = skiff_apiserver::DEFAULT_SERVICE_ACCOUNT_ISSUER)]
     service_account_issuer: String,
+    /// The authorizers asked, in order (comma-separated: Node, RBAC,
+    /// AlwaysAllow). `AlwaysAllow` lets every authenticated user do
+    /// everything.
+    #[arg(long, default_value = "Node,RBAC")]
+    authorization_mode: String,
     /// Addresses LoadBalancer Services get from the built-in cloud
     /// controller (default: the addresses of the nodes running their endpoints).
     #[arg(long)]
@@ -631,6 +636,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         service_cidr: args.service_cidr,
         service_account_issuer: args.service_account_issuer.clone(),
+        authorization_modes: skiff_apiserver::AuthorizationMode::parse_list(&args.authorization_mode).map_err(|e| anyhow::anyhow!("--authorization-mode: {e}"))?,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
     let mut components = Vec::new();

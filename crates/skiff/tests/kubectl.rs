@@ -257,10 +257,27 @@ fn bearer_tokens_authenticate_and_metrics_are_served() {
             .expect("kubectl");
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (success, out, err) = run("s3cret", &["get", "ns", "-o", "name"]);
-    assert!(success && out.contains("namespace/default"), "{err}");
+    // Authenticated is not authorized: RBAC refuses, in kube's words,
+    // until a binding names one of alice's groups.
+    let (success, _, err) = run("s3cret", &["get", "ns", "-o", "name"]);
+    assert!(
+        !success && err.contains("namespaces is forbidden: User \"alice\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"),
+        "{err}"
+    );
     let (success, _, err) = run("wrong", &["get", "ns"]);
     assert!(!success && err.contains("Unauthorized"), "{err}");
+    ok(&s, &["create", "clusterrolebinding", "ops-view", "--clusterrole=view", "--group=ops"]);
+    ok(&s, &["create", "clusterrolebinding", "ops-metrics", "--clusterrole=system:monitoring", "--group=ops"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let (success, out, err) = run("s3cret", &["get", "ns", "-o", "name"]);
+        if success {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "the binding never took effect: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(out.contains("namespace/default"), "{out}");
     let (success, metrics, err) = run("s3cret", &["get", "--raw", "/metrics"]);
     assert!(success, "{err}");
     assert!(metrics.contains("apiserver_request_total{verb=\"list\",resource=\"namespaces\",code=\"200\"}"), "{metrics}");

@@ -1402,6 +1402,12 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: default-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: ServiceAccount, name: default}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: incluster}
@@ -1476,6 +1482,21 @@ fn pods_on_two_nodes_reach_each_other(backend: &str) {
     assert!(ok_whoami && whoami.contains("system:serviceaccount:default:default"), "{backend}: whoami in a pod: {whoami}");
     let (ok_get, got, _) = inside("get pod web -o jsonpath={.status.podIP}");
     assert!(ok_get && got.trim() == web_ip, "{backend}: the API from a pod: {got}");
+    // Only what its RoleBinding (view, in default) grants.
+    let (ok_secrets, refused, _) = inside("get secrets");
+    assert!(
+        !ok_secrets && refused.contains("User \"system:serviceaccount:default:default\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""),
+        "{backend}: secrets from a viewer: {refused}"
+    );
+    let (ok_other, refused, _) = inside("get pods -n kube-system");
+    assert!(!ok_other && refused.contains("forbidden"), "{backend}: another namespace: {refused}");
+    // The official Python client too, with in-cluster settings
+    // (`load_incluster_config`) read from the pod, run in its network
+    // namespace: it reaches `kubernetes.default.svc`'s address as the pod.
+    let id = jsonpath(&s, &["pod", "incluster"], "{.status.containerStatuses[0].containerID}").trim_start_matches("containerd://").to_string();
+    let pid = container_pid(&na.dir.path().join("containerd/containerd.sock"), &id).to_string();
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    common::python_client_via(&["nsenter", &netns], "incluster.py", &[&pid, "incluster"]);
     let token = sh(&s, "incluster", "cat /var/run/secrets/kubernetes.io/serviceaccount/token").1;
     let api = |token: &str| {
         kubectl(

@@ -1,0 +1,261 @@
+//! Authorization end to end, with the real kubectl: users from bearer
+//! tokens and client certificates, Roles and ClusterRoles with verbs,
+//! subresources, resourceNames and non-resource URLs, aggregated roles,
+//! escalation prevention, impersonation, the access reviews behind
+//! `kubectl auth can-i`, anonymous requests, and the Node authorizer.
+
+mod common;
+
+use common::{kubectl, kubectl_bin, ok, Server};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// kubectl as the holder of `token` (no kubeconfig of the admin's).
+fn as_token(s: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
+    let server = format!("https://127.0.0.1:{}", s.port);
+    let ca = s.dir.path().join("pki/ca.crt");
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.args(["--kubeconfig", "/dev/null", "--server", &server, "--certificate-authority"]).arg(&ca);
+    if !token.is_empty() {
+        cmd.args(["--token", token]);
+    }
+    let out = cmd.args(args).output().expect("kubectl");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Retries `check` for a few seconds: bindings take effect once the
+/// server's watch cache has them (milliseconds), as in kube.
+fn eventually(what: &str, check: impl Fn() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn can_i(s: &Server, args: &[&str]) -> String {
+    let (_, out, _) = kubectl(s, &[&["auth", "can-i"], args].concat());
+    out.trim().to_string()
+}
+
+const TOKENS: &str = "alice-token,alice,1001,\"dev\"\nbob-token,bob,1002\nnode-1-token,system:node:n1,1003,\"system:nodes\"\n";
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).expect("tokens");
+    common::start_in(dir, &["--disable", "scheduler", "--token-auth-file", tokens.to_str().expect("utf-8")])
+}
+
+#[test]
+fn roles_and_bindings_grant_exactly_what_they_name() {
+    let s = start();
+    // Nothing is granted yet: kube's 403, kube's words.
+    let (allowed, _, err) = as_token(&s, "alice-token", &["get", "pods"]);
+    assert!(!allowed && err.contains("pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""), "{err}");
+    ok(&s, &["create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods"]);
+    ok(&s, &["create", "role", "one-config", "--verb=get", "--resource=configmaps", "--resource-name=one"]);
+    ok(&s, &["create", "role", "log-reader", "--verb=get", "--resource=pods/log"]);
+    ok(&s, &["create", "rolebinding", "alice-pods", "--role=pod-reader", "--user=alice"]);
+    ok(&s, &["create", "rolebinding", "dev-config", "--role=one-config", "--group=dev"]);
+    ok(&s, &["create", "rolebinding", "bob-logs", "--role=log-reader", "--user=bob"]);
+    ok(&s, &["create", "configmap", "one", "--from-literal=a=1"]);
+    ok(&s, &["create", "configmap", "two", "--from-literal=a=2"]);
+    ok(&s, &["create", "namespace", "other"]);
+
+    // Tables, as kubectl prints them.
+    let table = ok(&s, &["get", "rolebinding", "alice-pods", "-o", "wide"]);
+    assert!(table.contains("Role/pod-reader") && table.contains("alice"), "{table}");
+    assert!(ok(&s, &["get", "role"]).contains("CREATED AT"));
+
+    eventually("alice lists pods", || {
+        let (allowed, _, err) = as_token(&s, "alice-token", &["get", "pods"]);
+        if allowed {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    });
+    // Verbs: reading is not deleting.
+    let (allowed, _, err) = as_token(&s, "alice-token", &["delete", "pod", "web"]);
+    assert!(!allowed && err.contains("pods \"web\" is forbidden: User \"alice\" cannot delete resource \"pods\""), "{err}");
+    // Namespaces: a RoleBinding grants in its namespace only.
+    let (allowed, _, err) = as_token(&s, "alice-token", &["get", "pods", "-n", "other"]);
+    assert!(!allowed && err.contains("in the namespace \"other\""), "{err}");
+    // resourceNames, through the group: one ConfigMap, not another, and no list.
+    assert!(as_token(&s, "alice-token", &["get", "configmap", "one"]).0);
+    let (allowed, _, err) = as_token(&s, "alice-token", &["get", "configmap", "two"]);
+    assert!(!allowed && err.contains("configmaps \"two\" is forbidden"), "{err}");
+    assert!(!as_token(&s, "alice-token", &["get", "configmaps"]).0);
+    // Subresources: pods/log is not pods.
+    assert_eq!(can_i(&s, &["get", "pods", "--subresource=log", "--as=bob"]), "yes");
+    assert_eq!(can_i(&s, &["get", "pods", "--as=bob"]), "no");
+
+    // kubectl auth can-i, via SelfSubjectAccessReview (and --as).
+    assert_eq!(can_i(&s, &["list", "pods", "--as=alice"]), "yes");
+    assert_eq!(can_i(&s, &["delete", "pods", "--as=alice"]), "no");
+    assert_eq!(can_i(&s, &["list", "pods", "-n", "other", "--as=alice"]), "no");
+    assert_eq!(can_i(&s, &["get", "configmaps/one", "--as=alice", "--as-group=dev"]), "yes");
+    let (_, yes, _) = as_token(&s, "alice-token", &["auth", "can-i", "watch", "pods"]);
+    assert_eq!(yes.trim(), "yes");
+    // ... and --list, via SelfSubjectRulesReview.
+    let (listed, rules, err) = as_token(&s, "alice-token", &["auth", "can-i", "--list"]);
+    assert!(listed, "{err}");
+    let pods = rules.lines().find(|l| l.starts_with("pods ")).unwrap_or_default();
+    assert!(pods.contains("[get list watch]"), "{rules}");
+    assert!(rules.lines().any(|l| l.starts_with("configmaps") && l.contains("[one]")), "{rules}");
+    assert!(rules.contains("selfsubjectaccessreviews.authorization.k8s.io"), "system:basic-user: {rules}");
+
+    // Non-resource URLs: /metrics through system:monitoring.
+    let (allowed, _, err) = as_token(&s, "bob-token", &["get", "--raw", "/metrics"]);
+    assert!(!allowed && err.contains("User \"bob\" cannot get path \"/metrics\""), "{err}");
+    ok(&s, &["create", "clusterrolebinding", "bob-metrics", "--clusterrole=system:monitoring", "--user=bob"]);
+    eventually("bob reads /metrics", || if as_token(&s, "bob-token", &["get", "--raw", "/metrics"]).0 { Ok(()) } else { Err("refused".into()) });
+    // Discovery is open to every authenticated user (system:discovery).
+    let (allowed, out, err) = as_token(&s, "bob-token", &["api-resources", "--api-group=rbac.authorization.k8s.io"]);
+    assert!(allowed && out.contains("clusterrolebindings"), "{err}");
+    // whoami, with the groups the server adds.
+    let (_, me, _) = as_token(&s, "alice-token", &["auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"]);
+    assert!(me.contains("dev") && me.contains("system:authenticated"), "{me}");
+
+    // Anonymous (no credential at all; curl, as kubectl always offers
+    // one): the public-info paths answer; everything else is 401.
+    let anonymous = |path: &str| {
+        let url = format!("https://127.0.0.1:{}{path}", s.port);
+        let ca = s.dir.path().join("pki/ca.crt");
+        let out = Command::new("curl").args(["-s", "-w", " %{http_code}", "--cacert"]).arg(&ca).arg(&url).output().expect("curl (CI installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(anonymous("/healthz"), "ok 200");
+    assert!(anonymous("/version").ends_with(" 200"));
+    let refused = anonymous("/api/v1/namespaces");
+    assert!(refused.ends_with(" 401") && refused.contains("\"reason\":\"Unauthorized\""), "{refused}");
+
+    // Bad objects: kube's validation.
+    let broken = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: broken}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: x}\nsubjects: [{kind: ServiceAccount, name: bot}]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (created, _, err) = kubectl(&s, &["create", "-f", &common::manifest(&dir, "broken.yaml", broken)]);
+    assert!(!created && err.contains("roleRef.kind: Unsupported value: \"Role\""), "a ClusterRoleBinding cannot name a Role: {err}");
+    assert!(err.contains("subjects[0].namespace: Required value"), "{err}");
+}
+
+#[test]
+fn nobody_grants_more_than_they_hold_and_impersonation_is_authorized() {
+    let s = start();
+    // alice may manage Roles and RoleBindings in default, and read pods.
+    ok(&s, &["create", "role", "rbac-manager", "--verb=get,list,create,update,patch,delete", "--resource=roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io"]);
+    ok(&s, &["create", "role", "pod-reader", "--verb=get,list", "--resource=pods"]);
+    ok(&s, &["create", "rolebinding", "alice-rbac", "--role=rbac-manager", "--user=alice"]);
+    ok(&s, &["create", "rolebinding", "alice-pods", "--role=pod-reader", "--user=alice"]);
+    eventually("alice manages roles", || if as_token(&s, "alice-token", &["get", "roles"]).0 { Ok(()) } else { Err("refused".into()) });
+
+    // What she holds she may hand on.
+    let (made, _, err) = as_token(&s, "alice-token", &["create", "role", "sub-reader", "--verb=get", "--resource=pods"]);
+    assert!(made, "{err}");
+    let (made, _, err) = as_token(&s, "alice-token", &["create", "rolebinding", "bob-reads", "--role=sub-reader", "--user=bob"]);
+    assert!(made, "{err}");
+    // Not more: kube's refusal names the rules she lacks.
+    let (made, _, err) = as_token(&s, "alice-token", &["create", "role", "deleter", "--verb=get,delete", "--resource=pods"]);
+    assert!(!made, "escalation through a role");
+    assert!(err.contains("roles.rbac.authorization.k8s.io \"deleter\" is forbidden: user \"alice\""), "{err}");
+    assert!(err.contains("is attempting to grant RBAC permissions not currently held"), "{err}");
+    assert!(err.contains("{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"delete\"]}"), "{err}");
+    let (made, _, err) = as_token(&s, "alice-token", &["create", "rolebinding", "bob-admin", "--clusterrole=admin", "--user=bob"]);
+    assert!(!made && err.contains("is attempting to grant RBAC permissions not currently held"), "escalation through a binding: {err}");
+    // ... unless granted `bind` on that role.
+    ok(&s, &["create", "role", "admin-binder", "--verb=bind", "--resource=clusterroles.rbac.authorization.k8s.io", "--resource-name=admin"]);
+    ok(&s, &["create", "rolebinding", "alice-binds", "--role=admin-binder", "--user=alice"]);
+    eventually("bind lets alice bind admin", || {
+        let (made, _, err) = as_token(&s, "alice-token", &["create", "rolebinding", "bob-admin", "--clusterrole=admin", "--user=bob"]);
+        if made {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    });
+    // The admin ClusterRole holds the aggregated rules (the aggregation
+    // controller filled them): bob now edits in default.
+    eventually("bob, admin of default, creates a deployment", || {
+        let (made, _, err) = as_token(&s, "bob-token", &["create", "deployment", "web", "--image=nginx"]);
+        if made {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    });
+
+    // Impersonation needs the `impersonate` verb.
+    let (allowed, _, err) = as_token(&s, "alice-token", &["get", "pods", "--as=bob"]);
+    assert!(!allowed && err.contains("users \"bob\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"), "{err}");
+    ok(&s, &["create", "clusterrole", "impersonator", "--verb=impersonate", "--resource=users", "--resource-name=bob"]);
+    ok(&s, &["create", "clusterrolebinding", "alice-impersonates", "--clusterrole=impersonator", "--user=alice"]);
+    eventually("alice acts as bob", || {
+        let (_, me, err) = as_token(&s, "alice-token", &["auth", "whoami", "--as=bob", "-o", "jsonpath={.status.userInfo.username}"]);
+        if me == "bob" {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    });
+    // As bob she has bob's rights, not hers, and no group she did not name.
+    let (allowed, _, _) = as_token(&s, "alice-token", &["get", "deployments", "--as=bob"]);
+    assert!(allowed, "bob reads deployments in default");
+    let (allowed, _, err) = as_token(&s, "alice-token", &["get", "pods", "--as=bob", "--as-group=dev"]);
+    assert!(!allowed && err.contains("cannot impersonate resource \"groups\""), "{err}");
+}
+
+#[test]
+fn aggregated_cluster_roles_follow_their_labelled_sources() {
+    let s = start();
+    let view_rules = || ok(&s, &["get", "clusterrole", "view", "-o", "jsonpath={.rules[*].resources}"]);
+    assert!(view_rules().contains("configmaps"), "view is filled at start: {}", view_rules());
+    // kubectl create clusterrole checks discovery; a manifest may name a
+    // group that does not exist yet (a CRD's, installed later).
+    let widgets = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: widget-viewer}\nrules: [{apiGroups: [example.com], resources: [widgets], verbs: [get, list]}]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(&s, &["create", "-f", &common::manifest(&dir, "widgets.yaml", widgets)]);
+    ok(&s, &["label", "clusterrole", "widget-viewer", "rbac.authorization.k8s.io/aggregate-to-view=true"]);
+    eventually("view aggregates widgets", || if view_rules().contains("widgets") { Ok(()) } else { Err(view_rules()) });
+    assert!(ok(&s, &["get", "clusterrole", "edit", "-o", "jsonpath={.rules[*].resources}"]).contains("widgets"), "edit aggregates view's sources");
+    ok(&s, &["delete", "clusterrole", "widget-viewer"]);
+    eventually("view drops widgets", || if !view_rules().contains("widgets") { Ok(()) } else { Err(view_rules()) });
+}
+
+#[test]
+fn a_node_reads_only_what_its_pods_use_and_writes_only_itself() {
+    let s = start();
+    for node in ["n1", "n2"] {
+        let yaml = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = common::manifest(&dir, "node.yaml", &yaml);
+        ok(&s, &["create", "-f", &f]);
+    }
+    ok(&s, &["create", "secret", "generic", "mine", "--from-literal=k=v"]);
+    ok(&s, &["create", "secret", "generic", "theirs", "--from-literal=k=v"]);
+    ok(&s, &["create", "configmap", "mine-cm", "--from-literal=k=v"]);
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: on-n1}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox, env: [{name: K, valueFrom: {secretKeyRef: {name: mine, key: k}}}]}]\n  volumes: [{name: v, configMap: {name: mine-cm}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: on-n2}\nspec:\n  nodeName: n2\n  containers: [{name: c, image: busybox, envFrom: [{secretRef: {name: theirs}}]}]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(&s, &["create", "-f", &common::manifest(&dir, "pods.yaml", pods)]);
+    let node = |args: &[&str]| as_token(&s, "node-1-token", args);
+    eventually("n1 reads its pod's secret", || if node(&["get", "secret", "mine"]).0 { Ok(()) } else { Err(node(&["get", "secret", "mine"]).2) });
+    assert!(node(&["get", "configmap", "mine-cm"]).0, "its pod's ConfigMap");
+    let (allowed, _, err) = node(&["get", "secret", "theirs"]);
+    assert!(!allowed && err.contains("no relationship found between node 'n1' and this object"), "{err}");
+    let (allowed, _, err) = node(&["get", "secrets"]);
+    assert!(!allowed, "no node lists every secret: {err}");
+    // Its own Node, not another's.
+    assert!(node(&["label", "node", "n1", "mine=yes"]).0, "n1 labels itself");
+    let (allowed, _, err) = node(&["label", "node", "n2", "mine=yes"]);
+    assert!(!allowed && err.contains("forbidden"), "{err}");
+    // Nodes and pods are readable; a pod bound elsewhere is not its to delete.
+    assert!(node(&["get", "pods", "-A"]).0);
+    let (allowed, _, err) = node(&["delete", "pod", "on-n2"]);
+    assert!(!allowed && err.contains("forbidden"), "{err}");
+    // A pod it may create is a mirror pod bound to itself (NodeRestriction).
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata: {name: sneaky}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n";
+    let (allowed, _, err) = node(&["create", "-f", &common::manifest(&dir, "sneaky.yaml", plain)]);
+    assert!(!allowed && err.contains("can only create mirror pods"), "{err}");
+}
