@@ -15,6 +15,7 @@ mod authz;
 mod cache;
 mod component_status;
 mod discovery;
+pub mod encryption;
 mod eviction;
 mod handler;
 mod join;
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// The token file is unreadable or malformed.
     #[error("token file: {0}")]
     Tokens(#[from] TokenFileError),
+    /// The encryption configuration is unreadable or invalid.
+    #[error(transparent)]
+    Encryption(#[from] encryption::EncryptionError),
 }
 
 /// How to run the API server.
@@ -84,6 +88,22 @@ pub struct Config {
     pub service_account_issuer: String,
     /// `--authorization-mode`: the authorizers asked, in order.
     pub authorization_modes: Vec<AuthorizationMode>,
+    /// Encryption at rest: kube's `--encryption-provider-config`, or with
+    /// `None` and `secrets_encryption` a configuration generated under the
+    /// data dir (a new AES-CBC key for Secrets, as k3s's `--secrets-encryption`).
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Encrypt Secrets at rest when no configuration file is given.
+    pub secrets_encryption: bool,
+}
+
+/// Where the generated encryption configuration lives in a data dir.
+pub fn encryption_config_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("encryption-config.yaml")
+}
+
+/// Where the server records which keys hold the stored values.
+pub fn encryption_status_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("encryption-status.json")
 }
 
 /// k3s's and kubeadm's default `--service-account-issuer`.
@@ -103,6 +123,8 @@ pub struct ApiServer {
     pki: Arc<ClusterPki>,
     pki_dir: PathBuf,
     server: String,
+    /// The encrypting store, its configuration file and status file.
+    encryption: Option<(Arc<encryption::EncryptedStore>, PathBuf, PathBuf)>,
 }
 
 /// The addresses of this host's interfaces that are up, except loopback
@@ -127,6 +149,24 @@ impl ApiServer {
     /// Makes or loads the certificates, binds the port, bootstraps the
     /// default namespaces and writes the admin kubeconfig.
     pub async fn bind(cfg: Config, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let config_path = match (&cfg.encryption_provider_config, cfg.secrets_encryption) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => {
+                let p = encryption_config_path(&cfg.data_dir);
+                if !p.exists() {
+                    write_private(&p, encryption::generate_config().as_bytes())?;
+                }
+                Some(p)
+            }
+            (None, false) => None,
+        };
+        let (store, encryption) = match config_path {
+            Some(path) => {
+                let enc = encryption::EncryptedStore::new(store, encryption::EncryptionConfig::load(&path)?);
+                (enc.clone() as Arc<dyn Store>, Some((enc, path, encryption_status_path(&cfg.data_dir))))
+            }
+            None => (store, None),
+        };
         let pki_dir = cfg.data_dir.join("pki");
         let pki = Arc::new(ClusterPki::load_or_create(&pki_dir)?);
         // What in-cluster clients dial: the `kubernetes` Service by name and ClusterIP.
@@ -198,6 +238,7 @@ impl ApiServer {
             pki,
             pki_dir,
             server,
+            encryption,
         };
         me.write_kubeconfig(&kubeconfig, "admin", "admin", Some("system:masters"))?;
         Ok(me)
@@ -230,6 +271,9 @@ impl ApiServer {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         tokio::spawn(compactor(self.state.store.clone(), self.state.cache.clone(), self.compaction_interval, self.shutdown.subscribe()));
+        if let Some((store, config, status)) = &self.encryption {
+            tokio::spawn(store.clone().follow(config.clone(), status.clone(), self.shutdown.subscribe()));
+        }
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -252,6 +296,17 @@ impl ApiServer {
             });
         }
     }
+}
+
+/// Writes a file only its owner reads (a key).
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Compacts the store every `interval` up to the revision it had one

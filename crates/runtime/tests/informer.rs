@@ -26,6 +26,8 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         service_cidr: Default::default(),
         service_account_issuer: skiff_apiserver::DEFAULT_SERVICE_ACCOUNT_ISSUER.into(),
         authorization_modes: vec![skiff_apiserver::AuthorizationMode::Node, skiff_apiserver::AuthorizationMode::Rbac],
+        encryption_provider_config: None,
+        secrets_encryption: true,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();
