@@ -5,6 +5,7 @@
 //! objects, and Kubernetes' bootstrap policy ([`bootstrap`]).
 
 pub mod bootstrap;
+pub mod index;
 
 use serde_json::Value;
 

@@ -41,10 +41,14 @@ pub(crate) fn rules() -> &'static [PolicyRule] {
 
 /// What skiff's node does beyond kube's kubelet: its local-path volume
 /// cleaner follows PersistentVolumes (k3s's provisioner runs as its own
-/// pod with this permission), and its pod network reads Nodes' flannel
-/// annotations (granted already) .
-const SKIFF_NODE_RULES: &[skiff_api::rbac::bootstrap::Rule] =
-    &[skiff_api::rbac::bootstrap::Rule { verbs: &["list", "watch"], groups: &[""], resources: &["persistentvolumes"], names: &[], urls: &[] }];
+/// pod with this permission), and a joined agent's service proxy, which
+/// acts with the node's credentials (k3s hands agents a kube-proxy
+/// certificate; skiff's join hands out one identity), follows
+/// EndpointSlices as `system:node-proxier` does.
+const SKIFF_NODE_RULES: &[skiff_api::rbac::bootstrap::Rule] = &[
+    skiff_api::rbac::bootstrap::Rule { verbs: &["list", "watch"], groups: &[""], resources: &["persistentvolumes"], names: &[], urls: &[] },
+    skiff_api::rbac::bootstrap::Rule { verbs: &["list", "watch"], groups: &["discovery.k8s.io"], resources: &["endpointslices"], names: &[], urls: &[] },
+];
 
 /// Decides a node's request.
 pub(crate) fn authorize(cache: &WatchCache, user: &UserInfo, a: &Attributes) -> Decision {
