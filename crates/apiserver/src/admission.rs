@@ -12,6 +12,8 @@ use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{ApiError, FieldError, ResourceType};
 
 use crate::handler::State;
+
+pub(crate) mod quota;
 use skiff_api::rbac::UserInfo;
 
 /// Addresses at the start of the service range that are never handed out
@@ -19,12 +21,21 @@ use skiff_api::rbac::UserInfo;
 const RESERVED: u32 = 11;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
+/// Who asks for a write, and the warnings admission has for them.
+pub(crate) struct Asker<'a> {
+    /// The requester.
+    pub(crate) user: &'a UserInfo,
+    /// `Warning` headers of the answer.
+    pub(crate) warnings: std::cell::RefCell<Vec<String>>,
+}
+
 /// One admission plugin: it may change the object (mutating plugins), or
 /// refuse it; it sees who asks.
-type Plugin = fn(&State, &ResourceType, &str, &mut Value, &UserInfo) -> Result<(), ApiError>;
+type Plugin = fn(&State, &ResourceType, &str, &mut Value, &Asker) -> Result<(), ApiError>;
 
 /// The mutating admission plugins, in kube-apiserver's order.
 const MUTATING: &[(&str, Plugin)] = &[
+    ("LimitRanger", |state, rt, name, obj, _| quota::limit_ranger(state, rt, name, obj)),
     ("ServiceAccount", service_account),
     ("Priority", priority),
     ("DefaultTolerationSeconds", default_toleration_seconds),
@@ -33,21 +44,75 @@ const MUTATING: &[(&str, Plugin)] = &[
 ];
 
 /// The validating admission plugins, in kube-apiserver's order.
-const VALIDATING: &[(&str, Plugin)] = &[("NodeRestriction", node_restriction)];
+const VALIDATING: &[(&str, Plugin)] = &[
+    ("NodeRestriction", node_restriction),
+    ("PodSecurity", pod_security),
+    ("ResourceQuota", |state, rt, name, obj, _| quota::resource_quota(state, rt, name, obj)),
+];
 
 /// Runs the admission chain on an object about to be created by `user`:
-/// the mutating plugins, then the validating ones.
-pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<(), ApiError> {
+/// the mutating plugins, then the validating ones. Returns the warnings.
+pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<Vec<String>, ApiError> {
+    let asker = Asker { user, warnings: std::cell::RefCell::new(Vec::new()) };
     for (plugin, admit) in MUTATING.iter().chain(VALIDATING) {
-        admit(state, rt, name, obj, user).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
+        admit(state, rt, name, obj, &asker).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
+    }
+    Ok(asker.warnings.into_inner())
+}
+
+/// PodSecurity: a namespace's `pod-security.kubernetes.io/enforce` level
+/// refuses pods that break it; `warn` (and `audit`, here a warning too)
+/// answers `Warning` headers, for pods and for the pod templates of
+/// workloads, as kube's plugin does. Levels are held to the latest checks.
+fn pod_security(state: &State, rt: &ResourceType, name: &str, obj: &mut Value, asker: &Asker) -> Result<(), ApiError> {
+    use skiff_api::pod_security::{check, label, message, Level};
+    let (spec, meta) = match rt.kind {
+        "Pod" => (obj.get("spec"), obj.get("metadata")),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" | "PodTemplate" => {
+            (obj.pointer("/spec/template/spec").or_else(|| obj.pointer("/template/spec")), obj.pointer("/spec/template/metadata"))
+        }
+        "CronJob" => (obj.pointer("/spec/jobTemplate/spec/template/spec"), obj.pointer("/spec/jobTemplate/spec/template/metadata")),
+        _ => return Ok(()),
+    };
+    let Some(spec) = spec else { return Ok(()) };
+    let meta = meta.cloned().unwrap_or(Value::Null);
+    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+    let Some(nsrt) = skiff_api::registry::find("", "v1", "namespaces") else { return Ok(()) };
+    let key = nsrt.key(None, &ns);
+    let snap = state.cache.list(nsrt, &key, &LabelSelector::default(), &FieldSelector::default(), 0);
+    let Some(namespace) = snap.items.iter().find(|o| o.key == key).map(|o| o.object()) else { return Ok(()) };
+    let labels = namespace.pointer("/metadata/labels").cloned().unwrap_or(Value::Null);
+    let level_of = |mode: &str| labels.get(label(mode)).and_then(Value::as_str).and_then(Level::parse);
+    let version_of = |mode: &str| labels.get(format!("{}-version", label(mode))).and_then(Value::as_str).unwrap_or("latest").to_string();
+    if rt.kind == "Pod" {
+        if let Some(level) = level_of("enforce") {
+            let v = check(level, spec, &meta);
+            if !v.is_empty() {
+                let mut e = ApiError::forbidden(format!("pods {name:?} is forbidden: violates PodSecurity {}", message(level, &version_of("enforce"), &v)));
+                e.details = Some(json!({"name": name, "kind": "pods"}));
+                return Err(e);
+            }
+        }
+    }
+    let mut warned = Vec::new();
+    for mode in ["warn", "audit"] {
+        let Some(level) = level_of(mode) else { continue };
+        if warned.contains(&level) {
+            continue;
+        }
+        let v = check(level, spec, &meta);
+        if !v.is_empty() {
+            warned.push(level);
+            asker.warnings.borrow_mut().push(format!("would violate PodSecurity {}", message(level, &version_of(mode), &v)));
+        }
     }
     Ok(())
 }
 
 /// NodeRestriction: a kubelet creates only its own Node, and only mirror
 /// pods bound to itself (the Node authorizer limits its other writes).
-fn node_restriction(_: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<(), ApiError> {
-    let Some(node) = crate::authz::node::node_name(user) else { return Ok(()) };
+fn node_restriction(_: &State, rt: &ResourceType, name: &str, obj: &mut Value, asker: &Asker) -> Result<(), ApiError> {
+    let Some(node) = crate::authz::node::node_name(asker.user) else { return Ok(()) };
     let refuse = |why: String| {
         let mut e = ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", rt.qualified()));
         e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
@@ -79,7 +144,7 @@ const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccou
 /// says `automountServiceAccountToken: false` or something is mounted there
 /// already. (kube also refuses a pod whose ServiceAccount does not exist
 /// yet; skiff admits it, and its kubelet waits for the account instead.)
-fn service_account(state: &State, rt: &ResourceType, _: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
+fn service_account(state: &State, rt: &ResourceType, _: &str, pod: &mut Value, _: &Asker) -> Result<(), ApiError> {
     if rt.kind != "Pod" || !pod.get("spec").is_some_and(Value::is_object) {
         return Ok(());
     }
@@ -144,7 +209,7 @@ pub(crate) const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
 /// Priority: a pod's `priorityClassName` (or the global default class)
 /// becomes its `priority` and `preemptionPolicy`; a class that does not
 /// exist, or a priority the pod set itself, is refused with 403.
-fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
+fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value, _: &Asker) -> Result<(), ApiError> {
     if rt.kind != "Pod" {
         return Ok(());
     }
@@ -181,7 +246,7 @@ fn priority(state: &State, rt: &ResourceType, name: &str, pod: &mut Value, _: &U
 
 /// kube-apiserver's DefaultTolerationSeconds admission: every pod tolerates
 /// a not-ready or unreachable node for a while before it is evicted.
-fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
+fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod: &mut Value, _: &Asker) -> Result<(), ApiError> {
     if rt.kind != "Pod" {
         return Ok(());
     }
@@ -205,7 +270,7 @@ fn default_toleration_seconds(state: &State, rt: &ResourceType, _name: &str, pod
 /// StorageObjectInUseProtection: every claim gets the
 /// `kubernetes.io/pvc-protection` finalizer, so a claim deleted while a pod
 /// uses it stays (Terminating) until no pod does.
-fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
+fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &Asker) -> Result<(), ApiError> {
     if rt.kind != "PersistentVolumeClaim" {
         return Ok(());
     }
@@ -221,7 +286,7 @@ fn storage_object_in_use_protection(_: &State, rt: &ResourceType, _: &str, obj: 
 /// A claim that names no class gets the default StorageClass, as the
 /// DefaultStorageClass admission plugin does (the newest one when several
 /// are marked default). An explicit `""` asks for no class and is kept.
-fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &UserInfo) -> Result<(), ApiError> {
+fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &Asker) -> Result<(), ApiError> {
     if rt.kind != "PersistentVolumeClaim" || !obj.get("spec").is_some_and(Value::is_object) {
         return Ok(());
     }

@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub(crate) kubelet_tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Serializes Service creates while they allocate IPs and ports.
     pub(crate) allocations: tokio::sync::Mutex<()>,
+    /// Serializes creates in namespaces with ResourceQuotas.
+    pub(crate) quota_lock: tokio::sync::Mutex<()>,
     /// The node-join endpoints' CA and token.
     pub(crate) join: crate::join::Join,
     /// Where ClusterIPs come from (`--service-cidr`).

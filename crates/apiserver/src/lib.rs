@@ -205,6 +205,7 @@ impl ApiServer {
             shutdown: shutdown_rx,
             toleration_seconds: (cfg.default_not_ready_toleration_seconds, cfg.default_unreachable_toleration_seconds),
             allocations: tokio::sync::Mutex::new(()),
+            quota_lock: tokio::sync::Mutex::new(()),
             kubelet_tls: Some(
                 pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?,
             ),

@@ -183,7 +183,15 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
-    crate::admission::admit(state, rt, &name, &mut obj, &opts.user)?;
+    // Admission counts quota usage from the watch cache: creates in a
+    // namespace with quotas are serialized (through the store write) so two
+    // never both take the last unit.
+    let quota_ns = ns.filter(|n| !crate::admission::quota::in_namespace(state, "", "resourcequotas", n).is_empty());
+    let _counting = if quota_ns.is_some() && !opts.dry_run { Some(state.quota_lock.lock().await) } else { None };
+    if quota_ns.is_some() {
+        state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
+    }
+    warnings.extend(crate::admission::admit(state, rt, &name, &mut obj, &opts.user)?);
     crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &obj)?;
     if rt.kind == "Pod" {
         let qos = defaults::qos_class(&obj["spec"]);

@@ -19,6 +19,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootcacert;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -129,6 +130,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     serviceaccount::run(client.clone(), shutdown.clone()),
                     clusterroleaggregation::run(client.clone(), shutdown.clone()),
                     disruption::run(client.clone(), i.clone(), shutdown.clone()),
+                    resourcequota::run(client.clone(), i.clone(), shutdown.clone()),
                     async {
                         if let Some(ca) = opts.root_ca.clone() {
                             rootcacert::run(client.clone(), ca, shutdown.clone()).await;
