@@ -20,6 +20,17 @@ pub struct NodeCertificateRequest {
     pub client_csr: String,
     /// PEM certificate request for the kubelet API's serving certificate.
     pub serving_csr: String,
+    /// The machine's node password (k3s's `/etc/rancher/node/password`):
+    /// the first join under a name records it, later joins under that name
+    /// must present it, so a token holder cannot take over another
+    /// machine's node name.
+    #[serde(default)]
+    pub node_password: String,
+}
+
+/// The Secret in `kube-system` that holds a node name's password hash.
+pub fn node_password_secret(node_name: &str) -> String {
+    format!("{node_name}.node-password.skiff")
 }
 
 /// The signed certificates.

@@ -168,7 +168,7 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
     };
     // A joining node has no credential yet; the join endpoints check its token.
     if crate::join::is_join_path(req.uri().path()) {
-        return crate::join::serve(&state.join, req).await.unwrap_or_else(|e| error(&e));
+        return crate::join::serve(state, req).await.unwrap_or_else(|e| error(&e));
     }
     let attrs = Attributes::from_request(req.method().as_str(), req.uri().path(), req.uri().query());
     let user = match authenticated {

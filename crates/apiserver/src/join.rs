@@ -29,7 +29,8 @@ pub(crate) fn is_join_path(path: &str) -> bool {
 }
 
 /// Serves a join endpoint.
-pub(crate) async fn serve(join: &Join, req: Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+pub(crate) async fn serve(state: &crate::handler::State, req: Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+    let join = &state.join;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/cacerts") => Ok(hyper::Response::builder()
             .status(200)
@@ -49,6 +50,7 @@ pub(crate) async fn serve(join: &Join, req: Request<hyper::body::Incoming>) -> R
                     ask.node_name
                 )));
             }
+            claim_node_name(state, &ask.node_name, &ask.node_password).await?;
             let client = Usage::Client { user: format!("system:node:{}", ask.node_name), group: Some("system:nodes".into()) };
             let mut names = vec![ask.node_name.clone()];
             names.extend(ask.addresses.iter().map(|a| a.to_string()));
@@ -62,5 +64,46 @@ pub(crate) async fn serve(join: &Join, req: Request<hyper::body::Incoming>) -> R
             Ok(json_response(201, &serde_json::to_value(&signed).map_err(|e| ApiError::internal(e.to_string()))?))
         }
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// A node name belongs to the first machine that joins under it: its
+/// password's hash is kept in a Secret (`kube-system/NAME.node-password.skiff`,
+/// encrypted at rest like every Secret), and a later join under that name
+/// must present the same password (k3s's node-password check).
+async fn claim_node_name(state: &crate::handler::State, node: &str, password: &str) -> Result<(), ApiError> {
+    use skiff_store::StoreError;
+    if password.len() < 16 {
+        return Err(ApiError::bad_request("nodePassword: Required value: a joining node presents its node password (16 characters or more)"));
+    }
+    let rt = skiff_api::registry::find("", "v1", "secrets").ok_or_else(ApiError::no_such_path)?;
+    let name = skiff_api::join::node_password_secret(node);
+    let key = rt.key(Some("kube-system"), &name);
+    let hash = skiff_pki::token::sha256_hex(password);
+    let stored = state.store.get(&key).await.map_err(|e| crate::respond::store_err(rt, &name, e))?;
+    match stored {
+        Some(kv) => {
+            let secret: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let have = secret.pointer("/data/hash").and_then(serde_json::Value::as_str).and_then(|b| skiff_api::unbase64(b)).unwrap_or_default();
+            if skiff_pki::token::secrets_equal(&String::from_utf8_lossy(&have), &hash) {
+                Ok(())
+            } else {
+                tracing::warn!(node, "refused a join under a node name another machine holds");
+                Err(ApiError::forbidden(format!(
+                    "node {node:?} is already held by another machine: its node password does not match (if the machine was replaced, delete the Secret kube-system/{name})"
+                )))
+            }
+        }
+        None => {
+            let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "skiff.io/node-password",
+                "metadata": {"name": name, "namespace": "kube-system", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": crate::respond::now()},
+                "data": {"hash": skiff_api::base64(hash.as_bytes())}});
+            match state.store.create(&key, bytes::Bytes::from(secret.to_string())).await {
+                Ok(_) => Ok(()),
+                // Two joins racing for one name: the loser checks again.
+                Err(StoreError::AlreadyExists(_)) => Box::pin(claim_node_name(state, node, password)).await,
+                Err(e) => Err(crate::respond::store_err(rt, &name, e)),
+            }
+        }
     }
 }

@@ -90,6 +90,19 @@ fn pem_ders(pem: &str) -> Result<Vec<Vec<u8>>, BootstrapError> {
     Ok(ders)
 }
 
+/// This machine's node password (`DIR/node-password`, made at the first
+/// join): it proves to the server that a later join under the same node
+/// name comes from the same machine.
+fn node_password(dir: &Path) -> Result<String, BootstrapError> {
+    let path = dir.join("node-password");
+    if let Some(p) = read(&path).map(|p| p.trim().to_string()).filter(|p| !p.is_empty()) {
+        return Ok(p);
+    }
+    let password: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    write(&path, &password, 0o600)?;
+    Ok(password)
+}
+
 /// Joins the cluster at `server` (or reuses the credentials of an earlier
 /// join under `dir`).
 pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, addresses: &[IpAddr]) -> Result<Credentials, BootstrapError> {
@@ -119,7 +132,13 @@ pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, 
         _ => {
             let (client_csr, client_key) = skiff_pki::new_request()?;
             let (serving_csr, serving_key) = skiff_pki::new_request()?;
-            let ask = NodeCertificateRequest { node_name: node_name.to_string(), addresses: addresses.to_vec(), client_csr, serving_csr };
+            let ask = NodeCertificateRequest {
+                node_name: node_name.to_string(),
+                addresses: addresses.to_vec(),
+                client_csr,
+                serving_csr,
+                node_password: node_password(dir)?,
+            };
             let body = serde_json::to_vec(&ask).map_err(|e| BootstrapError::Protocol(e.to_string()))?;
             let req = http::Request::post(NODE_CERTIFICATES_PATH)
                 .header("Content-Type", "application/json")
@@ -130,6 +149,7 @@ pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, 
                 kube::Error::Api(s) if s.code == 401 => {
                     BootstrapError::Protocol("the server refused the token's secret (401 Unauthorized): it is not this cluster's node token".into())
                 }
+                kube::Error::Api(s) if s.code == 403 => BootstrapError::Protocol(s.message),
                 source => BootstrapError::Api { what: "having the node's certificates signed", source },
             })?;
             let c = CertPair { cert_pem: signed.client_certificate, key_pem: client_key };

@@ -40,6 +40,11 @@ pub fn ca_hash(ca_pem: &str) -> String {
     Sha256::digest(ca_pem.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex SHA-256 of a text (a node password's record).
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

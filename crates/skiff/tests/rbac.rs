@@ -259,3 +259,24 @@ fn a_node_reads_only_what_its_pods_use_and_writes_only_itself() {
     let (allowed, _, err) = node(&["create", "-f", &common::manifest(&dir, "sneaky.yaml", plain)]);
     assert!(!allowed && err.contains("can only create mirror pods"), "{err}");
 }
+
+#[test]
+fn a_node_name_belongs_to_the_machine_that_joined_first() {
+    let s = start();
+    let token = skiff_pki::JoinToken::parse(std::fs::read_to_string(s.dir.path().join("node-token")).expect("node-token").trim()).expect("token");
+    let server = format!("https://127.0.0.1:{}", s.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let join = |dir: &std::path::Path, name: &str| {
+        rt.block_on(skiff_kubelet::bootstrap::join(&server, &token, dir, name, &["127.0.0.1".parse().expect("ip")])).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let (first, second) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    join(first.path(), "worker").expect("the first machine joins");
+    // Its certificates were made once; a new machine asks anew.
+    std::fs::remove_dir_all(first.path().join("pki")).expect("forget the certificates");
+    join(first.path(), "worker").expect("the same machine (same node password) joins again");
+    let err = join(second.path(), "worker").expect_err("another machine under the same name");
+    assert!(err.contains("node \"worker\" is already held by another machine"), "{err}");
+    join(second.path(), "worker-2").expect("another machine under its own name");
+    // The record is a Secret, encrypted at rest like the others.
+    ok(&s, &["get", "secret", "-n", "kube-system", "worker.node-password.skiff"]);
+}
