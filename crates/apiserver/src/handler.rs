@@ -22,6 +22,9 @@ use crate::metrics::Metrics;
 use crate::respond::{error, full, json_response, now, with_rv, with_warnings, Resp};
 use crate::write::{DeleteOptions, FieldValidation, Scope, WriteOptions};
 
+/// A request's body: as it arrived, or read already (for the audit log).
+pub(crate) type ReqBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>;
+
 /// Bodies over this size are refused with 413, as kube-apiserver does.
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -55,6 +58,8 @@ pub(crate) struct State {
     pub(crate) api_audiences: Vec<String>,
     /// The `--authorization-mode` chain.
     pub(crate) authorizer: Authorizer,
+    /// The audit log, when `--audit-log-path` is set.
+    pub(crate) auditor: Option<crate::audit::Auditor>,
 }
 
 /// Creates the namespaces every cluster has.
@@ -156,8 +161,10 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16, advertise: Option
 
 /// Handles one request: authenticates it, applies impersonation,
 /// authorizes it, routes it, records metrics.
-pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Request<hyper::body::Incoming>) -> Resp {
+pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Option<std::net::IpAddr>, req: Request<hyper::body::Incoming>) -> Resp {
     let started = Instant::now();
+    let received = crate::audit::now();
+    let req = req.map(http_body_util::Either::Left);
     let authenticated = match (cert, bearer(req.headers())) {
         (_, Bearer::Token(t)) => match state.tokens.user(t) {
             Some(u) => Some(u.clone()),
@@ -196,14 +203,58 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
             anonymous
         }
     };
+    let requester = user.clone();
     let user = match crate::authz::impersonation::resolve(&state.authorizer, &state.cache, user, req.headers()) {
         Ok(u) => u,
         Err(e) => return error(&e),
     };
-    if let Err(e) = state.authorizer.check(&state.cache, &user, &attrs) {
-        state.metrics.observe(metric_verb(&attrs), &attrs.resource, 403, started.elapsed().as_secs_f64());
-        return error(&e);
-    }
+    let audit = state.auditor.as_ref().map(|a| a.level(&user, &attrs)).filter(|(level, _)| *level > crate::audit::Level::None);
+    let impersonated = crate::authz::impersonation::requested(req.headers());
+    let record = audit.as_ref().map(|(level, omit)| {
+        let r = crate::audit::Request {
+            id: uuid::Uuid::new_v4().to_string(),
+            level: *level,
+            uri: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            attrs: &attrs,
+            user: if impersonated { &requester } else { &user },
+            impersonated: impersonated.then_some(&user),
+            source: peer,
+            agent: header(&req, "user-agent"),
+            received: received.clone(),
+        };
+        (r, omit.clone())
+    });
+    let emit = |stage: &str, code: Option<u16>, decision: Option<(&str, &str)>, request: Option<&Value>, response: Option<&Value>| {
+        if let (Some(auditor), Some((r, omit))) = (&state.auditor, &record) {
+            if !omit.iter().any(|o| o == stage) {
+                auditor.record(&crate::audit::event(r, stage, code, decision, request, response));
+            }
+        }
+    };
+    emit("RequestReceived", None, None, None, None);
+    let reason = match state.authorizer.authorize(&state.cache, &user, &attrs) {
+        Decision::Allow(why) => why,
+        Decision::Deny(why) | Decision::NoOpinion(why) => {
+            let e = crate::authz::forbidden(&user, &attrs, &why);
+            state.metrics.observe(metric_verb(&attrs), &attrs.resource, 403, started.elapsed().as_secs_f64());
+            emit("ResponseComplete", Some(403), Some(("forbid", &why)), None, None);
+            return error(&e);
+        }
+    };
+    // The request's body, at `Request` level and above: read here and
+    // handed on as it was.
+    let (req, request_object) = match &record {
+        Some((r, _)) if r.level >= crate::audit::Level::Request && matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) && !skiff_upgrade::is_upgrade(&req) => {
+            let (parts, body) = req.into_parts();
+            let bytes = match read_body(Request::from_parts(parts.clone(), body)).await {
+                Ok(b) => b,
+                Err(e) => return error(&e),
+            };
+            let object = body_object(&bytes);
+            (Request::from_parts(parts, http_body_util::Either::Right(http_body_util::Full::new(bytes))), object)
+        }
+        _ => (req, None),
+    };
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
     let resp = crate::respond::PROTOBUF
         .scope(protobuf, async {
@@ -213,8 +264,35 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, req: Reque
             }
         })
         .await;
-    state.metrics.observe(metric_verb(&attrs), &attrs.resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
-    resp
+    let code = resp.status().as_u16();
+    state.metrics.observe(metric_verb(&attrs), &attrs.resource, code, started.elapsed().as_secs_f64());
+    let Some((r, _)) = &record else { return resp };
+    // Watches, logs and upgraded streams go on after this answer: only
+    // their start is recorded.
+    let streaming = attrs.verb == "watch" || code == 101 || matches!(attrs.subresource.as_str(), "log" | "exec" | "attach" | "portforward" | "proxy");
+    let decision = Some(("allow", reason.as_str()));
+    if streaming {
+        emit("ResponseStarted", Some(code), decision, request_object.as_ref(), None);
+        return resp;
+    }
+    if r.level < crate::audit::Level::RequestResponse {
+        emit("ResponseComplete", Some(code), decision, request_object.as_ref(), None);
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let response_object = body_object(&bytes);
+    emit("ResponseComplete", Some(code), decision, request_object.as_ref(), response_object.as_ref());
+    Response::from_parts(parts, full(bytes))
+}
+
+/// A request's or answer's body as an object, for the audit log: JSON,
+/// Kubernetes' protobuf, or YAML.
+fn body_object(bytes: &[u8]) -> Option<Value> {
+    if bytes.starts_with(skiff_api::protobuf::MAGIC) {
+        return skiff_api::protobuf::decode(bytes).ok();
+    }
+    serde_json::from_slice::<Value>(bytes).ok().or_else(|| serde_yaml::from_slice::<Value>(bytes).ok().filter(Value::is_object))
 }
 
 /// The verb a request is counted under in `/metrics`.
@@ -235,15 +313,15 @@ fn metric_verb(a: &Attributes) -> &'static str {
     }
 }
 
-fn query_map(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
+fn query_map(req: &Request<ReqBody>) -> HashMap<String, String> {
     req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+fn header<B>(req: &Request<B>, name: &str) -> String {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-async fn route(state: &State, req: Request<hyper::body::Incoming>, user: &UserInfo) -> Result<Resp, ApiError> {
+async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<Resp, ApiError> {
     let path = req.uri().path().trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET;
@@ -272,7 +350,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>, user: &UserIn
             return Ok(r);
         }
     }
-    let post_only = |req: &Request<hyper::body::Incoming>| {
+    let post_only = |req: &Request<ReqBody>| {
         if req.method() == Method::POST {
             Ok(())
         } else {
@@ -719,7 +797,11 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-pub(crate) async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body<B>(req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     /// Past the limit the rest is read and dropped (up to this much), so
     /// the client, still sending, can read the 413 instead of a reset.
     const DRAIN: usize = 64 * 1024 * 1024;

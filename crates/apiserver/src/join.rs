@@ -29,7 +29,7 @@ pub(crate) fn is_join_path(path: &str) -> bool {
 }
 
 /// Serves a join endpoint.
-pub(crate) async fn serve(state: &crate::handler::State, req: Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+pub(crate) async fn serve(state: &crate::handler::State, req: Request<crate::handler::ReqBody>) -> Result<Resp, ApiError> {
     let join = &state.join;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/cacerts") => Ok(hyper::Response::builder()

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod audit;
 mod auth;
 mod authz;
 mod cache;
@@ -28,6 +29,7 @@ mod service_account;
 mod watch;
 mod write;
 
+pub use audit::{AuditConfig, AuditError};
 pub use auth::{TokenFile, TokenFileError};
 pub use authz::Mode as AuthorizationMode;
 
@@ -55,6 +57,9 @@ pub enum ServerError {
     /// The token file is unreadable or malformed.
     #[error("token file: {0}")]
     Tokens(#[from] TokenFileError),
+    /// The audit policy is unreadable or invalid.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The encryption configuration is unreadable or invalid.
     #[error(transparent)]
     Encryption(#[from] encryption::EncryptionError),
@@ -94,6 +99,8 @@ pub struct Config {
     pub encryption_provider_config: Option<PathBuf>,
     /// Encrypt Secrets at rest when no configuration file is given.
     pub secrets_encryption: bool,
+    /// The audit log (`--audit-log-path`, `--audit-policy-file`).
+    pub audit: Option<AuditConfig>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -214,6 +221,7 @@ impl ApiServer {
             service_accounts: skiff_pki::ServiceAccountKey::load_or_create(&pki_dir, &cfg.service_account_issuer)?,
             api_audiences: vec![cfg.service_account_issuer.clone()],
             authorizer: authz::Authorizer::new(cfg.authorization_modes.clone()),
+            auditor: cfg.audit.as_ref().map(audit::Auditor::start).transpose()?,
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as
@@ -284,14 +292,14 @@ impl ApiServer {
                     return;
                 }
             };
-            let Ok((tcp, _)) = accepted else { continue };
+            let Ok((tcp, peer)) = accepted else { continue };
             let (tls, state) = (self.tls.clone(), self.state.clone());
             tokio::spawn(async move {
                 let Ok(stream) = tls.accept(tcp).await else { return };
                 let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
                 let svc = hyper::service::service_fn(move |req| {
                     let (state, identity) = (state.clone(), identity.clone());
-                    async move { Ok::<_, std::convert::Infallible>(handler::handle(&state, identity, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(handler::handle(&state, identity, Some(peer.ip()), req).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
             });

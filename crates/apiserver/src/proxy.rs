@@ -180,7 +180,7 @@ async fn dial(state: &State, ip: &str, port: u16) -> Result<tokio_rustls::client
 }
 
 /// `pods/{name}/exec|attach|portforward`: the upgraded stream, relayed to the kubelet.
-pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: hyper::Request<hyper::body::Incoming>) -> Result<Resp, ApiError> {
+pub(crate) async fn stream(state: &State, ns: &str, name: &str, sub: &str, req: hyper::Request<crate::handler::ReqBody>) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     if !skiff_upgrade::is_upgrade(&req) {
         return Err(ApiError::bad_request("Upgrade request required"));

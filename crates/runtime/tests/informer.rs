@@ -28,6 +28,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         authorization_modes: vec![skiff_apiserver::AuthorizationMode::Node, skiff_apiserver::AuthorizationMode::Rbac],
         encryption_provider_config: None,
         secrets_encryption: true,
+        audit: None,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

@@ -431,6 +431,19 @@ struct ServerArgs {
     /// rotate it with `skiff secrets-encrypt`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     secrets_encryption: bool,
+    /// Where the audit log is written (JSON lines of audit.k8s.io/v1
+    /// Events); needs --audit-policy-file.
+    #[arg(long, requires = "audit_policy_file")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy choosing each request's level.
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Megabytes of audit log before it is rotated (0: never).
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// Rotated audit logs kept (0: all).
+    #[arg(long, default_value_t = 10)]
+    audit_log_maxbackup: usize,
     /// Addresses LoadBalancer Services get from the built-in cloud
     /// controller (default: the addresses of the nodes running their endpoints).
     #[arg(long)]
@@ -670,6 +683,15 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         service_account_issuer: args.service_account_issuer.clone(),
         encryption_provider_config: args.encryption_provider_config.clone(),
         secrets_encryption: args.secrets_encryption,
+        audit: match (&args.audit_log_path, &args.audit_policy_file) {
+            (Some(path), Some(policy)) => Some(skiff_apiserver::AuditConfig {
+                path: path.clone(),
+                policy: policy.clone(),
+                max_size_mb: args.audit_log_maxsize,
+                max_backups: args.audit_log_maxbackup,
+            }),
+            _ => None,
+        },
         authorization_modes: skiff_apiserver::AuthorizationMode::parse_list(&args.authorization_mode).map_err(|e| anyhow::anyhow!("--authorization-mode: {e}"))?,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;

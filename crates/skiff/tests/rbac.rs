@@ -280,3 +280,62 @@ fn a_node_name_belongs_to_the_machine_that_joined_first() {
     // The record is a Secret, encrypted at rest like the others.
     ok(&s, &["get", "secret", "-n", "kube-system", "worker.node-password.skiff"]);
 }
+
+#[test]
+fn the_audit_log_records_requests_at_the_policys_levels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).expect("tokens");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+         - level: None\n  userGroups: [system:nodes, system:serviceaccounts]\n\
+         - level: None\n  users: [system:kube-controller-manager, system:kube-scheduler, system:apiserver]\n\
+         - level: RequestResponse\n  resources: [{group: \"\", resources: [configmaps]}]\n\
+         - level: Metadata\n",
+    )
+    .expect("policy");
+    let log = dir.path().join("audit/audit.log");
+    let args = [
+        "--disable",
+        "scheduler",
+        "--token-auth-file",
+        tokens.to_str().expect("utf-8"),
+        "--audit-policy-file",
+        policy.to_str().expect("utf-8"),
+        "--audit-log-path",
+        log.to_str().expect("utf-8"),
+    ];
+    let s = common::start_in(tempfile::tempdir().expect("data"), &args);
+    ok(&s, &["create", "configmap", "audited", "--from-literal=k=v"]);
+    ok(&s, &["get", "pods"]);
+    let (allowed, _, _) = as_token(&s, "bob-token", &["get", "secrets"]);
+    assert!(!allowed);
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Option<serde_json::Value> { events().into_iter().find(|e| pred(e)) };
+    common::wait_for(&s, 10, |_| find(&|e| e["user"]["username"] == "bob").is_some());
+    let create = find(&|e| e["verb"] == "create" && e["objectRef"]["resource"] == "configmaps").expect("the create is recorded");
+    assert_eq!(create["kind"], "Event");
+    assert_eq!(create["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(create["stage"], "ResponseComplete");
+    assert_eq!(create["level"], "RequestResponse");
+    assert_eq!(create["user"]["username"], "admin");
+    assert_eq!(create["objectRef"]["name"], "audited", "{create}");
+    assert_eq!(create["objectRef"]["namespace"], "default");
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(create["requestObject"]["data"]["k"], "v", "the request body at RequestResponse");
+    assert_eq!(create["responseObject"]["metadata"]["name"], "audited", "the answer at RequestResponse");
+    assert_eq!(create["sourceIPs"][0], "127.0.0.1");
+    assert!(create["userAgent"].as_str().is_some_and(|a| a.starts_with("kubectl")), "{create}");
+    let list = find(&|e| e["verb"] == "list" && e["objectRef"]["resource"] == "pods").expect("the list is recorded");
+    assert_eq!(list["level"], "Metadata");
+    assert!(list.get("responseObject").is_none() && list.get("requestObject").is_none(), "Metadata carries no bodies: {list}");
+    let refused = find(&|e| e["user"]["username"] == "bob").expect("the refusal is recorded");
+    assert_eq!(refused["responseStatus"]["code"], 403);
+    assert_eq!(refused["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert!(events().iter().all(|e| e["stage"] != "RequestReceived"), "omitted stage");
+    assert!(events().iter().all(|e| e["user"]["username"] != "system:kube-controller-manager"), "None level");
+}
