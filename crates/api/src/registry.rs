@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
+use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core};
 use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
@@ -151,6 +151,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(storage::StorageClass, "storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], status: false, scale: false),
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
+    resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, ["csr"], [], status: true, scale: false),
     resource!(rbac::ClusterRole, "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], [], status: false, scale: false),
     resource!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], [], status: false, scale: false),
     resource!(rbac::Role, "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], [], status: false, scale: false),

@@ -201,6 +201,14 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age", "string", 0),
         ],
         "Role" | "ClusterRole" => vec![c("Name", "string", 0), c("Created At", "date", 0)],
+        "CertificateSigningRequest" => vec![
+            c("Name", "string", 0),
+            c("Age", "string", 0),
+            c("SignerName", "string", 0),
+            c("Requestor", "string", 0),
+            c("RequestedDuration", "string", 0),
+            c("Condition", "string", 0),
+        ],
         "RoleBinding" | "ClusterRoleBinding" => vec![
             c("Name", "string", 0),
             c("Role", "string", 0),
@@ -522,6 +530,16 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "Lease" => vec![name, json!(or_none(s(g("/spec/holderIdentity")))), json!(created)],
         "Role" | "ClusterRole" => vec![name, json!(s(g("/metadata/creationTimestamp")))],
+        "CertificateSigningRequest" => {
+            let mut conditions: Vec<String> =
+                g("/status/conditions").and_then(Value::as_array).into_iter().flatten().filter_map(|c| c.get("type").and_then(Value::as_str)).map(String::from).collect();
+            if g("/status/certificate").is_some_and(|c| c.as_str().is_some_and(|c| !c.is_empty())) {
+                conditions.push("Issued".into());
+            }
+            let condition = if conditions.is_empty() { "Pending".to_string() } else { conditions.join(",") };
+            let duration = g("/spec/expirationSeconds").and_then(Value::as_i64).map(human_duration).unwrap_or_else(|| "<none>".into());
+            vec![name, json!(created), json!(s(g("/spec/signerName"))), json!(s(g("/spec/username"))), json!(duration), json!(condition)]
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             let subjects = g("/subjects").and_then(Value::as_array).cloned().unwrap_or_default();
             let of = |kind: &str| -> String {

@@ -126,6 +126,71 @@ fn validate_metadata(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>)
     }
 }
 
+/// The usages a certificate request may ask for (kube's `KeyUsage`s).
+const CERTIFICATE_USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
+fn certificate_signing_request(obj: &Value, errs: &mut Vec<FieldError>) {
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    match spec.get("request").and_then(Value::as_str) {
+        None | Some("") => errs.push(FieldError::required("spec.request", "")),
+        Some(b64) => {
+            let pem = crate::unbase64(b64).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            if !pem.contains("-----BEGIN CERTIFICATE REQUEST-----") && !pem.contains("-----BEGIN NEW CERTIFICATE REQUEST-----") {
+                errs.push(FieldError::invalid("spec.request", "[]byte{...}", "PEM block type must be CERTIFICATE REQUEST"));
+            }
+        }
+    }
+    match spec.get("signerName").and_then(Value::as_str) {
+        None | Some("") => errs.push(FieldError::required("spec.signerName", "")),
+        Some(name) => {
+            let mut inner = Vec::new();
+            validate_qualified_name("spec.signerName", name, &mut inner);
+            if !name.contains('/') || !inner.is_empty() {
+                errs.push(FieldError::invalid("spec.signerName", name, "must be a fully qualified domain and path of the form 'example.com/signer-name'"));
+            }
+        }
+    }
+    let usages = spec.get("usages").and_then(Value::as_array).cloned().unwrap_or_default();
+    if usages.is_empty() {
+        errs.push(FieldError::required("spec.usages", "usages must be provided"));
+    }
+    for (i, u) in usages.iter().enumerate() {
+        let u = u.as_str().unwrap_or_default();
+        if !CERTIFICATE_USAGES.contains(&u) {
+            errs.push(FieldError::not_supported(format!("spec.usages[{i}]"), u, CERTIFICATE_USAGES));
+        }
+    }
+    if let Some(secs) = spec.get("expirationSeconds").and_then(Value::as_i64) {
+        if secs < 600 {
+            errs.push(FieldError::invalid("spec.expirationSeconds", secs, "may not specify a duration less than 600 seconds (10 minutes)"));
+        }
+    }
+}
+
 /// Checks a new object (`old = None`) or an update of `old`.
 pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -179,6 +244,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             None => errs.push(FieldError::required("template.spec.containers", "")),
         },
         "Role" | "ClusterRole" => crate::rbac::validate_role(rt.kind == "Role", obj, &mut errs),
+        "CertificateSigningRequest" => certificate_signing_request(obj, &mut errs),
         "RoleBinding" | "ClusterRoleBinding" => crate::rbac::validate_binding(rt.kind == "RoleBinding", obj, &mut errs),
         "PriorityClass" => {
             let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
@@ -449,6 +515,26 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
             }
         }
         "Pod" => pod_update(new, old, errs),
+        "CertificateSigningRequest" => {
+            if new.get("spec") != old.get("spec") {
+                errs.push(FieldError::forbidden("spec", "field is immutable"));
+            }
+            // A certificate, once issued, stays; an answer, once given, stays.
+            if old.pointer("/status/certificate").is_some_and(|c| !c.is_null()) && new.pointer("/status/certificate") != old.pointer("/status/certificate") {
+                errs.push(FieldError::forbidden("status.certificate", "updates may not modify existing certificate content"));
+            }
+            let answered = |v: &Value, t: &str| {
+                v.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(t)))
+            };
+            for t in ["Approved", "Denied"] {
+                if answered(old, t) && !answered(new, t) {
+                    errs.push(FieldError::forbidden("status.conditions", format!("updates may not remove a condition of type {t:?}")));
+                }
+            }
+            if answered(new, "Approved") && answered(new, "Denied") {
+                errs.push(FieldError::invalid("status.conditions", "Approved, Denied", "Approved and Denied conditions are mutually exclusive"));
+            }
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             if new.get("roleRef") != old.get("roleRef") {
                 errs.push(FieldError::invalid("roleRef", new.get("roleRef").cloned().unwrap_or(Value::Null), "cannot change roleRef"));

@@ -325,6 +325,63 @@ pub(crate) fn job(obj: &mut Value) {
     obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
 }
 
+/// A CertificateSigningRequest names who asked: the requester's user,
+/// uid, groups and extra, whatever the body said (kube's strategy).
+pub(crate) fn certificate_request(obj: &mut Value, user: &UserInfo) {
+    let spec = &mut obj["spec"];
+    spec["username"] = json!(user.name);
+    spec["groups"] = json!(user.groups);
+    match user.uid.is_empty() {
+        true => {
+            if let Some(s) = spec.as_object_mut() {
+                s.remove("uid");
+            }
+        }
+        false => spec["uid"] = json!(user.uid),
+    }
+    if user.extra.is_empty() {
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("extra");
+        }
+    } else {
+        spec["extra"] = user.extra.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>().into();
+    }
+    if let Some(s) = obj.get_mut("status").and_then(Value::as_object_mut) {
+        s.clear();
+    }
+}
+
+/// CertificateApproval and CertificateSigning: answering a request
+/// (`approval`) takes the `approve` verb, and issuing its certificate
+/// (`status`) the `sign` verb, on the `signers` resource named by the
+/// request's signer (or its domain's wildcard, `example.com/*`).
+pub(crate) fn certificate_signer(state: &State, user: &UserInfo, csr: &Value, sub: &str) -> Result<(), ApiError> {
+    let verb = if sub == "approval" { "approve" } else { "sign" };
+    let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or_default().to_string();
+    let wildcard = signer.split_once('/').map(|(d, _)| format!("{d}/*")).unwrap_or_default();
+    let may = |name: &str| {
+        let a = skiff_api::rbac::Attributes {
+            verb: verb.into(),
+            resource_request: true,
+            group: "certificates.k8s.io".into(),
+            version: "v1".into(),
+            resource: "signers".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        matches!(state.authorizer.authorize(&state.cache, user, &a), crate::authz::Decision::Allow(_))
+    };
+    if may(&signer) || may(&wildcard) {
+        return Ok(());
+    }
+    let name = csr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let mut e = ApiError::forbidden(format!(
+        "certificatesigningrequests.certificates.k8s.io {name:?} is forbidden: user not permitted to {verb} requests with signerName {signer:?}"
+    ));
+    e.details = Some(json!({"name": name, "group": "certificates.k8s.io", "kind": "certificatesigningrequests"}));
+    Err(e)
+}
+
 /// Cluster IPs and node ports in use, from the watch cache.
 fn in_use(state: &State, rt: &ResourceType) -> (HashSet<String>, HashSet<i64>) {
     let snap = state.cache.list(rt, &rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0);

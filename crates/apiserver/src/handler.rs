@@ -270,6 +270,7 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
     // Watches, logs and upgraded streams go on after this answer: only
     // their start is recorded.
     let streaming = attrs.verb == "watch" || code == 101 || matches!(attrs.subresource.as_str(), "log" | "exec" | "attach" | "portforward" | "proxy");
+    let reason = reason.text(&user);
     let decision = Some(("allow", reason.as_str()));
     if streaming {
         emit("ResponseStarted", Some(code), decision, request_object.as_ref(), None);
@@ -442,6 +443,8 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
     let scope = match sub {
         None => Scope::Main,
         Some("status") if rt.status => Scope::Status,
+        // A CertificateSigningRequest's answer lives in its status too.
+        Some("approval") if rt.kind == "CertificateSigningRequest" => Scope::Status,
         Some("scale") if rt.scale => Scope::Main,
         Some("binding" | "eviction") if rt.kind == "Pod" => Scope::All,
         Some("finalize") if rt.kind == "Namespace" => Scope::Finalize,
@@ -455,6 +458,13 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         Some(_) => return Err(ApiError::no_such_path()),
     };
     let scale = sub == Some("scale");
+    if let (Some(sub @ ("approval" | "status")), Some(name), true) = (sub, name, rt.kind == "CertificateSigningRequest") {
+        if matches!(*req.method(), Method::PUT | Method::PATCH) {
+            let kv = state.store.get(&rt.key(None, name)).await.map_err(|e| crate::respond::store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
+            let csr: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?;
+            crate::admission::certificate_signer(state, user, &csr, sub)?;
+        }
+    }
     let ns = if rt.namespaced { ns } else { None };
     let q = query_map(&req);
     let ctype = header(&req, "content-type");

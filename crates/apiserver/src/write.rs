@@ -183,6 +183,9 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
+    if rt.kind == "CertificateSigningRequest" {
+        crate::admission::certificate_request(&mut obj, &opts.user);
+    }
     // Admission counts quota usage from the watch cache: creates in a
     // namespace with quotas are serialized (through the store write) so two
     // never both take the last unit.

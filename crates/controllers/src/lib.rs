@@ -5,7 +5,9 @@
 
 #![deny(missing_docs)]
 
+pub mod certificates;
 pub mod clusterroleaggregation;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -64,6 +66,12 @@ pub struct Options {
     /// The cluster CA (PEM) published to every namespace as
     /// `kube-root-ca.crt`; `None` publishes nothing.
     pub root_ca: Option<String>,
+    /// Each controller under its own ServiceAccount
+    /// (`--use-service-account-credentials`); `None`: all as the manager.
+    pub credentials: Option<credentials::Credentials>,
+    /// The cluster CA's directory (`ca.crt`, `ca.key`), with which the
+    /// certificates API's built-in signers issue; `None`: no signing.
+    pub cluster_signing: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -76,6 +84,8 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(40),
             terminated_pod_gc_threshold: 12_500,
             root_ca: None,
+            credentials: None,
+            cluster_signing: None,
         }
     }
 }
@@ -114,30 +124,62 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
             let (client, opts, shutdown) = (client.clone(), opts.clone(), shutdown.clone());
             async move {
                 let i = Informers::start(&client, &shutdown);
+                // Each controller's client: its ServiceAccount's, or the manager's.
+                let as_account = |name: &'static str| {
+                    let (client, creds, shutdown) = (client.clone(), opts.credentials.clone(), shutdown.clone());
+                    async move {
+                        let Some(creds) = creds else { return client };
+                        match creds.client_for(&client, name, shutdown).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!(controller = name, error = %e, "no credentials for the controller: it acts as the controller manager");
+                                client
+                            }
+                        }
+                    }
+                };
                 tokio::join!(
-                    replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone(), i.clone(), shutdown.clone()),
-                    replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(client.clone(), i.clone(), shutdown.clone()),
-                    deployment::run(client.clone(), i.clone(), shutdown.clone()),
-                    job::run(client.clone(), i.clone(), shutdown.clone()),
-                    cronjob::run(client.clone(), i.clone(), shutdown.clone()),
-                    daemonset::run(client.clone(), i.clone(), shutdown.clone()),
-                    statefulset::run(client.clone(), i.clone(), shutdown.clone()),
-                    endpoints::run(client.clone(), i.clone(), shutdown.clone()),
-                    podgc::run(client.clone(), i.clone(), opts.terminated_pod_gc_threshold, shutdown.clone()),
-                    persistentvolume::run(client.clone(), i.clone(), shutdown.clone()),
-                    garbagecollector::run(client.clone(), shutdown.clone()),
-                    namespace::run(client.clone(), i.clone(), shutdown.clone()),
-                    serviceaccount::run(client.clone(), shutdown.clone()),
-                    clusterroleaggregation::run(client.clone(), shutdown.clone()),
-                    disruption::run(client.clone(), i.clone(), shutdown.clone()),
-                    resourcequota::run(client.clone(), i.clone(), shutdown.clone()),
+                    async { replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(as_account("replicaset-controller").await, i.clone(), shutdown.clone()).await },
+                    async {
+                        replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(as_account("replication-controller").await, i.clone(), shutdown.clone()).await
+                    },
+                    async { deployment::run(as_account("deployment-controller").await, i.clone(), shutdown.clone()).await },
+                    async { job::run(as_account("job-controller").await, i.clone(), shutdown.clone()).await },
+                    async { cronjob::run(as_account("cronjob-controller").await, i.clone(), shutdown.clone()).await },
+                    async { daemonset::run(as_account("daemon-set-controller").await, i.clone(), shutdown.clone()).await },
+                    async { statefulset::run(as_account("statefulset-controller").await, i.clone(), shutdown.clone()).await },
+                    async { endpoints::run(as_account("endpoint-controller").await, i.clone(), shutdown.clone()).await },
+                    async { podgc::run(as_account("pod-garbage-collector").await, i.clone(), opts.terminated_pod_gc_threshold, shutdown.clone()).await },
+                    async { persistentvolume::run(as_account("persistent-volume-binder").await, i.clone(), shutdown.clone()).await },
+                    async { garbagecollector::run(as_account("generic-garbage-collector").await, shutdown.clone()).await },
+                    async { namespace::run(as_account("namespace-controller").await, i.clone(), shutdown.clone()).await },
+                    async { serviceaccount::run(as_account("service-account-controller").await, shutdown.clone()).await },
+                    // kube runs the tokens controller with the manager's own client.
+                    serviceaccount::tokens::run(client.clone(), opts.root_ca.clone(), shutdown.clone()),
+                    async { clusterroleaggregation::run(as_account("clusterrole-aggregation-controller").await, shutdown.clone()).await },
+                    async { disruption::run(as_account("disruption-controller").await, i.clone(), shutdown.clone()).await },
+                    async { resourcequota::run(as_account("resourcequota-controller").await, i.clone(), shutdown.clone()).await },
                     async {
                         if let Some(ca) = opts.root_ca.clone() {
-                            rootcacert::run(client.clone(), ca, shutdown.clone()).await;
+                            rootcacert::run(as_account("root-ca-cert-publisher").await, ca, shutdown.clone()).await;
                         }
                     },
-                    nodeipam::run(client.clone(), &opts.cluster_cidr, shutdown.clone()),
-                    nodelifecycle::run(client.clone(), i.clone(), opts.node_monitor_grace_period, shutdown.clone()),
+                    async { nodeipam::run(as_account("node-controller").await, &opts.cluster_cidr, shutdown.clone()).await },
+                    async {
+                        let pki = match &opts.cluster_signing {
+                            Some(dir) => match skiff_pki::ClusterPki::load_or_create(dir) {
+                                Ok(p) => Some(Arc::new(p)),
+                                Err(e) => {
+                                    tracing::error!(dir = %dir.display(), error = %e, "the cluster CA cannot sign: certificate requests stay unissued");
+                                    None
+                                }
+                            },
+                            None => None,
+                        };
+                        let c = as_account("certificate-controller").await;
+                        certificates::run(c.clone(), c, pki, shutdown.clone()).await
+                    },
+                    async { nodelifecycle::run(as_account("node-controller").await, i.clone(), opts.node_monitor_grace_period, shutdown.clone()).await },
                 );
             }
         }

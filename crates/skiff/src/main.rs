@@ -481,6 +481,16 @@ struct ControllerArgs {
     /// ConfigMap; by default the one the kubeconfig trusts.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// Each controller acts as its own ServiceAccount in kube-system
+    /// (bound to its `system:controller:*` role), with tokens kept beside
+    /// the kubeconfig (`controller-credentials/`), as kube's
+    /// `--use-service-account-credentials`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    use_service_account_credentials: bool,
+    /// The directory of the cluster CA (`ca.crt`, `ca.key`) the built-in
+    /// certificate signers use (`skiff server`: its own `DATA_DIR/pki`).
+    #[arg(long)]
+    cluster_signing_dir: Option<PathBuf>,
 }
 
 impl ControllerArgs {
@@ -495,6 +505,11 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            cluster_signing: self.cluster_signing_dir.clone(),
+            credentials: self.use_service_account_credentials.then(|| skiff_controllers::credentials::Credentials {
+                kubeconfig: kubeconfig.to_path_buf(),
+                dir: kubeconfig.parent().unwrap_or(std::path::Path::new(".")).join("controller-credentials"),
+            }),
             ..Default::default()
         })
     }
@@ -706,7 +721,9 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         let kc = data_dir.join("controller-manager.kubeconfig");
         server.write_kubeconfig(&kc, "controller-manager", "system:kube-controller-manager", None)?;
         let client = skiff_runtime::client(&kc).await?;
-        components.push(tokio::spawn(skiff_controllers::run(client, args.controllers.options(true, &kc)?, shutdown.clone())));
+        let mut opts = args.controllers.options(true, &kc)?;
+        opts.cluster_signing.get_or_insert_with(|| data_dir.join("pki"));
+        components.push(tokio::spawn(skiff_controllers::run(client, opts, shutdown.clone())));
     }
     if !args.disable.iter().any(|d| d == "agent") {
         let node = args.agent.node_name();

@@ -204,6 +204,12 @@ fn samples() -> Vec<(&'static str, Value)> {
             "value": 1000, "description": "d", "preemptionPolicy": "Never"}),
         ),
         (
+            "apis/certificates.k8s.io/v1/certificatesigningrequests",
+            json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {},
+            "spec": {"request": skiff_api::base64(skiff_pki::new_request_for("pb", Some("g")).expect("csr").0.as_bytes()),
+                     "signerName": "example.com/pb", "usages": ["client auth"], "expirationSeconds": 3600}}),
+        ),
+        (
             "apis/rbac.authorization.k8s.io/v1/clusterroles",
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"labels": {"a": "b"}},
             "rules": [{"apiGroups": ["", "apps"], "resources": ["pods", "deployments/scale"], "verbs": ["get", "list"], "resourceNames": ["x"]},

@@ -211,7 +211,8 @@ fn nobody_grants_more_than_they_hold_and_impersonation_is_authorized() {
 fn aggregated_cluster_roles_follow_their_labelled_sources() {
     let s = start();
     let view_rules = || ok(&s, &["get", "clusterrole", "view", "-o", "jsonpath={.rules[*].resources}"]);
-    assert!(view_rules().contains("configmaps"), "view is filled at start: {}", view_rules());
+    // The aggregation controller fills `view` shortly after start.
+    common::wait_for(&s, 20, |_| view_rules().contains("configmaps"));
     // kubectl create clusterrole checks discovery; a manifest may name a
     // group that does not exist yet (a CRD's, installed later).
     let widgets = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: widget-viewer}\nrules: [{apiGroups: [example.com], resources: [widgets], verbs: [get, list]}]\n";
@@ -338,4 +339,102 @@ fn the_audit_log_records_requests_at_the_policys_levels() {
     assert_eq!(refused["annotations"]["authorization.k8s.io/decision"], "forbid");
     assert!(events().iter().all(|e| e["stage"] != "RequestReceived"), "omitted stage");
     assert!(events().iter().all(|e| e["user"]["username"] != "system:kube-controller-manager"), "None level");
+}
+
+#[test]
+fn controllers_act_as_their_own_service_accounts_and_legacy_token_secrets_are_filled() {
+    let s = start();
+    // Each controller has its account and acts through it: a Deployment
+    // still gets its ReplicaSet and pods (deployment-controller,
+    // replicaset-controller), while the manager itself may only read.
+    ok(&s, &["create", "deployment", "web", "--image=busybox", "--replicas=2"]);
+    common::wait_for(&s, 30, |s| kubectl(s, &["get", "pods", "-l", "app=web", "-o", "name"]).1.lines().count() == 2);
+    let accounts = ok(&s, &["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for sa in ["deployment-controller", "replicaset-controller", "namespace-controller", "generic-garbage-collector"] {
+        assert!(accounts.contains(&format!("serviceaccount/{sa}")), "{sa}: {accounts}");
+    }
+    assert_eq!(can_i(&s, &["create", "pods", "--as=system:kube-controller-manager"]), "no", "the manager writes nothing itself");
+    assert_eq!(can_i(&s, &["create", "pods", "--as=system:serviceaccount:kube-system:replicaset-controller"]), "yes");
+    assert_eq!(can_i(&s, &["create", "deployments.apps", "--as=system:serviceaccount:kube-system:replicaset-controller"]), "no");
+
+    // A legacy token Secret made by hand is filled, authenticates as its
+    // account, and its token dies with it.
+    ok(&s, &["create", "serviceaccount", "bot"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: bot-token, annotations: {kubernetes.io/service-account.name: bot}}\ntype: kubernetes.io/service-account-token\n";
+    ok(&s, &["create", "-f", &common::manifest(&dir, "secret.yaml", secret)]);
+    common::wait_for(&s, 20, |s| !kubectl(s, &["get", "secret", "bot-token", "-o", "jsonpath={.data.token}"]).1.is_empty());
+    let token = ok(&s, &["get", "secret", "bot-token", "-o", "jsonpath={.data.token}"]);
+    let token = String::from_utf8(skiff_api::unbase64(&token).expect("base64")).expect("utf-8");
+    assert!(!ok(&s, &["get", "secret", "bot-token", "-o", "jsonpath={.data.ca\\.crt}"]).is_empty(), "the CA is there too");
+    let (_, me, err) = as_token(&s, &token, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(me, "system:serviceaccount:default:bot", "{err}");
+    ok(&s, &["delete", "secret", "bot-token"]);
+    let (allowed, _, err) = as_token(&s, &token, &["auth", "whoami"]);
+    assert!(!allowed && err.contains("Unauthorized"), "the token dies with its Secret: {err}");
+}
+
+fn csr_yaml(name: &str, csr_pem: &str, signer: &str, usages: &str) -> String {
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec:\n  request: {}\n  signerName: {signer}\n  usages: [{usages}]\n  expirationSeconds: 86400\n",
+        skiff_api::base64(csr_pem.as_bytes())
+    )
+}
+
+#[test]
+fn certificate_signing_requests_are_approved_signed_and_usable() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (csr, key) = skiff_pki::new_request_for("carol", Some("ops")).expect("request");
+    ok(&s, &["create", "-f", &common::manifest(&dir, "carol.yaml", &csr_yaml("carol", &csr, "kubernetes.io/kube-apiserver-client", "client auth"))]);
+    let row = ok(&s, &["get", "csr", "carol"]);
+    assert!(row.contains("kubernetes.io/kube-apiserver-client") && row.contains("admin") && row.contains("Pending") && row.contains("24h"), "{row}");
+    // Approving takes `update` on certificatesigningrequests/approval.
+    let (approved, _, err) = as_token(&s, "alice-token", &["certificate", "approve", "carol"]);
+    assert!(!approved && err.contains("forbidden"), "{err}");
+    ok(&s, &["certificate", "approve", "carol"]);
+    common::wait_for(&s, 20, |s| !kubectl(s, &["get", "csr", "carol", "-o", "jsonpath={.status.certificate}"]).1.is_empty());
+    assert!(ok(&s, &["get", "csr", "carol"]).contains("Approved,Issued"));
+    let cert = ok(&s, &["get", "csr", "carol", "-o", "jsonpath={.status.certificate}"]);
+    let cert = String::from_utf8(skiff_api::unbase64(&cert).expect("base64")).expect("pem");
+    let (cert_file, key_file) = (dir.path().join("carol.crt"), dir.path().join("carol.key"));
+    std::fs::write(&cert_file, cert).expect("write");
+    std::fs::write(&key_file, key).expect("write");
+    let out = Command::new(kubectl_bin())
+        .args(["--kubeconfig", "/dev/null", "--server", &format!("https://127.0.0.1:{}", s.port), "--certificate-authority"])
+        .arg(s.dir.path().join("pki/ca.crt"))
+        .arg("--client-certificate")
+        .arg(&cert_file)
+        .arg("--client-key")
+        .arg(&key_file)
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+        .output()
+        .expect("kubectl");
+    let me = String::from_utf8_lossy(&out.stdout);
+    assert!(me.starts_with("carol ") && me.contains("ops"), "the issued certificate authenticates: {me} {}", String::from_utf8_lossy(&out.stderr));
+
+    // Denied: no certificate. A signer's rules broken: Failed, saying why.
+    let (other, _) = skiff_pki::new_request_for("dave", None).expect("request");
+    ok(&s, &["create", "-f", &common::manifest(&dir, "dave.yaml", &csr_yaml("dave", &other, "kubernetes.io/kube-apiserver-client", "client auth"))]);
+    ok(&s, &["certificate", "deny", "dave"]);
+    let (fake, _) = skiff_pki::new_request_for("alice", Some("system:nodes")).expect("request");
+    ok(&s, &["create", "-f", &common::manifest(&dir, "fake.yaml", &csr_yaml("fake-node", &fake, "kubernetes.io/kube-apiserver-client-kubelet", "client auth"))]);
+    ok(&s, &["certificate", "approve", "fake-node"]);
+    common::wait_for(&s, 20, |s| kubectl(s, &["get", "csr", "fake-node"]).1.contains("Failed"));
+    let why = ok(&s, &["get", "csr", "fake-node", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].message}"]);
+    assert!(why.contains("system:node:"), "{why}");
+    assert!(ok(&s, &["get", "csr", "dave"]).contains("Denied"));
+    assert!(ok(&s, &["get", "csr", "dave", "-o", "jsonpath={.status.certificate}"]).is_empty(), "a denied request gets no certificate");
+
+    // A node renewing its own client certificate is approved and issued by itself.
+    let (renewal, _) = skiff_pki::new_request_for("system:node:n1", Some("system:nodes")).expect("request");
+    let (made, _, err) = as_token(
+        &s,
+        "node-1-token",
+        &["create", "-f", &common::manifest(&dir, "renew.yaml", &csr_yaml("n1-renewal", &renewal, "kubernetes.io/kube-apiserver-client-kubelet", "client auth, digital signature"))],
+    );
+    assert!(made, "{err}");
+    common::wait_for(&s, 20, |s| kubectl(s, &["get", "csr", "n1-renewal"]).1.contains("Approved,Issued"));
+    let reason = ok(&s, &["get", "csr", "n1-renewal", "-o", "jsonpath={.status.conditions[0].reason}"]);
+    assert_eq!(reason, "AutoApproved");
 }

@@ -66,15 +66,12 @@ impl Index {
         ix
     }
 
-    /// The bindings naming this user or one of its groups, each once.
-    fn bindings_of<'a>(&'a self, user: &UserInfo) -> impl Iterator<Item = &'a Binding> + 'a {
-        let mut seen: Vec<usize> = self.by_user.get(&user.name).into_iter().flatten().copied().collect();
-        for g in &user.groups {
-            seen.extend(self.by_group.get(g).into_iter().flatten().copied());
-        }
-        seen.sort_unstable();
-        seen.dedup();
-        seen.into_iter().filter_map(|i| self.bindings.get(i))
+    /// The indexes of the bindings naming this user or one of its groups
+    /// (a binding naming both comes twice: harmless, and no allocation).
+    fn bindings_of<'a>(&'a self, user: &'a UserInfo) -> impl Iterator<Item = usize> + 'a {
+        let by_user = self.by_user.get(&user.name).into_iter().flatten().copied();
+        let by_group = user.groups.iter().flat_map(|g| self.by_group.get(g).into_iter().flatten().copied());
+        by_user.chain(by_group)
     }
 
     fn rules_of(&self, b: &Binding) -> &[PolicyRule] {
@@ -86,26 +83,36 @@ impl Index {
         rules.map(Vec::as_slice).unwrap_or_default()
     }
 
+    /// The binding (its index) that allows the user's request, if one does.
+    pub fn allowing(&self, user: &UserInfo, a: &Attributes) -> Option<usize> {
+        self.bindings_of(user).find(|&i| {
+            let b = &self.bindings[i];
+            b.namespace.as_deref().is_none_or(|ns| ns == a.namespace) && self.rules_of(b).iter().any(|r| r.allows(a))
+        })
+    }
+
+    /// Why binding `i` allowed the user, in kube's words.
+    pub fn reason(&self, i: usize, user: &UserInfo) -> String {
+        let Some(b) = self.bindings.get(i) else { return String::new() };
+        let kind = if b.namespace.is_some() { "RoleBinding" } else { "ClusterRoleBinding" };
+        let role_kind = if b.cluster_role { "ClusterRole" } else { "Role" };
+        let at = b.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
+        format!("RBAC: allowed by {kind} \"{at}{}\" of {role_kind} \"{}\" to User \"{}\"", b.name, b.role, user.name)
+    }
+
     /// Whether a binding of the user allows the request; the reason names it.
     pub fn allows(&self, user: &UserInfo, a: &Attributes) -> Option<String> {
-        for b in self.bindings_of(user) {
-            if b.namespace.as_deref().is_some_and(|ns| ns != a.namespace) {
-                continue;
-            }
-            if self.rules_of(b).iter().any(|r| r.allows(a)) {
-                let (kind, role_kind) = if b.namespace.is_some() { ("RoleBinding", "Role") } else { ("ClusterRoleBinding", "ClusterRole") };
-                let role_kind = if b.cluster_role { "ClusterRole" } else { role_kind };
-                let at = b.namespace.as_deref().map(|ns| format!("{}/", ns)).unwrap_or_default();
-                return Some(format!("RBAC: allowed by {kind} \"{at}{}\" of {role_kind} \"{}\" to User \"{}\"", b.name, b.role, user.name));
-            }
-        }
-        None
+        self.allowing(user, a).map(|i| self.reason(i, user))
     }
 
     /// Every rule that applies to the user in `namespace` (cluster-wide
     /// bindings included; `""` for cluster-wide only).
     pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
-        self.bindings_of(user)
+        let mut seen: Vec<usize> = self.bindings_of(user).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.into_iter()
+            .map(|i| &self.bindings[i])
             .filter(|b| b.namespace.as_deref().is_none_or(|ns| ns == namespace))
             .flat_map(|b| self.rules_of(b).iter().cloned())
             .collect()

@@ -20,11 +20,34 @@ use crate::cache::WatchCache;
 /// The group that is never refused.
 pub(crate) const MASTERS: &str = "system:masters";
 
+/// Why a request was allowed, put in words only when asked (reviews, the
+/// audit log): the decision itself allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum Reason {
+    /// No words (AlwaysAllow, the Node authorizer).
+    Plain,
+    /// The privileged group.
+    Masters,
+    /// An RBAC binding of the index.
+    Rbac(std::sync::Arc<rbac::Index>, usize),
+}
+
+impl Reason {
+    /// The reason in kube's words.
+    pub(crate) fn text(&self, user: &UserInfo) -> String {
+        match self {
+            Reason::Plain => String::new(),
+            Reason::Masters => format!("{MASTERS} may do anything"),
+            Reason::Rbac(index, i) => index.reason(*i, user),
+        }
+    }
+}
+
 /// One authorizer's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Decision {
     /// Allowed; the reason says by what.
-    Allow(String),
+    Allow(Reason),
     /// Refused outright (no authorizer here does; kept for the shape of kube's chain).
     #[allow(dead_code)]
     Deny(String),
@@ -76,20 +99,23 @@ impl Authorizer {
         self.modes.contains(&Mode::AlwaysAllow)
     }
 
-    /// Asks the chain.
+    /// Asks the chain (`system:masters` first, as kube's privileged-group authorizer).
     pub(crate) fn authorize(&self, cache: &WatchCache, user: &UserInfo, a: &Attributes) -> Decision {
         if user.groups.iter().any(|g| g == MASTERS) {
-            return Decision::Allow(format!("{MASTERS} may do anything"));
+            return Decision::Allow(Reason::Masters);
         }
         let mut reasons = Vec::new();
         for mode in &self.modes {
             let d = match mode {
-                Mode::AlwaysAllow => Decision::Allow(String::new()),
+                Mode::AlwaysAllow => Decision::Allow(Reason::Plain),
                 Mode::Node => node::authorize(cache, user, a),
-                Mode::Rbac => match self.rbac.index(cache).allows(user, a) {
-                    Some(why) => Decision::Allow(why),
-                    None => Decision::NoOpinion(String::new()),
-                },
+                Mode::Rbac => {
+                    let index = self.rbac.index(cache);
+                    match index.allowing(user, a) {
+                        Some(i) => Decision::Allow(Reason::Rbac(index, i)),
+                        None => Decision::NoOpinion(String::new()),
+                    }
+                }
             };
             match d {
                 Decision::NoOpinion(why) => {

@@ -13,9 +13,6 @@ use skiff_store::StoreError;
 use crate::handler::State;
 use crate::respond::now;
 
-/// The controller manager's user.
-const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
-
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 /// skiff's components that kube leaves to add-ons, with the rules they use.
@@ -42,6 +39,17 @@ const SKIFF_ROLES: &[BootstrapRole] = &[
         ],
         aggregate_from: &[],
     },
+    // What kube's controllers read through the manager's shared informers
+    // (its role lists and watches everything); skiff's controllers watch
+    // with their own clients, so their accounts read what the manager
+    // reads. Writes stay each controller's own role's.
+    BootstrapRole {
+        name: "skiff:controller:informers",
+        namespace: None,
+        labels: &[],
+        rules: &[r(&["get", "list", "watch"], &["*"], &["*"])],
+        aggregate_from: &[],
+    },
     BootstrapRole {
         name: "system:cloud-controller-manager",
         namespace: None,
@@ -58,6 +66,14 @@ const SKIFF_ROLES: &[BootstrapRole] = &[
 ];
 
 const SKIFF_BINDINGS: &[BootstrapBinding] = &[
+    // skiff's endpoints controller writes Endpoints and EndpointSlices both
+    // (kube splits them in two controllers).
+    BootstrapBinding {
+        name: "skiff:controller:endpoint-controller:endpointslices",
+        namespace: None,
+        role: ("ClusterRole", "system:controller:endpointslice-controller"),
+        subjects: &[("ServiceAccount", "endpoint-controller", "kube-system")],
+    },
     BootstrapBinding { name: "system:skiff-dns", namespace: None, role: ("ClusterRole", "system:skiff-dns"), subjects: &[("User", "system:skiff-dns", "")] },
     BootstrapBinding {
         name: "system:skiff-dns",
@@ -97,8 +113,20 @@ fn metadata(name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> Val
 
 fn role_object(role: &BootstrapRole) -> Value {
     let kind = if role.namespace.is_some() { "Role" } else { "ClusterRole" };
+    let mut rules: Vec<Value> = role.rules.iter().map(rule_json).collect();
+    // skiff's controllers write status with merge patches where kube's
+    // update whole objects: a controller role's `update` comes with
+    // `patch` (the same power over the same resources).
+    if role.name.starts_with("system:controller:") {
+        for r in &mut rules {
+            let Some(verbs) = r.get_mut("verbs").and_then(Value::as_array_mut) else { continue };
+            if verbs.iter().any(|v| v == "update") && !verbs.iter().any(|v| v == "patch" || v == "*") {
+                verbs.push(json!("patch"));
+            }
+        }
+    }
     let mut obj = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": metadata(role.name, role.namespace, role.labels),
-        "rules": role.rules.iter().map(rule_json).collect::<Vec<_>>()});
+        "rules": rules});
     if !role.aggregate_from.is_empty() {
         let selectors: Vec<Value> = role.aggregate_from.iter().map(|(k, v)| json!({"matchLabels": {*k: v}})).collect();
         obj["aggregationRule"] = json!({"clusterRoleSelectors": selectors});
@@ -129,19 +157,20 @@ pub(crate) async fn reconcile(state: &State) -> Result<(), StoreError> {
     for role in ROLES.iter().chain(SKIFF_ROLES) {
         put(state, role_object(role), "rules").await?;
     }
+    // Every controller account reads as the manager's informers do.
+    let readers: Vec<Value> = BINDINGS
+        .iter()
+        .filter(|b| b.name.starts_with("system:controller:"))
+        .flat_map(|b| b.subjects.iter())
+        .filter(|(kind, _, _)| *kind == "ServiceAccount")
+        .map(|(kind, name, ns)| json!({"kind": kind, "name": name, "namespace": ns}))
+        .collect();
+    let informers = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": metadata("skiff:controller:informers", None, &[]),
+        "roleRef": {"apiGroup": skiff_api::rbac::GROUP, "kind": "ClusterRole", "name": "skiff:controller:informers"}, "subjects": readers});
+    put(state, informers, "subjects").await?;
     for binding in BINDINGS.iter().chain(SKIFF_BINDINGS) {
-        let mut obj = binding_object(binding);
-        // skiff's controller manager runs every controller under its own
-        // identity (kube's `--use-service-account-credentials` gives each
-        // controller a ServiceAccount instead): it is bound to each
-        // controller's role beside that ServiceAccount.
-        if binding.name.starts_with("system:controller:") && binding.namespace.is_none() {
-            let me = json!({"kind": "User", "name": CONTROLLER_MANAGER, "apiGroup": skiff_api::rbac::GROUP});
-            match obj.get_mut("subjects").and_then(Value::as_array_mut) {
-                Some(list) => list.push(me),
-                None => obj["subjects"] = json!([me]),
-            }
-        }
+        let obj = binding_object(binding);
         put(state, obj, "subjects").await?;
     }
     Ok(())
@@ -222,7 +251,7 @@ mod tests {
             skiff_api::rbac::validate_binding(b.namespace.is_some(), &obj, &mut errs);
             assert!(errs.is_empty(), "{}: {errs:?}", b.name);
             let cluster = b.role.0 == "ClusterRole";
-            assert!(SKIFF_ROLES.iter().any(|r| r.name == b.role.1 && r.namespace.is_none() == cluster && (cluster || r.namespace == b.namespace)));
+            assert!(SKIFF_ROLES.iter().chain(ROLES).any(|r| r.name == b.role.1 && r.namespace.is_none() == cluster && (cluster || r.namespace == b.namespace)));
         }
     }
 }

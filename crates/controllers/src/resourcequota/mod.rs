@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ReplicationController, ResourceQuota, Secret, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 use skiff_runtime::informer::{Change, Informer};
@@ -107,10 +107,14 @@ async fn recount(client: &kube::Client, informers: &Informers, ns: &str, quotas:
         if quota.get("status") == Some(&status) {
             continue;
         }
+        // An update (kube's role grants no patch), guarded by the version counted.
         let name = q.metadata.name.clone().unwrap_or_default();
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
+        let mut next = quota.clone();
+        next["status"] = status;
+        let next: ResourceQuota = serde_json::from_value(next).map_err(kube::Error::SerdeError)?;
+        match api.replace_status(&name, &PostParams::default(), &next).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => return Err(e),
         }
     }

@@ -11,6 +11,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
+pub mod tokens;
+
 use crate::util::{on_shutdown, retry};
 use crate::Error;
 
