@@ -101,6 +101,10 @@ pub struct Config {
     pub secrets_encryption: bool,
     /// The audit log (`--audit-log-path`, `--audit-policy-file`).
     pub audit: Option<AuditConfig>,
+    /// How long the certificates the server issues itself live (serving,
+    /// components', nodes'); one year by default. Those within 90 days of
+    /// their end are renewed at start.
+    pub certificate_lifetime: Option<std::time::Duration>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -175,7 +179,11 @@ impl ApiServer {
             None => (store, None),
         };
         let pki_dir = cfg.data_dir.join("pki");
-        let pki = Arc::new(ClusterPki::load_or_create(&pki_dir)?);
+        let mut pki = ClusterPki::load_or_create(&pki_dir)?;
+        if let Some(lifetime) = cfg.certificate_lifetime {
+            pki = pki.with_leaf_lifetime(lifetime);
+        }
+        let pki = Arc::new(pki);
         // What in-cluster clients dial: the `kubernetes` Service by name and ClusterIP.
         let mut names = vec![
             "127.0.0.1".to_string(),

@@ -55,6 +55,19 @@ pub struct CertPair {
 pub struct ClusterPki {
     dir: PathBuf,
     ca: CertPair,
+    /// How long the certificates this CA issues itself live.
+    leaf_seconds: u64,
+}
+
+/// Certificates with less than this left are issued anew when loaded (at
+/// start), as k3s renews its certificates within 90 days of their end.
+pub const RENEW_WITHIN: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+/// When a PEM certificate ends (seconds since the epoch).
+pub fn not_after(cert_pem: &str) -> Option<i64> {
+    let der = pem_certs(cert_pem).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -77,9 +90,13 @@ const CA_DAYS: i64 = 3650;
 const LEAF_DAYS: i64 = 365;
 
 fn validity(params: &mut CertificateParams, days: i64) {
+    validity_seconds(params, days as u64 * 86_400);
+}
+
+fn validity_seconds(params: &mut CertificateParams, seconds: u64) {
     let now = time_now();
     params.not_before = now - std::time::Duration::from_secs(3600);
-    params.not_after = now + std::time::Duration::from_secs(days as u64 * 86_400);
+    params.not_after = now + std::time::Duration::from_secs(seconds);
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -109,7 +126,14 @@ impl ClusterPki {
             write(&crt, &pair.cert_pem, false)?;
             pair
         };
-        Ok(Self { dir, ca })
+        Ok(Self { dir, ca, leaf_seconds: LEAF_DAYS as u64 * 86_400 })
+    }
+
+    /// The same CA, issuing its own certificates for `lifetime` (one year
+    /// by default; short ones let a test watch renewals).
+    pub fn with_leaf_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.leaf_seconds = lifetime.as_secs().max(60);
+        self
     }
 
     /// The CA certificate (PEM).
@@ -126,7 +150,7 @@ impl ClusterPki {
         let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
-        validity(&mut params, LEAF_DAYS);
+        validity_seconds(&mut params, self.leaf_seconds);
         let cert = params.signed_by(&key, &issuer)?;
         Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
@@ -150,7 +174,7 @@ impl ClusterPki {
             Usage::Client { user, group } => client_params(user, group.as_deref())?,
             Usage::Server { name, names } => server_params(name, names)?,
         };
-        validity(&mut params, LEAF_DAYS);
+        validity_seconds(&mut params, self.leaf_seconds);
         csr.params = params;
         let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
@@ -176,10 +200,18 @@ impl ClusterPki {
 
     /// Loads `name.crt`/`name.key` from the PKI directory, issuing them with
     /// `issue` when absent.
+    /// A certificate within [`RENEW_WITHIN`] of its end (or unreadable) is
+    /// issued anew.
     pub fn load_or_issue(&self, name: &str, issue: impl FnOnce(&Self) -> Result<CertPair>) -> Result<CertPair> {
         let (crt, key) = (self.dir.join(format!("{name}.crt")), self.dir.join(format!("{name}.key")));
         if crt.exists() && key.exists() {
-            return Ok(CertPair { cert_pem: read(&crt)?, key_pem: read(&key)? });
+            let pair = CertPair { cert_pem: read(&crt)?, key_pem: read(&key)? };
+            let now = time_now().unix_timestamp();
+            let fresh = not_after(&pair.cert_pem).is_some_and(|end| end - now > RENEW_WITHIN.as_secs() as i64);
+            if fresh {
+                return Ok(pair);
+            }
+            tracing::info!(certificate = name, "renewing a certificate within 90 days of its end");
         }
         let pair = issue(self)?;
         write(&key, &pair.key_pem, true)?;

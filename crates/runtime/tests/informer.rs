@@ -29,6 +29,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         encryption_provider_config: None,
         secrets_encryption: true,
         audit: None,
+        certificate_lifetime: None,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

@@ -131,6 +131,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Renews a stopped server's certificates (all but the CA's), as k3s's
+    /// `certificate rotate`: the next start issues them anew.
+    Certificate {
+        /// `rotate`.
+        #[arg(value_parser = ["rotate"])]
+        action: String,
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Rotates the keys that encrypt Secrets at rest, as k3s's
     /// `secrets-encrypt`: status, prepare, rotate, reencrypt.
     SecretsEncrypt {
@@ -444,6 +454,12 @@ struct ServerArgs {
     /// Rotated audit logs kept (0: all).
     #[arg(long, default_value_t = 10)]
     audit_log_maxbackup: usize,
+    /// How long the certificates the server issues itself live (its
+    /// serving certificate, the components' and nodes' client
+    /// certificates), e.g. `8760h`; those within 90 days of their end are
+    /// renewed at start.
+    #[arg(long, value_parser = parse_duration)]
+    certificate_lifetime: Option<std::time::Duration>,
     /// Addresses LoadBalancer Services get from the built-in cloud
     /// controller (default: the addresses of the nodes running their endpoints).
     #[arg(long)]
@@ -628,6 +644,26 @@ async fn main() -> anyhow::Result<()> {
             skiff_proxy::run(client, proxy.options(&node, &dir, &cluster_cidr)?, shutdown).await;
             Ok(())
         }
+        Command::Certificate { action: _, data_dir } => {
+            let pki = data_dir.unwrap_or_else(default_data_dir).join("pki");
+            let mut renewed = Vec::new();
+            for entry in std::fs::read_dir(&pki).with_context(|| format!("reading {}", pki.display()))?.flatten() {
+                let path = entry.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                // The CA and the ServiceAccount signing key stay: what they
+                // signed must keep verifying.
+                let leaf = (name.ends_with(".crt") || name.ends_with(".key")) && !name.starts_with("ca.") && !name.starts_with("service-account");
+                if leaf {
+                    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                    if name.ends_with(".crt") {
+                        renewed.push(name.trim_end_matches(".crt").to_string());
+                    }
+                }
+            }
+            renewed.sort();
+            println!("certificates renewed at the next start: {}", renewed.join(", "));
+            Ok(())
+        }
         Command::SecretsEncrypt { step, data_dir, encryption_provider_config, timeout_seconds } => {
             let dir = data_dir.unwrap_or_else(default_data_dir);
             secrets_encrypt::run(step, &dir, encryption_provider_config, std::time::Duration::from_secs(timeout_seconds))
@@ -698,6 +734,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         service_account_issuer: args.service_account_issuer.clone(),
         encryption_provider_config: args.encryption_provider_config.clone(),
         secrets_encryption: args.secrets_encryption,
+        certificate_lifetime: args.certificate_lifetime,
         audit: match (&args.audit_log_path, &args.audit_policy_file) {
             (Some(path), Some(policy)) => Some(skiff_apiserver::AuditConfig {
                 path: path.clone(),

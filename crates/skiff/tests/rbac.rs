@@ -438,3 +438,35 @@ fn certificate_signing_requests_are_approved_signed_and_usable() {
     let reason = ok(&s, &["get", "csr", "n1-renewal", "-o", "jsonpath={.status.conditions[0].reason}"]);
     assert_eq!(reason, "AutoApproved");
 }
+
+#[test]
+fn server_certificates_renew_near_their_end_and_on_rotate() {
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let serving = |s: &Server| std::fs::read_to_string(s.dir.path().join("pki/apiserver.crt")).expect("apiserver.crt");
+    let works = |s: &Server| kubectl(s, &["get", "ns", "default", "-o", "name"]).0;
+    // Ten-minute certificates are always within 90 days of their end:
+    // every start renews them, and clients keep working.
+    let mut short = common::start_with(&["--disable", "scheduler,controllers", "--certificate-lifetime", "10m"]);
+    let first = serving(&short);
+    let end = skiff_pki::not_after(&first).expect("not after");
+    assert!((end - now() - 600).abs() < 120, "a ten-minute certificate: ends in {} s", end - now());
+    short.stop_and_start();
+    common::wait_for(&short, 20, works);
+    assert_ne!(serving(&short), first, "renewed at start");
+
+    // One-year certificates stay across restarts, until `certificate rotate`.
+    let mut s = common::start_with(&["--disable", "scheduler,controllers"]);
+    let first = serving(&s);
+    assert!(skiff_pki::not_after(&first).expect("end") - now() > 300 * 86_400);
+    s.stop_and_start();
+    common::wait_for(&s, 20, works);
+    assert_eq!(serving(&s), first, "a fresh certificate is kept");
+    s.stop();
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["certificate", "rotate", "--data-dir"]).arg(s.dir.path()).output().expect("skiff certificate rotate");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("apiserver") && !said.contains("ca,"), "{said}");
+    assert!(s.dir.path().join("pki/ca.crt").exists(), "the CA stays");
+    s.restart();
+    common::wait_for(&s, 20, works);
+    assert_ne!(serving(&s), first, "rotated");
+}
