@@ -203,13 +203,14 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
             anonymous
         }
     };
-    let requester = user.clone();
+    // The requester is kept apart only when it acts as someone else.
+    let impersonated = crate::authz::impersonation::requested(req.headers());
+    let requester = if impersonated { user.clone() } else { UserInfo::default() };
     let user = match crate::authz::impersonation::resolve(&state.authorizer, &state.cache, user, req.headers()) {
         Ok(u) => u,
         Err(e) => return error(&e),
     };
     let audit = state.auditor.as_ref().map(|a| a.level(&user, &attrs)).filter(|(level, _)| *level > crate::audit::Level::None);
-    let impersonated = crate::authz::impersonation::requested(req.headers());
     let record = audit.as_ref().map(|(level, omit)| {
         let r = crate::audit::Request {
             id: uuid::Uuid::new_v4().to_string(),

@@ -16,6 +16,9 @@ use crate::cache::WatchCache;
 pub(crate) struct Rbac {
     kinds: Option<[&'static ResourceType; 4]>,
     current: RwLock<(Vec<i64>, Arc<Index>)>,
+    /// One rebuild at a time: requests that find the index stale while
+    /// another rebuilds wait for that one instead of each building their own.
+    rebuilding: std::sync::Mutex<()>,
 }
 
 impl Rbac {
@@ -26,17 +29,21 @@ impl Rbac {
             (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
             _ => None,
         };
-        Self { kinds, current: RwLock::new((Vec::new(), Arc::new(Index::default()))) }
+        Self { kinds, current: RwLock::new((Vec::new(), Arc::new(Index::default()))), rebuilding: std::sync::Mutex::new(()) }
     }
 
     /// The index as of the cache's latest RBAC changes.
     pub(crate) fn index(&self, cache: &WatchCache) -> Arc<Index> {
         let Some(kinds) = &self.kinds else { return Arc::new(Index::default()) };
         let revs: Vec<i64> = kinds.iter().map(|rt| cache.resource_revision(rt)).collect();
-        if let Ok(cur) = self.current.read() {
-            if cur.0 == revs {
-                return cur.1.clone();
-            }
+        let fresh_enough = |revs: &[i64]| self.current.read().ok().filter(|cur| cur.0 == revs).map(|cur| cur.1.clone());
+        if let Some(index) = fresh_enough(&revs) {
+            return index;
+        }
+        let _one = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        let revs: Vec<i64> = kinds.iter().map(|rt| cache.resource_revision(rt)).collect();
+        if let Some(index) = fresh_enough(&revs) {
+            return index;
         }
         let objects = |rt: &ResourceType| -> Vec<Value> {
             cache.list(rt, &rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0).items.iter().map(|o| o.object()).collect()
