@@ -398,7 +398,13 @@ impl EncryptedStore {
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut seen: Option<SystemTime> = None;
         let mut pending = true;
+        // The report is recounted once a minute too, so it follows Secrets
+        // created since the last configuration change.
+        let mut counted = std::time::Instant::now();
         loop {
+            if counted.elapsed() >= Duration::from_secs(60) {
+                pending = true;
+            }
             let now = mtime(&path);
             if now != seen {
                 seen = now;
@@ -417,6 +423,7 @@ impl EncryptedStore {
                 match self.migrate().await {
                     Ok((rewritten, by_key)) => {
                         pending = false;
+                        counted = std::time::Instant::now();
                         let config = self.config();
                         let writes: Vec<String> = config.encrypted_prefixes().iter().filter_map(|p| config.write_prefix(p)).collect();
                         let doc = json!({"writeKeys": writes, "valuesByKey": by_key, "rewritten": rewritten, "at": chrono::Utc::now().to_rfc3339()});

@@ -277,7 +277,9 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
         emit("ResponseStarted", Some(code), decision, request_object.as_ref(), None);
         return resp;
     }
-    if r.level < crate::audit::Level::RequestResponse {
+    // A create names its object only in the answer: read it for the
+    // event's objectRef even when the level records no bodies.
+    if r.level < crate::audit::Level::RequestResponse && attrs.verb != "create" {
         emit("ResponseComplete", Some(code), decision, request_object.as_ref(), None);
         return resp;
     }

@@ -169,16 +169,7 @@ impl ClusterPki {
     /// Only the request's public key is used: subject, names and usages
     /// come from `what`, never from the request.
     pub fn sign_request(&self, csr_pem: &str, what: &Usage) -> Result<String> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let mut params = match what {
-            Usage::Client { user, group } => client_params(user, group.as_deref())?,
-            Usage::Server { name, names } => server_params(name, names)?,
-        };
-        validity_seconds(&mut params, self.leaf_seconds);
-        csr.params = params;
-        let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
-        Ok(csr.signed_by(&issuer)?.pem())
+        self.sign_request_for(csr_pem, what, self.leaf_seconds)
     }
 
     /// Signs a certificate request (PEM) for `what`, valid for `seconds`

@@ -331,6 +331,12 @@ fn the_audit_log_records_requests_at_the_policys_levels() {
     assert_eq!(create["responseObject"]["metadata"]["name"], "audited", "the answer at RequestResponse");
     assert_eq!(create["sourceIPs"][0], "127.0.0.1");
     assert!(create["userAgent"].as_str().is_some_and(|a| a.starts_with("kubectl")), "{create}");
+    ok(&s, &["create", "serviceaccount", "metadata-only"]);
+    common::wait_for(&s, 10, |_| find(&|e| e["objectRef"]["resource"] == "serviceaccounts" && e["verb"] == "create").is_some());
+    let sa = find(&|e| e["objectRef"]["resource"] == "serviceaccounts" && e["verb"] == "create").expect("recorded");
+    assert_eq!(sa["level"], "Metadata");
+    assert_eq!(sa["objectRef"]["name"], "metadata-only", "a create's name at Metadata level: {sa}");
+    assert!(sa.get("responseObject").is_none(), "{sa}");
     let list = find(&|e| e["verb"] == "list" && e["objectRef"]["resource"] == "pods").expect("the list is recorded");
     assert_eq!(list["level"], "Metadata");
     assert!(list.get("responseObject").is_none() && list.get("requestObject").is_none(), "Metadata carries no bodies: {list}");
