@@ -130,24 +130,10 @@ pub fn check(level: Level, spec: &Value, metadata: &Value) -> Vec<Violation> {
     if !privileged.is_empty() {
         push("privileged", "privileged", format!("{} must not set securityContext.privileged=true", containers_phrase(&privileged)));
     }
-    let mut added: Vec<(String, Vec<String>)> = Vec::new();
-    for (n, c) in &cs {
-        let caps: Vec<String> = c
-            .pointer("/securityContext/capabilities/add")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|cap| !BASELINE_CAPABILITIES.contains(cap))
-            .map(String::from)
-            .collect();
-        if !caps.is_empty() {
-            added.push((n.clone(), caps));
-        }
-    }
+    let added = added_capabilities(&cs, |cap| !BASELINE_CAPABILITIES.contains(&cap));
     if !added.is_empty() {
         let names: Vec<String> = added.iter().map(|(n, _)| n.clone()).collect();
-        let mut caps: Vec<String> = added.iter().flat_map(|(_, c)| c.iter().map(|c| format!("{c:?}"))).collect();
+        let mut caps: Vec<String> = added.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
         caps.dedup();
         push("capabilities_baseline", "non-default capabilities", format!("{} must not include {} in securityContext.capabilities.add", containers_phrase(&names), caps.join(", ")));
     }
@@ -306,21 +292,7 @@ pub fn check(level: Level, spec: &Value, metadata: &Value) -> Vec<Violation> {
         .filter(|(_, c)| !c.pointer("/securityContext/capabilities/drop").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "ALL")))
         .map(|(n, _)| n.clone())
         .collect();
-    let extra_caps: Vec<(String, Vec<String>)> = cs
-        .iter()
-        .filter_map(|(n, c)| {
-            let caps: Vec<String> = c
-                .pointer("/securityContext/capabilities/add")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .filter(|cap| *cap != "NET_BIND_SERVICE")
-                .map(|cap| format!("{cap:?}"))
-                .collect();
-            (!caps.is_empty()).then(|| (n.clone(), caps))
-        })
-        .collect();
+    let extra_caps = added_capabilities(&cs, |cap| cap != "NET_BIND_SERVICE");
     if !no_drop.is_empty() || !extra_caps.is_empty() {
         let mut parts = Vec::new();
         if !no_drop.is_empty() {
@@ -333,6 +305,24 @@ pub fn check(level: Level, spec: &Value, metadata: &Value) -> Vec<Violation> {
     }
     // The restricted checks replace their baseline versions.
     sorted(out, &["capabilities_baseline", "seccompProfile_baseline"])
+}
+
+/// Per container, the capabilities it adds that `forbidden` refuses, quoted.
+fn added_capabilities(cs: &[(String, &Value)], forbidden: impl Fn(&str) -> bool) -> Vec<(String, Vec<String>)> {
+    cs.iter()
+        .filter_map(|(n, c)| {
+            let caps: Vec<String> = c
+                .pointer("/securityContext/capabilities/add")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|cap| forbidden(cap))
+                .map(|cap| format!("{cap:?}"))
+                .collect();
+            (!caps.is_empty()).then(|| (n.clone(), caps))
+        })
+        .collect()
 }
 
 fn sorted(mut out: Vec<(&str, Violation)>, overridden: &[&str]) -> Vec<Violation> {

@@ -235,7 +235,7 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
     emit("RequestReceived", None, None, None, None);
     let reason = match state.authorizer.authorize(&state.cache, &user, &attrs) {
         Decision::Allow(why) => why,
-        Decision::Deny(why) | Decision::NoOpinion(why) => {
+        Decision::NoOpinion(why) => {
             let e = crate::authz::forbidden(&user, &attrs, &why);
             state.metrics.observe(metric_verb(&attrs), &attrs.resource, 403, started.elapsed().as_secs_f64());
             emit("ResponseComplete", Some(403), Some(("forbid", &why)), None, None);

@@ -189,7 +189,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     // Admission counts quota usage from the watch cache: creates in a
     // namespace with quotas are serialized (through the store write) so two
     // never both take the last unit.
-    let quota_ns = ns.filter(|n| !crate::admission::quota::in_namespace(state, "", "resourcequotas", n).is_empty());
+    let quota_ns = ns.filter(|n| crate::admission::quota::has_quota(state, n));
     let _counting = if quota_ns.is_some() && !opts.dry_run { Some(state.quota_lock.lock().await) } else { None };
     if quota_ns.is_some() {
         state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;

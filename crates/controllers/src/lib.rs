@@ -138,6 +138,8 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                         }
                     }
                 };
+                // nodeipam and nodelifecycle are both kube's node-controller: one account, one token.
+                let node_controller = as_account("node-controller").await;
                 tokio::join!(
                     async { replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(as_account("replicaset-controller").await, i.clone(), shutdown.clone()).await },
                     async {
@@ -164,7 +166,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                             rootcacert::run(as_account("root-ca-cert-publisher").await, ca, shutdown.clone()).await;
                         }
                     },
-                    async { nodeipam::run(as_account("node-controller").await, &opts.cluster_cidr, shutdown.clone()).await },
+                    nodeipam::run(node_controller.clone(), &opts.cluster_cidr, shutdown.clone()),
                     async {
                         let pki = match &opts.cluster_signing {
                             Some(dir) => match skiff_pki::ClusterPki::load_or_create(dir) {
@@ -179,7 +181,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                         let c = as_account("certificate-controller").await;
                         certificates::run(c.clone(), c, pki, shutdown.clone()).await
                     },
-                    async { nodelifecycle::run(as_account("node-controller").await, i.clone(), opts.node_monitor_grace_period, shutdown.clone()).await },
+                    nodelifecycle::run(node_controller, i.clone(), opts.node_monitor_grace_period, shutdown.clone()),
                 );
             }
         }

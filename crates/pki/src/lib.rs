@@ -297,15 +297,20 @@ pub enum Usage {
 /// subject, so several O attributes cannot be written (they can be read).
 fn client_params(cn: &str, group: Option<&str>) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    if let Some(g) = group {
-        dn.push(DnType::OrganizationName, g);
-    }
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
+    params.distinguished_name = subject(cn, group);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     Ok(params)
+}
+
+/// A subject naming `cn` in organization `org`.
+fn subject(cn: &str, org: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn.push(DnType::CommonName, cn);
+    dn
 }
 
 /// Certificate parameters for a server with the given DNS names and IPs.
@@ -339,12 +344,7 @@ pub fn new_request() -> Result<(String, String)> {
 pub fn new_request_for(cn: &str, org: Option<&str>) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    if let Some(o) = org {
-        dn.push(DnType::OrganizationName, o);
-    }
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
+    params.distinguished_name = subject(cn, org);
     let csr = params.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_pem()))
 }

@@ -189,6 +189,12 @@ impl PolicyRule {
         role.get("rules").and_then(Value::as_array).map(|r| r.iter().map(Self::from_json).collect()).unwrap_or_default()
     }
 
+    /// A rule of the bootstrap policy.
+    pub fn from_bootstrap(r: &bootstrap::Rule) -> Self {
+        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        PolicyRule { verbs: own(r.verbs), groups: own(r.groups), resources: own(r.resources), names: own(r.names), urls: own(r.urls) }
+    }
+
     /// The rule as JSON.
     pub fn to_json(&self) -> Value {
         let mut o = serde_json::Map::new();

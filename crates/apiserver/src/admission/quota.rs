@@ -18,10 +18,17 @@ use skiff_api::{ApiError, ResourceType};
 use crate::handler::State;
 
 /// The objects of one kind in a namespace, from the watch cache.
-pub(crate) fn in_namespace(state: &State, group: &str, plural: &str, ns: &str) -> Vec<Value> {
+fn in_namespace(state: &State, group: &str, plural: &str, ns: &str) -> Vec<Value> {
     let Some(rt) = skiff_api::registry::find(group, "v1", plural) else { return Vec::new() };
     let prefix = format!("{}{ns}/", rt.key_prefix());
     state.cache.list(rt, &prefix, &LabelSelector::default(), &FieldSelector::default(), 0).items.iter().map(|o| o.object()).collect()
+}
+
+/// Whether a namespace has any ResourceQuota (one cache lookup, nothing copied).
+pub(crate) fn has_quota(state: &State, ns: &str) -> bool {
+    let Some(rt) = skiff_api::registry::find("", "v1", "resourcequotas") else { return false };
+    let prefix = format!("{}{ns}/", rt.key_prefix());
+    !state.cache.list(rt, &prefix, &LabelSelector::default(), &FieldSelector::default(), 1).items.is_empty()
 }
 
 fn forbidden(rt: &ResourceType, name: &str, errors: &[String]) -> ApiError {

@@ -48,9 +48,6 @@ impl Reason {
 pub(crate) enum Decision {
     /// Allowed; the reason says by what.
     Allow(Reason),
-    /// Refused outright (no authorizer here does; kept for the shape of kube's chain).
-    #[allow(dead_code)]
-    Deny(String),
     /// No opinion; the reason, if any, is told to the client on refusal.
     NoOpinion(String),
 }
@@ -133,7 +130,7 @@ impl Authorizer {
     pub(crate) fn check(&self, cache: &WatchCache, user: &UserInfo, a: &Attributes) -> Result<(), ApiError> {
         match self.authorize(cache, user, a) {
             Decision::Allow(_) => Ok(()),
-            Decision::Deny(why) | Decision::NoOpinion(why) => Err(forbidden(user, a, &why)),
+            Decision::NoOpinion(why) => Err(forbidden(user, a, &why)),
         }
     }
 }

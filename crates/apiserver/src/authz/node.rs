@@ -28,13 +28,7 @@ pub(crate) fn rules() -> &'static [PolicyRule] {
             .filter(|r| r.name == "system:node" && r.namespace.is_none())
             .flat_map(|r| r.rules.iter())
             .chain(SKIFF_NODE_RULES.iter())
-            .map(|r| PolicyRule {
-                verbs: r.verbs.iter().map(|s| s.to_string()).collect(),
-                groups: r.groups.iter().map(|s| s.to_string()).collect(),
-                resources: r.resources.iter().map(|s| s.to_string()).collect(),
-                names: r.names.iter().map(|s| s.to_string()).collect(),
-                urls: r.urls.iter().map(|s| s.to_string()).collect(),
-            })
+            .map(PolicyRule::from_bootstrap)
             .collect()
     })
 }

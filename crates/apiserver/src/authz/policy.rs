@@ -90,14 +90,8 @@ const SKIFF_BINDINGS: &[BootstrapBinding] = &[
 ];
 
 /// A rule as JSON.
-pub(crate) fn rule_json(rule: &Rule) -> Value {
-    let mut o = json!({"verbs": rule.verbs});
-    for (key, list) in [("apiGroups", rule.groups), ("resources", rule.resources), ("resourceNames", rule.names), ("nonResourceURLs", rule.urls)] {
-        if !list.is_empty() {
-            o[key] = json!(list);
-        }
-    }
-    o
+fn rule_json(rule: &Rule) -> Value {
+    skiff_api::rbac::PolicyRule::from_bootstrap(rule).to_json()
 }
 
 fn metadata(name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> Value {

@@ -92,7 +92,6 @@ pub(crate) fn access(state: &State, kind: Review, namespace: Option<&str>, reque
     };
     let status = match state.authorizer.authorize(&state.cache, &user, &attrs) {
         Decision::Allow(why) => json!({"allowed": true, "reason": why.text(&user)}),
-        Decision::Deny(why) => json!({"allowed": false, "denied": true, "reason": why}),
         Decision::NoOpinion(why) if why.is_empty() => json!({"allowed": false}),
         Decision::NoOpinion(why) => json!({"allowed": false, "reason": why}),
     };
