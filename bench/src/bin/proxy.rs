@@ -2,11 +2,13 @@
 //! own (nothing on the host is touched):
 //!
 //! 1. full sync at 10,000 Services × 10 endpoints: render time, ruleset
-//!    size, and the `nft -f` transaction's time; then one endpoint changed
-//!    (a partial sync) at that size;
+//!    size, and the netlink transaction's time (beside `nft -f` of the same
+//!    transaction's text); then one endpoint changed (a partial sync) at
+//!    that size;
 //! 2. the same full sync at 2,000 Services in kube-proxy's own nftables
 //!    layout (a chain per endpoint, an anonymous `numgen … vmap` per
-//!    Service), rendered by this benchmark for comparison, beside skiff's;
+//!    Service), rendered by this benchmark for comparison and applied with
+//!    `nft -f`, beside skiff's;
 //! 3. network programming latency through the real stack: `skiff server`
 //!    with 1,000 Services × 10 endpoints, an EndpointSlice changed through
 //!    the API, and a probe connection to the ClusterIP until the new
@@ -24,6 +26,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use skiff_bench::{in_own_netns, ms, start_skiff};
 use skiff_proxy::model::{Endpoint, Protocol, ServicePort};
+use skiff_proxy::nft::Transaction;
 use skiff_proxy::rules::{render, RuleConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,59 +76,72 @@ fn kube_proxy_layout(ports: &[ServicePort], table: &str) -> String {
     s
 }
 
-async fn timed_apply(script: &str) -> anyhow::Result<Duration> {
+async fn timed_apply(tx: &Transaction) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    skiff_proxy::nft::apply(script).await?;
+    tx.clone().apply().await?;
+    Ok(t.elapsed())
+}
+
+/// Applies an nft script with `nft -f`, timed.
+fn timed_nft(script: &str) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    let t = Instant::now();
+    let mut child = std::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().context("nft")?;
+    child.stdin.take().context("stdin")?.write_all(script.as_bytes())?;
+    anyhow::ensure!(child.wait()?.success(), "nft -f failed");
     Ok(t.elapsed())
 }
 
 async fn rules_at_scale() -> anyhow::Result<()> {
-    let cfg = RuleConfig { table: "skiff-proxy-bench".into(), cluster_cidr: Some("10.42.0.0/16".into()), nodeport_addresses: vec![] };
+    let cfg = RuleConfig { table: "skiff-proxy-bench".into(), cluster_cidr: Some("10.42.0.0/16".parse()?), nodeport_addresses: vec![] };
     for services in [1_000usize, 10_000] {
         let p = ports(services, 10);
         let t = Instant::now();
         let r = render(&p, &cfg);
-        let script = r.full_script(&cfg.table);
+        let tx = r.full(&cfg.table);
         let rendered = t.elapsed();
-        let applied = timed_apply(&script).await?;
+        let script = tx.to_string();
+        let by_nft = timed_nft(&script)?;
+        let applied = timed_apply(&tx).await?;
         println!(
-            "full sync, {services} Services x 10 endpoints: {} rules+elements, {:.1} MB script, render {:.0} ms, nft {:.0} ms",
+            "full sync, {services} Services x 10 endpoints: {} rules+elements, render {:.0} ms, netlink transaction {:.0} ms (nft -f of the same {:.1} MB script: {:.0} ms)",
             r.size(),
-            script.len() as f64 / 1e6,
             ms(rendered),
-            ms(applied)
+            ms(applied),
+            script.len() as f64 / 1e6,
+            ms(by_nft)
         );
         if services == 10_000 {
             // The proxy's own path: only the changed port rendered and compared.
             let (mut applied, _) = skiff_proxy::rules::Applied::full(&p, &cfg);
-            let (mut times, mut cpu, mut nft) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut times, mut cpu, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
             let mut q = p.clone();
             for k in 0..20 {
                 q[k * 97].endpoints[3].ip = Ipv4Addr::new(10, 99, 0, k as u8 + 1);
                 let t = Instant::now();
                 let diff = applied.partial(&q).context("a partial sync")?;
                 cpu.push(t.elapsed());
-                nft.push(timed_apply(&diff).await?);
+                kernel.push(timed_apply(&diff).await?);
                 times.push(t.elapsed());
             }
-            for v in [&mut times, &mut cpu, &mut nft] {
+            for v in [&mut times, &mut cpu, &mut kernel] {
                 v.sort();
             }
             println!(
-                "partial sync, one endpoint changed at 10000 Services: median {:.1} ms (render + diff {:.1} ms, nft {:.1} ms), max {:.1} ms",
+                "partial sync, one endpoint changed at 10000 Services: median {:.2} ms (render + diff {:.2} ms, netlink {:.2} ms), max {:.2} ms",
                 ms(times[times.len() / 2]),
                 ms(cpu[cpu.len() / 2]),
-                ms(nft[nft.len() / 2]),
+                ms(kernel[kernel.len() / 2]),
                 ms(times[times.len() - 1])
             );
         }
     }
     skiff_proxy::nft::delete_table(&cfg.table).await?;
     let p = ports(2_000, 10);
-    let ours = timed_apply(&render(&p, &cfg).full_script(&cfg.table)).await?;
-    let theirs = timed_apply(&kube_proxy_layout(&p, "kube-proxy-layout")).await?;
+    let ours = timed_apply(&render(&p, &cfg).full(&cfg.table)).await?;
+    let theirs = timed_nft(&kube_proxy_layout(&p, "kube-proxy-layout"))?;
     println!(
-        "2000 Services x 10 endpoints, one nft transaction: skiff's layout {:.0} ms, kube-proxy's layout {:.0} ms (ratio {:.1}x)",
+        "2000 Services x 10 endpoints, one transaction: skiff's layout by netlink {:.0} ms, kube-proxy's layout by nft -f {:.0} ms (ratio {:.1}x)",
         ms(ours),
         ms(theirs),
         theirs.as_secs_f64() / ours.as_secs_f64()

@@ -1,7 +1,7 @@
 //! skiff's kube-proxy. It watches Services and EndpointSlices through the
 //! shared informer and programs nftables as kube-proxy's nftables mode
 //! does (see [`rules`] for the layout): one table of its own, each sync one
-//! atomic `nft -f` transaction, syncs batched so that no more than one runs
+//! atomic nftables transaction sent over netlink ([`nft`]), syncs batched so that no more than one runs
 //! at a time and at most `min_sync_period` passes between a change and its
 //! rules, partial where only some Service ports changed, full at start and
 //! after a failed transaction. `/healthz` and `/metrics` are served as
@@ -33,9 +33,9 @@ pub struct Options {
     /// The nftables table (family `ip`) it owns.
     pub table: String,
     /// The pod network's range (`--cluster-cidr`).
-    pub cluster_cidr: Option<String>,
+    pub cluster_cidr: Option<nft::Cidr>,
     /// CIDRs of the node addresses NodePorts answer on (empty: all).
-    pub nodeport_addresses: Vec<String>,
+    pub nodeport_addresses: Vec<nft::Cidr>,
     /// Least time between two syncs.
     pub min_sync_period: Duration,
     /// Where `/healthz` and `/metrics` are served (None: not at all).
@@ -82,7 +82,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
     }
     let checks = health::ServiceChecks::new(shutdown.clone());
     let mut changes = futures::stream::select(services.changes().map(Event::from), slices.changes().map(Event::from));
-    let cfg = rules::RuleConfig { table: opts.table.clone(), cluster_cidr: opts.cluster_cidr.clone(), nodeport_addresses: opts.nodeport_addresses.clone() };
+    let cfg = rules::RuleConfig { table: opts.table.clone(), cluster_cidr: opts.cluster_cidr, nodeport_addresses: opts.nodeport_addresses.clone() };
     let mut shutdown = shutdown;
     let (mut services_synced, mut slices_synced) = (false, false);
     // When the oldest change not yet in the rules arrived.
@@ -110,14 +110,14 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                 let eps = slices.store().state();
                 let ports = model::service_ports(svcs.iter().map(|s| s.as_ref()), eps.iter().map(|s| s.as_ref()), &opts.node_name);
                 let started = Instant::now();
-                let (state, script, full) = match applied.take().and_then(|mut a| a.partial(&ports).map(|d| (a, d))) {
+                let (state, tx, full) = match applied.take().and_then(|mut a| a.partial(&ports).map(|d| (a, d))) {
                     Some((a, d)) => (a, d, false),
                     None => {
-                        let (a, script) = rules::Applied::full(&ports, &cfg);
-                        (a, script, true)
+                        let (a, tx) = rules::Applied::full(&ports, &cfg);
+                        (a, tx, true)
                     }
                 };
-                let result = if script.is_empty() { Ok(()) } else { nft::apply(&script).await };
+                let result = if tx.is_empty() { Ok(()) } else { tx.apply().await };
                 let took = started.elapsed();
                 last_sync = Some(Instant::now());
                 match result {

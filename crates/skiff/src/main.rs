@@ -359,14 +359,16 @@ impl ProxyArgs {
         } else {
             Some(self.healthz_bind_address.parse().with_context(|| format!("--healthz-bind-address {:?}", self.healthz_bind_address))?)
         };
-        for c in &self.nodeport_addresses {
-            c.parse::<skiff_api::cidr::Cidr>().map_err(|e| anyhow::anyhow!("--nodeport-addresses: {e}"))?;
-        }
+        let nodeport_addresses = self
+            .nodeport_addresses
+            .iter()
+            .map(|c| c.parse::<skiff_proxy::nft::Cidr>().map_err(|e| anyhow::anyhow!("--nodeport-addresses: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         cluster_cidr.parse::<skiff_api::cidr::Cidr>().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
         Ok(skiff_proxy::Options {
             table: skiff_proxy::table_for(agent_dir),
-            cluster_cidr: Some(cluster_cidr.to_string()),
-            nodeport_addresses: self.nodeport_addresses.clone(),
+            cluster_cidr: Some(cluster_cidr.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?),
+            nodeport_addresses,
             min_sync_period: self.min_sync_period,
             healthz_bind_address: healthz,
             ..skiff_proxy::Options::new(node_name)

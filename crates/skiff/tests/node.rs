@@ -1089,6 +1089,13 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: web-internal}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: db}
 spec:
   clusterIP: None
@@ -1190,6 +1197,17 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
         answered.insert(w.split(' ').next().unwrap_or_default().to_string());
     }
     assert_eq!(answered.len(), 3, "every endpoint answers: {answered:?}");
+    // A plain ClusterIP Service is data in the proxy's maps (no chain of
+    // its own): it answers and spreads as well.
+    let internal_ip = jsonpath(s, &["svc", "web-internal"], "{.spec.clusterIP}");
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        let host = ["web-internal", internal_ip.as_str()][i % 2];
+        let w = who(s, "client", host, "80");
+        assert!(w.starts_with("web-"), "{host}: {w}");
+        answered.insert(w.split(' ').next().unwrap_or_default().to_string());
+    }
+    assert_eq!(answered.len(), 3, "every endpoint answers web-internal: {answered:?}");
 
     // DNS: a headless StatefulSet's pod, SRV, ExternalName, NXDOMAIN, forwarding.
     let db0 = jsonpath(s, &["pod", "db-0"], "{.status.podIP}");
@@ -1235,6 +1253,8 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     let web0 = jsonpath(s, &["pods", "-l", "app=web"], "{.items[0].metadata.name}");
     let (_, out, _) = sh(s, &web0, &format!("for i in $(seq 40); do printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 | tail -1; done"));
     assert!(out.lines().any(|l| l.starts_with(&web0)), "{web0} reached itself: {out}");
+    let (_, out, _) = sh(s, &web0, &format!("for i in $(seq 40); do printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {internal_ip} 80 | tail -1; done"));
+    assert!(out.lines().any(|l| l.starts_with(&web0)), "{web0} reached itself through web-internal: {out}");
 
     // sessionAffinity: ClientIP sticks to one endpoint.
     ok(s, &["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]);
@@ -1271,6 +1291,8 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
         .and_then(|t| t.trim().trim_start_matches("0m").trim().trim_end_matches('s').parse().ok())
         .unwrap_or(99.0);
     assert!(real < 1.0, "refused within 1 s, not after a timeout: {out}");
+    let (_, out, _) = sh(s, "client", &format!("nc -w 5 {internal_ip} 80 </dev/null"));
+    assert!(out.contains("refused"), "web-internal without endpoints refuses too: {out}");
     ok(s, &["scale", "deploy", "web", "--replicas=1"]);
     wait_until(s, 60, "a web pod ready", |s| {
         jsonpath(s, &["pods", "-l", "app=web"], "{.items[*].status.conditions[?(@.type==\"Ready\")].status}").contains("True")
@@ -1283,7 +1305,8 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     assert!(served_after < 4.0, "served within seconds of Ready: {served_after:.2} s");
 
     // The proxy's table is its own; someone else's is untouched.
-    assert!(nft_list(&table).contains("service-default/web/tcp/http"), "the proxy's table holds the Service");
+    let rules = nft_list(&table);
+    assert!(rules.contains("service-default/web/tcp/http") && rules.contains("chain pick-1"), "the proxy's table holds the Services: {rules}");
     assert!(nft_list(&foreign.0).contains("ip daddr 192.0.2.1"), "another table is untouched by syncs");
     // Removing the proxy: the pods go first (the server deletes them), then
     // the server, so no sync runs after the cleanup.
