@@ -3,8 +3,9 @@
 //! does (see [`rules`] for the layout): one table of its own, each sync one
 //! atomic nftables transaction sent over netlink ([`nft`]), syncs batched so that no more than one runs
 //! at a time and at most `min_sync_period` passes between a change and its
-//! rules, partial where only some Service ports changed, full at start and
-//! after a failed transaction. `/healthz` and `/metrics` are served as
+//! rules, partial where only some Service ports changed, full at start,
+//! after a failed transaction and when a periodic look finds the table
+//! changed from outside. `/healthz` and `/metrics` are served as
 //! kube-proxy serves them (port 10256).
 
 #![deny(missing_docs)]
@@ -89,6 +90,11 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
     let mut pending: Option<Instant> = None;
     let mut last_sync: Option<Instant> = None;
     let mut applied: Option<rules::Applied> = None;
+    // The table's handle since the last full sync, to notice a table that
+    // someone else deleted or replaced.
+    let mut handle: Option<u64> = None;
+    let mut check = tokio::time::interval(TABLE_CHECK_PERIOD);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let due = match (pending, last_sync) {
             (Some(_), Some(last)) if services_synced && slices_synced => Some(last + opts.min_sync_period),
@@ -123,6 +129,9 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                 match result {
                     Ok(()) => {
                         tracing::debug!(full, ports = ports.len(), size = state.size(), seconds = took.as_secs_f64(), "synced proxy rules");
+                        if full {
+                            handle = look(&cfg.table).await.map(|l| l.handle);
+                        }
                         health.synced(took, since.elapsed(), full);
                         checks.update(&ports);
                         applied = Some(state);
@@ -134,8 +143,38 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     }
                 }
             }
+            _ = check.tick(), if applied.is_some() && pending.is_none() => {
+                let expected = applied.as_ref().map_or(0, rules::Applied::objects);
+                let seen = look(&cfg.table).await;
+                let intact = seen.is_some_and(|l| Some(l.handle) == handle && l.chains as usize == expected && l.rules > 0);
+                if !intact {
+                    tracing::warn!(table = %cfg.table, ?seen, expected, "the proxy's table was changed from outside; a full sync follows");
+                    applied = None;
+                    pending = Some(Instant::now());
+                }
+            }
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
         }
+    }
+}
+
+/// How often the proxy looks whether its table is as it left it (a table
+/// deleted or replaced, chains or sets added or removed, the dispatch
+/// chain flushed: then it syncs in full). One look is two small netlink
+/// requests.
+pub const TABLE_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+/// [`nft::netlink::look`] at `table`'s dispatch chain, on a blocking thread
+/// (`None` also when the look fails: the next sync is then a full one).
+async fn look(table: &str) -> Option<nft::netlink::TableLook> {
+    let table = table.to_string();
+    match tokio::task::spawn_blocking(move || nft::netlink::look(&table, "services")).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "looking at the proxy's table failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 

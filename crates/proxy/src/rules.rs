@@ -285,6 +285,8 @@ pub struct Applied {
     cfg: RuleConfig,
     ports: HashMap<String, (ServicePort, Ruleset)>,
     refs: Refs,
+    /// The chains and sets every table has.
+    base_objects: usize,
 }
 
 impl Applied {
@@ -292,6 +294,7 @@ impl Applied {
     pub fn full(ports: &[ServicePort], cfg: &RuleConfig) -> (Self, Transaction) {
         let mut whole = Ruleset::default();
         base(&mut whole, cfg);
+        let base_objects = whole.chains.len() + whole.sets.len();
         let mut map = HashMap::with_capacity(ports.len());
         let mut refs = Refs::new();
         for p in ports {
@@ -307,7 +310,7 @@ impl Applied {
             whole.merge(&f);
             map.insert(p.id.clone(), (p.clone(), f));
         }
-        (Self { cfg: cfg.clone(), ports: map, refs }, whole.full(&cfg.table))
+        (Self { cfg: cfg.clone(), ports: map, refs, base_objects }, whole.full(&cfg.table))
     }
 
     /// The partial transaction from what is applied to `ports`, or `None`
@@ -343,6 +346,13 @@ impl Applied {
     /// Rules and elements in total.
     pub fn size(&self) -> usize {
         self.ports.values().map(|(_, f)| f.size()).sum()
+    }
+
+    /// The chains and sets the table holds (what the kernel counts as its
+    /// `use`), to tell whether someone else changed it.
+    pub fn objects(&self) -> usize {
+        let shared = self.refs.keys().filter(|k| matches!(k, Shared::Chain(_))).count();
+        self.base_objects + shared + self.ports.values().map(|(_, f)| f.chains.len() + f.sets.len()).sum::<usize>()
     }
 }
 

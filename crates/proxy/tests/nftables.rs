@@ -37,18 +37,29 @@ impl Netns {
         Self(name)
     }
 
-    /// Applies `tx` over netlink from a thread inside the namespace.
-    fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
+    /// Runs `f` on a thread inside the namespace.
+    fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("the namespace's file");
                 // Only this thread moves into the namespace.
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                tx.apply_blocking()
+                f()
             })
             .join()
             .expect("the netlink thread")
         })
+    }
+
+    /// Applies `tx` over netlink from inside the namespace.
+    fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
+        self.inside(|| tx.apply_blocking())
+    }
+
+    /// Runs `nft ARGS` inside the namespace.
+    fn nft_cmd(&self, args: &[&str]) {
+        let out = Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().expect("nft");
+        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Applies `tx`'s text with nft itself.
@@ -62,6 +73,11 @@ impl Netns {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// [`skiff_proxy::nft::netlink::look`] at `table`'s `services` chain, from inside.
+    fn look(&self, table: &str) -> Option<skiff_proxy::nft::netlink::TableLook> {
+        self.inside(|| skiff_proxy::nft::netlink::look(table, "services").expect("look"))
     }
 
     fn list(&self) -> String {
@@ -161,8 +177,20 @@ fn every_kind_of_service_port_programs_as_nft_would_and_partial_syncs_agree_with
     let partial = applied.partial(std::slice::from_ref(&after_port)).expect("partial");
     assert!(!partial.to_string().contains("nat-prerouting"), "only what changed: {partial}");
     incremental.apply(&partial).expect("the incremental partial sync applies");
+    let look = incremental.look(&cfg.table).expect("the table is there");
+    assert_eq!(look.chains as usize, applied.objects(), "the kernel counts the chains and sets the proxy expects");
+    assert!(look.rules >= 2, "{look:?}");
     assert!(applied.partial(&[after_port]).is_some_and(|t| t.is_empty()), "nothing changed, nothing to do");
     assert_eq!(incremental.list(), listed, "and so does the incremental path");
+
+    // Changes from outside show in a look: a flushed chain, a table made
+    // again, a table gone.
+    incremental.nft_cmd(&["flush", "chain", "ip", &cfg.table, "services"]);
+    assert_eq!(incremental.look(&cfg.table).map(|l| l.rules), Some(0));
+    incremental.nft_cmd(&["delete", "table", "ip", &cfg.table]);
+    assert_eq!(incremental.look(&cfg.table), None, "a deleted table");
+    incremental.apply(&after.full(&cfg.table)).expect("full");
+    assert_ne!(incremental.look(&cfg.table).map(|l| l.handle), Some(look.handle), "a table made again has a new handle");
 }
 
 #[test]

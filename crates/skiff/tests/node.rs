@@ -1265,6 +1265,14 @@ fn services_reach_pods_by_name_and_address_through_the_proxy_and_cluster_dns() {
     assert_eq!(stuck.len(), 1, "ClientIP affinity: {out}");
     ok(s, &["patch", "svc", "web", "-p", r#"{"spec":{"sessionAffinity":"None"}}"#]);
 
+    // Someone else flushes the proxy's table: the proxy notices within its
+    // check period and writes it again in full.
+    let flushed = std::process::Command::new("nft").args(["flush", "table", "ip", &table]).output().expect("nft");
+    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    let at = Instant::now();
+    wait_until(s, 30, "web-internal answers again after its table was flushed from outside", |s| who(s, "client", &internal_ip, "80").starts_with("web-"));
+    eprintln!("rules back {:.1} s after the flush", at.elapsed().as_secs_f64());
+
     // The proxy's own endpoints.
     let health = http_get(healthz, "/healthz");
     assert!(health.lines().next().is_some_and(|l| l.contains(" 200 ")) && health.contains("\"lastUpdated\""), "{health}");

@@ -478,22 +478,12 @@ pub fn apply(tx: &Transaction) -> Result<(), NftError> {
     }
     let (batch, origin) = encode(tx);
     let last = origin.len() as u32; // the last message's sequence number
-    let mut sock = Socket::new(NETLINK_NETFILTER)?;
-    sock.bind_auto()?;
     // Only the last message asks for an acknowledgement; a refused one is
     // answered whether asked or not, before it. Mark it.
     let mut batch = batch;
     set_ack_on(&mut batch, last);
-    // The whole batch goes in one datagram: the send buffer must hold it
-    // (root may exceed the system's maximum, as nft does).
-    let size = batch.len() + 4096;
-    setsockopt(&sock, sockopt::SndBufForce, &size).or_else(|_| setsockopt(&sock, sockopt::SndBuf, &size)).map_err(io::Error::from)?;
-    setsockopt(&sock, sockopt::RcvBufForce, &(1 << 20)).or_else(|_| setsockopt(&sock, sockopt::RcvBuf, &(1 << 20))).map_err(io::Error::from)?;
-    setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0)).map_err(io::Error::from)?;
-    let sent = sock.send(&batch, 0)?;
-    if sent != batch.len() {
-        return Err(io::Error::other(format!("sent {sent} of {} bytes", batch.len())).into());
-    }
+    let sock = socket(batch.len())?;
+    send(&sock, &batch)?;
     let mut first_error: Option<NftError> = None;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -504,26 +494,140 @@ pub fn apply(tx: &Transaction) -> Result<(), NftError> {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut at = 0;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            if len < 16 || at + len > n {
-                break;
+        for (kind, body) in messages(&buf[..n]) {
+            // An error message: the code, then the header of the message it answers.
+            if kind != NLMSG_ERROR || body.len() < 4 + 16 {
+                continue;
             }
-            if kind == NLMSG_ERROR && len >= 16 + 4 + 16 {
-                let code = i32::from_ne_bytes([buf[at + 16], buf[at + 17], buf[at + 18], buf[at + 19]]);
-                let seq = u32::from_ne_bytes([buf[at + 28], buf[at + 29], buf[at + 30], buf[at + 31]]);
-                if code != 0 && first_error.is_none() {
-                    let op = seq.checked_sub(1).and_then(|i| origin.get(i as usize)).map_or_else(|| "the batch".to_string(), |&i| tx.op_text(&tx.ops[i]));
-                    first_error = Some(NftError::Refused { op, error: io::Error::from_raw_os_error(-code) });
-                }
-                // After a refused batch header nothing else comes.
-                if seq == last || (seq == 0 && code != 0) {
-                    return first_error.map_or(Ok(()), Err);
+            let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+            let seq = u32::from_ne_bytes([body[12], body[13], body[14], body[15]]);
+            if code != 0 && first_error.is_none() {
+                let op = seq.checked_sub(1).and_then(|i| origin.get(i as usize)).map_or_else(|| "the batch".to_string(), |&i| tx.op_text(&tx.ops[i]));
+                first_error = Some(NftError::Refused { op, error: io::Error::from_raw_os_error(-code) });
+            }
+            // After a refused batch header nothing else comes.
+            if seq == last || (seq == 0 && code != 0) {
+                return first_error.map_or(Ok(()), Err);
+            }
+        }
+    }
+}
+
+/// A netfilter netlink socket that can send `size` bytes in one datagram
+/// (root may exceed the system's maximum, as nft does) and gives up
+/// waiting for an answer after [`ANSWER_TIMEOUT`].
+fn socket(size: usize) -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_NETFILTER)?;
+    sock.bind_auto()?;
+    let size = size + 4096;
+    setsockopt(&sock, sockopt::SndBufForce, &size).or_else(|_| setsockopt(&sock, sockopt::SndBuf, &size)).map_err(io::Error::from)?;
+    setsockopt(&sock, sockopt::RcvBufForce, &(1 << 20)).or_else(|_| setsockopt(&sock, sockopt::RcvBuf, &(1 << 20))).map_err(io::Error::from)?;
+    setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0)).map_err(io::Error::from)?;
+    Ok(sock)
+}
+
+fn send(sock: &Socket, data: &[u8]) -> io::Result<()> {
+    let sent = sock.send(data, 0)?;
+    if sent != data.len() {
+        return Err(io::Error::other(format!("sent {sent} of {} bytes", data.len())));
+    }
+    Ok(())
+}
+
+/// The messages in a received datagram: (type, its bytes after the
+/// netlink header).
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + 16 > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if len < 16 || at + len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+        let body = &buf[at + 16..at + len];
+        at += (len + 3) & !3;
+        Some((kind, body))
+    })
+}
+
+/// An attribute of an nf_tables message body (after its 4-byte nfgenmsg).
+fn attribute(body: &[u8], kind: u16) -> Option<&[u8]> {
+    let mut at = 4;
+    while at + 4 <= body.len() {
+        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
+        let t = u16::from_ne_bytes([body[at + 2], body[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > body.len() {
+            return None;
+        }
+        if t == kind {
+            return Some(&body[at + 4..at + len]);
+        }
+        at += (len + 3) & !3;
+    }
+    None
+}
+
+/// What a quick look at a table finds (see [`look`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLook {
+    /// The kernel's handle for the table: a new one if it was deleted and
+    /// made again.
+    pub handle: u64,
+    /// How many chains it holds.
+    pub chains: u32,
+    /// How many rules the chain asked about holds.
+    pub rules: u32,
+}
+
+/// Looks at `table`, and counts the rules of its `chain`, with two small
+/// requests (no rule or element is read): `None` when the table is gone.
+pub fn look(table: &str, chain: &str) -> Result<Option<TableLook>, NftError> {
+    const GETTABLE: u16 = 1;
+    const GETRULE: u16 = 7;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_DONE: u16 = 3;
+    let sock = socket(4096)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    let mut m = Msg::nft(GETTABLE, NLM_F_ACK, 1);
+    m.str(1, table);
+    m.finish(&mut out);
+    send(&sock, &out)?;
+    let mut found: Option<(u64, u32)> = None;
+    'table: loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        for (kind, body) in messages(&buf[..n]) {
+            if kind == NLMSG_ERROR {
+                let code = body.get(..4).map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+                match code {
+                    0 => break 'table,
+                    c if -c == nix::errno::Errno::ENOENT as i32 => return Ok(None),
+                    c => return Err(NftError::Refused { op: format!("list table ip {table}"), error: io::Error::from_raw_os_error(-c) }),
                 }
             }
-            at += (len + 3) & !3;
+            let be = |v: &[u8]| v.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            let handle = attribute(body, 4).map_or(0, be);
+            let chains = attribute(body, 3).map_or(0, be) as u32;
+            found = Some((handle, chains));
+        }
+    }
+    let Some((handle, chains)) = found else { return Ok(None) };
+    out.clear();
+    let mut m = Msg::nft(GETRULE, NLM_F_DUMP, 2);
+    m.str(1, table).str(2, chain);
+    m.finish(&mut out);
+    send(&sock, &out)?;
+    let mut rules = 0;
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        for (kind, _) in messages(&buf[..n]) {
+            match kind {
+                NLMSG_DONE | NLMSG_ERROR => return Ok(Some(TableLook { handle, chains, rules })),
+                _ => rules += 1,
+            }
         }
     }
 }
