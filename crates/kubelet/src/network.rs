@@ -9,12 +9,13 @@
 //! `skiff-podnet` routes) keeps its pod address: the bridge plugin's own `ipMasq` adds an iptables chain
 //! per pod, several `iptables` runs that serialize on the xtables lock and
 //! grow slower with every pod, which made sandbox creation the bottleneck
-//! of pods starting together. Without `nft` the bridge plugin masquerades.
+//! of pods starting together. Should the kernel refuse the table, the bridge
+//! plugin masquerades.
 
 use std::path::Path;
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use skiff_nftables::{Cidr, Hook, HookPoint, Op, Rule, Transaction};
 
 /// The bridge and network name for a node: unique per data directory, so
 /// several skiff agents on one machine (tests) never share a bridge or
@@ -54,34 +55,28 @@ pub fn conflist(net: &PodNetwork) -> String {
     .to_string()
 }
 
-/// The nftables script that masquerades what pods in `pod_cidr` send off
-/// the pod network (`cluster_cidr`: every node's pods, reached unchanged):
-/// one table named after the node's bridge (several agents on one machine
-/// never touch each other's), replaced whole in one transaction, so
-/// writing it again is harmless.
-pub fn masquerade_rules(bridge: &str, pod_cidr: &str, cluster_cidr: &str) -> String {
-    format!(
-        "table ip {bridge} {{}}\nflush table ip {bridge}\ntable ip {bridge} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {pod_cidr} ip daddr != {cluster_cidr} ip daddr != 224.0.0.0/4 masquerade\n  }}\n}}\n"
-    )
+/// The nftables transaction that masquerades what pods in `pod_cidr` send
+/// off the pod network (`cluster_cidr`: every node's pods, reached
+/// unchanged): one table named after the node's bridge (several agents on
+/// one machine never touch each other's), replaced whole in one
+/// transaction, so applying it again is harmless.
+pub fn masquerade_rules(bridge: &str, pod_cidr: Cidr, cluster_cidr: Cidr) -> Transaction {
+    let mut tx = Transaction::new(bridge);
+    tx.push(Op::AddTable);
+    tx.push(Op::DeleteTable);
+    tx.push(Op::AddTable);
+    tx.push(Op::AddChain { name: "postrouting".into(), hook: Some(Hook { nat: true, hook: HookPoint::Postrouting, priority: 100 }) });
+    let multicast = Cidr { addr: std::net::Ipv4Addr::new(224, 0, 0, 0), len: 4 };
+    let rule = Rule::new().addr_in_cidr(true, pod_cidr, false).addr_in_cidr(false, cluster_cidr, true).addr_in_cidr(false, multicast, true).masquerade(false);
+    tx.push(Op::AddRule { chain: "postrouting".into(), rule });
+    tx
 }
 
-/// Installs [`masquerade_rules`] with `nft`. Fails when `nft` is missing
-/// or refuses them (its message is returned).
+/// Installs [`masquerade_rules`]. Fails when a CIDR does not parse or the
+/// kernel refuses them.
 pub async fn masquerade(bridge: &str, pod_cidr: &str, cluster_cidr: &str) -> std::io::Result<()> {
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(masquerade_rules(bridge, pod_cidr, cluster_cidr).as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(())
+    let cidr = |c: &str| c.parse::<Cidr>().map_err(std::io::Error::other);
+    masquerade_rules(bridge, cidr(pod_cidr)?, cidr(cluster_cidr)?).apply().await.map_err(std::io::Error::other)
 }
 
 /// Removes a node's pod network from this machine: its bridge and its
@@ -90,7 +85,10 @@ pub async fn masquerade(bridge: &str, pod_cidr: &str, cluster_cidr: &str) -> std
 pub fn remove(agent_dir: &Path) {
     let bridge = bridge_name(agent_dir);
     let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
-    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &bridge]).output();
+    let mut tx = Transaction::new(&bridge);
+    tx.push(Op::AddTable);
+    tx.push(Op::DeleteTable);
+    let _ = tx.apply_blocking();
 }
 
 /// Writes the conflist into `conf_dir` (atomically: containerd watches the
@@ -135,8 +133,8 @@ mod tests {
 
     #[test]
     fn masquerade_covers_the_pod_range_leaving_the_cluster() {
-        let r = masquerade_rules("skiff0", "10.42.3.0/24", "10.42.0.0/16");
-        assert!(r.starts_with("table ip skiff0 {}\nflush table ip skiff0\n"), "{r}");
-        assert!(r.contains("ip saddr 10.42.3.0/24 ip daddr != 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade"), "{r}");
+        let r = masquerade_rules("skiff0", "10.42.3.0/24".parse().unwrap(), "10.42.0.0/16".parse().unwrap()).to_string();
+        assert!(r.starts_with("add table ip skiff0\ndelete table ip skiff0\nadd table ip skiff0\n"), "{r}");
+        assert!(r.contains("add rule ip skiff0 postrouting ip saddr 10.42.3.0/24 ip daddr != 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade"), "{r}");
     }
 }

@@ -12,8 +12,9 @@
 
 pub mod health;
 pub mod model;
-pub mod nft;
 pub mod rules;
+
+pub use skiff_nftables as nft;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,35 +8,15 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-/// A transport protocol, as nftables names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
+pub use skiff_nftables::Protocol;
 
-impl Protocol {
-    /// From a Service or EndpointSlice `protocol` (TCP when unset).
-    pub fn parse(p: Option<&str>) -> Option<Self> {
-        match p.unwrap_or("TCP") {
-            "TCP" => Some(Self::Tcp),
-            "UDP" => Some(Self::Udp),
-            "SCTP" => Some(Self::Sctp),
-            _ => None,
-        }
-    }
-
-    /// nftables' name.
-    pub fn nft(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Sctp => "sctp",
-        }
+/// The protocol of a Service or EndpointSlice port (`TCP` when unset).
+pub fn parse_protocol(p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
     }
 }
 
@@ -194,7 +174,7 @@ pub fn service_ports<'a>(services: impl Iterator<Item = &'a Service>, slices: im
             if ty == "LoadBalancer" && external_local { spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()) } else { None };
         let slices = by_service.get(&(ns.clone(), name.clone())).map(Vec::as_slice).unwrap_or(&[]);
         for p in spec.ports.iter().flatten() {
-            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else { continue };
+            let Some(protocol) = parse_protocol(p.protocol.as_deref()) else { continue };
             let Ok(port) = u16::try_from(p.port) else { continue };
             let port_name = p.name.clone().unwrap_or_default();
             let node_port = if matches!(ty, "NodePort" | "LoadBalancer") { p.node_port.and_then(|n| u16::try_from(n).ok()) } else { None };
@@ -205,7 +185,7 @@ pub fn service_ports<'a>(services: impl Iterator<Item = &'a Service>, slices: im
                     .ports
                     .iter()
                     .flatten()
-                    .find(|sp| sp.name.as_deref().unwrap_or("") == port_name && Protocol::parse(sp.protocol.as_deref()) == Some(protocol))
+                    .find(|sp| sp.name.as_deref().unwrap_or("") == port_name && parse_protocol(sp.protocol.as_deref()) == Some(protocol))
                 else {
                     continue;
                 };

@@ -953,6 +953,10 @@ fn killall_removes_what_a_stopped_node_leaves_behind() {
     assert!(!veths.is_empty(), "the pod has a veth on the node's bridge");
     let netns = pod_netns(pid);
     assert!(netns.is_some(), "the pod's network namespace is one of containerd's /run/netns/cni-*");
+    let pod_cidr = jsonpath(&n.s, &["nodes"], "{.items[0].spec.podCIDR}");
+    let table = std::process::Command::new("nft").args(["list", "table", "ip", &bridge]).output().expect("nft");
+    let rules = String::from_utf8_lossy(&table.stdout);
+    assert!(rules.contains(&format!("ip saddr {pod_cidr}")) && rules.contains("masquerade"), "the kubelet's masquerade table: {rules}");
     // A stopped node's containers keep running, on purpose.
     n.s.stop();
     std::thread::sleep(Duration::from_millis(500));

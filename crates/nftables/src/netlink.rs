@@ -11,7 +11,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
-use super::rule::{proto_number, Expr, MetaKey, Verdict};
+use super::rule::{Expr, MetaKey, Verdict};
 use super::{Element, NftError, Op, SetKind, Transaction};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -442,12 +442,12 @@ fn element(m: &mut Msg, e: &Element) {
     match e {
         Element::Service { ip, proto, port, verdict } => {
             key.extend_from_slice(&ip.octets());
-            key.extend_from_slice(&word(&[proto_number(*proto)]));
+            key.extend_from_slice(&word(&[proto.number()]));
             key.extend_from_slice(&word(&port.to_be_bytes()));
             m.value(1, &key).verdict(2, verdict);
         }
         Element::Port { proto, port, verdict } => {
-            key.extend_from_slice(&word(&[proto_number(*proto)]));
+            key.extend_from_slice(&word(&[proto.number()]));
             key.extend_from_slice(&word(&port.to_be_bytes()));
             m.value(1, &key).verdict(2, verdict);
         }
@@ -461,7 +461,7 @@ fn element(m: &mut Msg, e: &Element) {
         }
         Element::Endpoint { ip, proto, port, bucket, to_ip, to_port } => {
             key.extend_from_slice(&ip.octets());
-            key.extend_from_slice(&word(&[proto_number(*proto)]));
+            key.extend_from_slice(&word(&[proto.number()]));
             key.extend_from_slice(&word(&port.to_be_bytes()));
             key.extend_from_slice(&bucket.to_ne_bytes());
             let mut data = to_ip.octets().to_vec();

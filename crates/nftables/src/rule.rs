@@ -8,7 +8,7 @@
 use std::fmt::{self, Write};
 use std::net::Ipv4Addr;
 
-use crate::model::Protocol;
+use crate::Protocol;
 
 /// An IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -267,7 +267,7 @@ impl Rule {
     pub fn l4proto(self, proto: Protocol) -> Self {
         self.part(
             format_args!("meta l4proto {}", proto.nft()),
-            [Expr::Meta { key: MetaKey::L4proto, dreg: REG1 }, Expr::Cmp { sreg: REG1, neq: false, data: vec![proto_number(proto)] }],
+            [Expr::Meta { key: MetaKey::L4proto, dreg: REG1 }, Expr::Cmp { sreg: REG1, neq: false, data: vec![proto.number()] }],
         )
     }
 
@@ -398,15 +398,6 @@ fn addr(saddr: bool, dreg: Reg) -> Expr {
 
 fn dport(dreg: Reg) -> Expr {
     Expr::Payload { base: Base::Transport, offset: TH_DPORT, len: 2, dreg }
-}
-
-/// The IP protocol number.
-pub(crate) fn proto_number(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-        Protocol::Sctp => 132,
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The proxy's nftables transactions. A [`Transaction`] is a list of
+//! nftables for skiff's proxy and kubelet. A [`Transaction`] is a list of
 //! operations on one table; it reads as an `nft -f` script (its `Display`,
 //! what logs and tests show) and is applied by sending the same operations
 //! to the kernel as one nfnetlink batch ([`netlink`]), which the kernel
@@ -11,14 +11,46 @@
 //! concatenated keys, `numgen`, `dynset`, `fib`): `rustables` is GPL-3.0,
 //! `nftnl` wraps libnftnl without maps, `nf_tables` has no sets.
 
+#![deny(missing_docs)]
+
 pub mod netlink;
 pub mod rule;
 
 use std::fmt::{self, Write};
 use std::net::Ipv4Addr;
 
-use crate::model::Protocol;
 pub use rule::{Cidr, Rule, Verdict};
+
+/// A transport protocol, as nftables names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// nftables' name.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
+}
 
 /// Why a transaction failed.
 #[derive(Debug, thiserror::Error)]
