@@ -21,6 +21,8 @@ use crate::respond::{json_response, Resp};
 pub(crate) struct Join {
     pub(crate) pki: std::sync::Arc<ClusterPki>,
     pub(crate) token: JoinToken,
+    /// How long a node's certificates live (`None`: as the CA's own).
+    pub(crate) node_lifetime: Option<std::time::Duration>,
 }
 
 /// Whether `path` is one of the join endpoints (served without a credential).
@@ -55,7 +57,13 @@ pub(crate) async fn serve(state: &crate::handler::State, req: Request<crate::han
             let mut names = vec![ask.node_name.clone()];
             names.extend(ask.addresses.iter().map(|a| a.to_string()));
             let serving = Usage::Server { name: ask.node_name.clone(), names };
-            let sign = |csr: &str, what: &Usage, field: &str| join.pki.sign_request(csr, what).map_err(|e| ApiError::bad_request(format!("{field}: {e}")));
+            let sign = |csr: &str, what: &Usage, field: &str| {
+                match join.node_lifetime {
+                    Some(l) => join.pki.sign_request_for(csr, what, l.as_secs().max(60)),
+                    None => join.pki.sign_request(csr, what),
+                }
+                .map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+            };
             let signed = NodeCertificates {
                 client_certificate: sign(&ask.client_csr, &client, "clientCsr")?,
                 serving_certificate: sign(&ask.serving_csr, &serving, "servingCsr")?,

@@ -105,6 +105,10 @@ pub struct Config {
     /// components', nodes'); one year by default. Those within 90 days of
     /// their end are renewed at start.
     pub certificate_lifetime: Option<std::time::Duration>,
+    /// How long the certificates signed for joining nodes live (the
+    /// controller manager's `--cluster-signing-duration`); by default as
+    /// `certificate_lifetime`.
+    pub node_certificate_lifetime: Option<std::time::Duration>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -224,7 +228,11 @@ impl ApiServer {
             kubelet_tls: Some(
                 pki.client_tls(&pki.load_or_issue("apiserver-kubelet-client", |p| p.issue_client("kube-apiserver-kubelet-client", Some("system:masters")))?)?,
             ),
-            join: join::Join { pki: pki.clone(), token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())? },
+            join: join::Join {
+                pki: pki.clone(),
+                token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())?,
+                node_lifetime: cfg.node_certificate_lifetime,
+            },
             service_cidr: cfg.service_cidr,
             service_accounts: skiff_pki::ServiceAccountKey::load_or_create(&pki_dir, &cfg.service_account_issuer)?,
             api_audiences: vec![cfg.service_account_issuer.clone()],
@@ -276,12 +284,14 @@ impl ApiServer {
         Ok(())
     }
 
-    /// TLS for a kubelet's API: a serving certificate for the node's name
-    /// and address, signed by the cluster CA, which also verifies clients.
-    pub fn kubelet_tls(&self, node_name: &str, node_ip: IpAddr) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, ServerError> {
+    /// The serving certificate of a kubelet's API, for the node's name and
+    /// address and signed by the cluster CA, issued when missing or near
+    /// its end: its name in the PKI directory (`NAME.crt`, `NAME.key`).
+    pub fn kubelet_serving(&self, node_name: &str, node_ip: IpAddr) -> Result<String, ServerError> {
         let names = vec![node_name.to_string(), node_ip.to_string(), "127.0.0.1".into(), "localhost".into()];
-        let pair = self.pki.load_or_issue(&format!("kubelet-{node_name}-{node_ip}"), |p| p.issue_server(node_name, &names))?;
-        Ok(self.pki.server_tls(&pair, &[b"http/1.1"])?)
+        let name = format!("kubelet-{node_name}-{node_ip}");
+        self.pki.load_or_issue(&name, |p| p.issue_server(node_name, &names))?;
+        Ok(name)
     }
 
     /// Serves until `shutdown` resolves.

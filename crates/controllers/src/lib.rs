@@ -72,6 +72,10 @@ pub struct Options {
     /// The cluster CA's directory (`ca.crt`, `ca.key`), with which the
     /// certificates API's built-in signers issue; `None`: no signing.
     pub cluster_signing: Option<std::path::PathBuf>,
+    /// The longest a certificate the built-in signers issue lives
+    /// (`--cluster-signing-duration`, a year by default): a request's
+    /// `expirationSeconds` may only shorten it.
+    pub cluster_signing_duration: std::time::Duration,
 }
 
 impl Default for Options {
@@ -86,6 +90,7 @@ impl Default for Options {
             root_ca: None,
             credentials: None,
             cluster_signing: None,
+            cluster_signing_duration: certificates::DEFAULT_DURATION,
         }
     }
 }
@@ -179,7 +184,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                             None => None,
                         };
                         let c = as_account("certificate-controller").await;
-                        certificates::run(c.clone(), c, pki, shutdown.clone()).await
+                        certificates::run(c.clone(), c, pki, opts.cluster_signing_duration, shutdown.clone()).await
                     },
                     nodelifecycle::run(node_controller, i.clone(), opts.node_monitor_grace_period, shutdown.clone()),
                 );

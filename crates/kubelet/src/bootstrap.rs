@@ -53,6 +53,8 @@ pub struct Credentials {
     /// TLS for the kubelet API: the node's serving certificate; clients
     /// verified against the cluster CA.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The node's client and serving certificates, to renew while it runs.
+    pub rotation: crate::certificates::Rotation,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -127,8 +129,8 @@ pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, 
             ca
         }
     };
-    let serving_pair = match (known(&client_name), known(&serving_name)) {
-        (Some(_), Some(s)) => s,
+    match (known(&client_name), known(&serving_name)) {
+        (Some(_), Some(_)) => {}
         _ => {
             let (client_csr, client_key) = skiff_pki::new_request()?;
             let (serving_csr, serving_key) = skiff_pki::new_request()?;
@@ -159,12 +161,16 @@ pub async fn join(server: &str, token: &JoinToken, dir: &Path, node_name: &str, 
                 write(&file(name, "crt"), &pair.cert_pem, 0o644)?;
             }
             tracing::info!(node = node_name, server, "joined: the node's certificates are signed");
-            s
         }
-    };
+    }
     let kubeconfig = dir.join("kubelet.kubeconfig");
     let doc = skiff_pki::kubeconfig_yaml(server, &ca_path, &file(&client_name, "crt"), &file(&client_name, "key"), &format!("system:node:{node_name}"), None);
     write(&kubeconfig, &doc, 0o600)?;
-    let tls = skiff_pki::server_tls(&ca, &serving_pair, &[b"http/1.1"])?;
-    Ok(Credentials { kubeconfig, tls })
+    let cert = |n: &str| crate::certificates::NodeCert::load(file(n, "crt"), file(n, "key")).map_err(|e| BootstrapError::Protocol(e.to_string()));
+    let (client, serving) = (cert(&client_name)?, cert(&serving_name)?);
+    let tls = skiff_pki::server_tls_from(&ca, serving.slot.clone(), &[b"http/1.1"])?;
+    let mut serving_names = vec![node_name.to_string()];
+    serving_names.extend(addresses.iter().map(|a| a.to_string()));
+    let rotation = crate::certificates::Rotation { node_name: node_name.to_string(), serving_names, client, serving };
+    Ok(Credentials { kubeconfig, tls, rotation })
 }

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod bootstrap;
+pub mod certificates;
 pub mod dns;
 pub mod env;
 pub mod hook;

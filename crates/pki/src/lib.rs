@@ -95,7 +95,7 @@ fn validity(params: &mut CertificateParams, days: i64) {
 
 fn validity_seconds(params: &mut CertificateParams, seconds: u64) {
     let now = time_now();
-    params.not_before = now - std::time::Duration::from_secs(3600);
+    params.not_before = now - std::time::Duration::from_secs(3600.min(seconds / 2));
     params.not_after = now + std::time::Duration::from_secs(seconds);
 }
 
@@ -181,7 +181,10 @@ impl ClusterPki {
             Usage::Server { name, names } => server_params(name, names)?,
         };
         let now = time_now();
-        params.not_before = now - std::time::Duration::from_secs(300);
+        // Backdated for clocks a little behind, by five minutes, or half the
+        // lifetime of a short certificate (a kubelet renews at 70–90 % of
+        // the span, which the backdate must not fill).
+        params.not_before = now - std::time::Duration::from_secs(300.min(seconds / 2));
         params.not_after = now + std::time::Duration::from_secs(seconds);
         csr.params = params;
         let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
@@ -244,6 +247,12 @@ fn private_key(pair: &CertPair) -> Result<rustls::pki_types::PrivateKeyDer<'stat
 /// certificate signed by the CA in `ca_pem`, without requiring one. Used
 /// where only the CA certificate is at hand (a joined node's kubelet).
 pub fn server_tls(ca_pem: &str, serving: &CertPair, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+    server_tls_from(ca_pem, CertSlot::new(serving)?, alpn)
+}
+
+/// [`server_tls`] presenting whatever `slot` holds at each handshake (a
+/// kubelet renewing its serving certificate while it runs).
+pub fn server_tls_from(ca_pem: &str, slot: Arc<CertSlot>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
         .allow_unauthenticated()
@@ -253,10 +262,83 @@ pub fn server_tls(ca_pem: &str, serving: &CertPair, alpn: &[&[u8]]) -> Result<Ar
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pem_certs(&serving.cert_pem)?, private_key(serving)?)
-        .map_err(|e| tls_err(&e))?;
+        .with_cert_resolver(slot);
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+/// A TLS client configuration that trusts only the CA in `ca_pem` and
+/// presents whatever `slot` holds at each handshake (a kubelet renewing its
+/// client certificate while it runs).
+pub fn client_tls_from(ca_pem: &str, slot: Arc<CertSlot>) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_cert_resolver(slot);
+    Ok(Arc::new(cfg))
+}
+
+/// A certificate and its key that TLS configurations built with
+/// [`server_tls_from`] and [`client_tls_from`] present, replaceable while
+/// they are in use: new handshakes present the new pair.
+#[derive(Debug)]
+pub struct CertSlot {
+    current: std::sync::RwLock<(CertPair, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl CertSlot {
+    /// A slot holding `pair`.
+    pub fn new(pair: &CertPair) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self { current: std::sync::RwLock::new((pair.clone(), certified(pair)?)) }))
+    }
+
+    /// Puts `pair` in place of what the slot holds (checked first: a pair
+    /// that does not load leaves the slot as it was).
+    pub fn replace(&self, pair: &CertPair) -> Result<()> {
+        let key = certified(pair)?;
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (pair.clone(), key);
+        Ok(())
+    }
+
+    /// The pair the slot holds.
+    pub fn pair(&self) -> CertPair {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
+    }
+
+    fn key(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+}
+
+fn certified(pair: &CertPair) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let provider = rustls::crypto::ring::default_provider();
+    let key = provider.key_provider.load_private_key(private_key(pair)?).map_err(|e| tls_err(&e))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(pem_certs(&pair.cert_pem)?, key)))
+}
+
+impl rustls::server::ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertSlot {
+    fn resolve(&self, _issuers: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// When a PEM certificate begins (seconds since the epoch).
+pub fn not_before(cert_pem: &str) -> Option<i64> {
+    let der = pem_certs(cert_pem).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_before.timestamp())
 }
 
 /// A TLS client configuration that trusts only the CA in `ca_pem` and
@@ -342,8 +424,14 @@ pub fn new_request() -> Result<(String, String)> {
 /// A new private key and a certificate request for it naming `cn` in
 /// organization `org` (PEM request, PEM key).
 pub fn new_request_for(cn: &str, org: Option<&str>) -> Result<(String, String)> {
+    new_request_naming(cn, org, &[])
+}
+
+/// [`new_request_for`] that also asks for DNS names and IP addresses
+/// (`names`: a serving certificate's).
+pub fn new_request_naming(cn: &str, org: Option<&str>, names: &[String]) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name = subject(cn, org);
     let csr = params.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_pem()))

@@ -30,6 +30,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         secrets_encryption: true,
         audit: None,
         certificate_lifetime: None,
+        node_certificate_lifetime: None,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

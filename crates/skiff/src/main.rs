@@ -509,6 +509,11 @@ struct ControllerArgs {
     /// certificate signers use (`skiff server`: its own `DATA_DIR/pki`).
     #[arg(long)]
     cluster_signing_dir: Option<PathBuf>,
+    /// The longest the certificates signed for nodes and through the
+    /// certificates API live (e.g. `8760h`, the default); nodes renew
+    /// theirs at 70–90 % of that.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
 }
 
 impl ControllerArgs {
@@ -524,6 +529,7 @@ impl ControllerArgs {
             node_monitor_grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             cluster_signing: self.cluster_signing_dir.clone(),
+            cluster_signing_duration: self.cluster_signing_duration,
             credentials: self.use_service_account_credentials.then(|| skiff_controllers::credentials::Credentials {
                 kubeconfig: kubeconfig.to_path_buf(),
                 dir: kubeconfig.parent().unwrap_or(std::path::Path::new(".")).join("controller-credentials"),
@@ -598,7 +604,9 @@ async fn main() -> anyhow::Result<()> {
                 (Some(server), Some(token), _, _) => {
                     let token = skiff_pki::JoinToken::parse(&token)?;
                     let creds = skiff_kubelet::bootstrap::join(&server, &token, &dir, &name, &[node_ip]).await.context("joining the cluster")?;
-                    (skiff_runtime::client(&creds.kubeconfig).await?, creds.tls)
+                    let client = skiff_kubelet::certificates::client(&creds.kubeconfig, &creds.rotation.client).await?;
+                    tokio::spawn(skiff_kubelet::certificates::rotate(client.clone(), creds.rotation, shutdown.clone()));
+                    (client, creds.tls)
                 }
                 (None, _, Some(kubeconfig), Some(pki_dir)) => {
                     let pki = skiff_pki::ClusterPki::load_or_create(&pki_dir).context("reading the cluster PKI")?;
@@ -737,6 +745,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         encryption_provider_config: args.encryption_provider_config.clone(),
         secrets_encryption: args.secrets_encryption,
         certificate_lifetime: args.certificate_lifetime,
+        node_certificate_lifetime: Some(args.controllers.cluster_signing_duration),
         audit: match (&args.audit_log_path, &args.audit_policy_file) {
             (Some(path), Some(policy)) => Some(skiff_apiserver::AuditConfig {
                 path: path.clone(),
@@ -767,10 +776,24 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     if !args.disable.iter().any(|d| d == "agent") {
         let node = args.agent.node_name();
         let kc = data_dir.join("kubelet.kubeconfig");
-        server.write_kubeconfig(&kc, &format!("kubelet-{node}"), &format!("system:node:{node}"), Some("system:nodes"))?;
-        let client = skiff_runtime::client(&kc).await?;
+        let client_name = format!("kubelet-{node}");
+        server.write_kubeconfig(&kc, &client_name, &format!("system:node:{node}"), Some("system:nodes"))?;
         let node_ip = args.agent.node_ip.unwrap_or_else(skiff_kubelet::default_node_ip);
-        let tls = server.kubelet_tls(&node, node_ip)?;
+        // The node's certificates renew themselves through the certificates
+        // API, as a joined node's do.
+        let pki = |n: &str, ext: &str| data_dir.join("pki").join(format!("{n}.{ext}"));
+        let serving_name = server.kubelet_serving(&node, node_ip)?;
+        let load = |n: &str| skiff_kubelet::certificates::NodeCert::load(pki(n, "crt"), pki(n, "key"));
+        let rotation = skiff_kubelet::certificates::Rotation {
+            node_name: node.clone(),
+            serving_names: vec![node.clone(), node_ip.to_string()],
+            client: load(&client_name)?,
+            serving: load(&serving_name)?,
+        };
+        let client = skiff_kubelet::certificates::client(&kc, &rotation.client).await?;
+        let ca = std::fs::read_to_string(pki("ca", "crt")).context("reading the cluster CA")?;
+        let tls = skiff_pki::server_tls_from(&ca, rotation.serving.slot.clone(), &[b"http/1.1"])?;
+        components.push(tokio::spawn(skiff_kubelet::certificates::rotate(client.clone(), rotation, shutdown.clone())));
         let mut agent = args.agent.clone();
         agent.node_ip = Some(node_ip);
         let (pod_mtu, network) = agent.start_pod_network(client.clone(), &data_dir.join("agent"), &args.controllers.cluster_cidr, shutdown.clone()).await?;

@@ -770,6 +770,68 @@ fn an_agent_joins_with_the_servers_token_and_runs_pods() {
     drop(joined);
 }
 
+#[test]
+fn a_joined_kubelet_renews_its_certificates_while_its_pods_run() {
+    if !can_run_nodes() {
+        return;
+    }
+    let (cidr, name) = unique_cluster();
+    // Nodes' certificates live 40 s: renewed 22–34 s after they are issued.
+    let s = common::start_with(&["--cluster-cidr", &cidr, "--cluster-signing-duration", "40s"]);
+    let token = std::fs::read_to_string(s.dir.path().join("node-token")).expect("node-token");
+    let dir = tempfile::tempdir().expect("agent dir");
+    stage_images(dir.path());
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
+    let child = agent(&s, dir.path(), token.trim(), &name).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn agent");
+    let joined = JoinedAgent { child, dir };
+    wait_until(&s, 60, "joined node Ready", |s| node_ready(s, &name));
+    let joined_at = Instant::now();
+    let pki = joined.dir.path().join("pki");
+    let client_file = pki.join(format!("kubelet-client-{name}.crt"));
+    let serving_file = std::fs::read_dir(&pki)
+        .expect("pki dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&format!("kubelet-serving-{name}")) && f.to_string_lossy().ends_with(".crt")))
+        .expect("the serving certificate file");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (first_client, first_serving) = (read(&client_file), read(&serving_file));
+    let on_node = format!(r#"{{"spec":{{"nodeName":"{name}"}}}}"#);
+    ok(&s, &["run", "ticker", &format!("--image={IMAGE}"), "--overrides", &on_node, "--", "sh", "-c", "while true; do echo tick; sleep 1; done"]);
+    wait_until(&s, 60, "ticker Running", |s| phase(s, "ticker") == "Running");
+    let renewed = |_: &Server| read(&client_file) != first_client && read(&serving_file) != first_serving;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !renewed(&s) {
+        assert!(
+            Instant::now() < deadline,
+            "both certificates renewed within 60 s; the agent said: {}\nrequests: {}",
+            read(&joined.dir.path().join("agent.log")),
+            kubectl(&s, &["get", "csr", "-o", "yaml"]).1
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Through the certificates API: the node asked, the built-in approver
+    // and signer answered.
+    let csrs = ok(&s, &["get", "csr", "-o", "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}"]);
+    for signer in ["kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kubelet-serving"] {
+        assert!(csrs.contains(&format!("{signer} system:node:{name} Approved")), "{csrs}");
+    }
+    // Past the end of the certificates it joined with, nothing restarted:
+    // the pod runs on, `kubectl logs` reaches the kubelet (which presents a
+    // renewed serving certificate), and a new pod runs there.
+    let past = Duration::from_secs(45).saturating_sub(joined_at.elapsed());
+    std::thread::sleep(past);
+    assert_eq!(phase(&s, "ticker"), "Running");
+    assert!(jsonpath(&s, &["pod", "ticker"], "{.status.containerStatuses[0].restartCount}") == "0", "the pod never restarted");
+    assert!(ok(&s, &["logs", "ticker", "--tail=1"]).contains("tick"));
+    assert!(node_ready(&s, &name), "the node stays Ready");
+    ok(&s, &["run", "later", &format!("--image={IMAGE}"), "--restart=Never", "--overrides", &on_node, "--", "echo", "after renewal"]);
+    wait_until(&s, 60, "later Succeeded", |s| phase(s, "later") == "Succeeded");
+    assert_eq!(ok(&s, &["logs", "later"]), "after renewal\n");
+    let _ = kubectl(&s, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    drop(joined);
+}
+
 /// Debian's `docker-registry` serving from a temp dir on a free loopback port.
 struct Registry {
     child: std::process::Child,

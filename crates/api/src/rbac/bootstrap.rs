@@ -52,7 +52,7 @@ pub const fn r(verbs: &'static [&'static str], groups: &'static [&'static str], 
     Rule { verbs, groups, resources, names: &[], urls: &[] }
 }
 /// Shorthand for a resource rule limited to names.
-const fn rn(verbs: &'static [&'static str], groups: &'static [&'static str], resources: &'static [&'static str], names: &'static [&'static str]) -> Rule {
+pub const fn rn(verbs: &'static [&'static str], groups: &'static [&'static str], resources: &'static [&'static str], names: &'static [&'static str]) -> Rule {
     Rule { verbs, groups, resources, names, urls: &[] }
 }
 /// Shorthand for a non-resource rule.

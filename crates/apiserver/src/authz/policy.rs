@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use skiff_api::rbac::bootstrap::{r, BootstrapBinding, BootstrapRole, Rule, BINDINGS, ROLES};
+use skiff_api::rbac::bootstrap::{r, rn, BootstrapBinding, BootstrapRole, Rule, BINDINGS, ROLES};
 use skiff_store::StoreError;
 
 use crate::handler::State;
@@ -50,6 +50,15 @@ const SKIFF_ROLES: &[BootstrapRole] = &[
         rules: &[r(&["get", "list", "watch"], &["*"], &["*"])],
         aggregate_from: &[],
     },
+    // skiff's approver also approves a node's serving certificate for its
+    // own name and addresses (kube leaves that to an external approver).
+    BootstrapRole {
+        name: "skiff:controller:certificate-controller:kubelet-serving",
+        namespace: None,
+        labels: &[],
+        rules: &[rn(&["approve"], &["certificates.k8s.io"], &["signers"], &["kubernetes.io/kubelet-serving"])],
+        aggregate_from: &[],
+    },
     BootstrapRole {
         name: "system:cloud-controller-manager",
         namespace: None,
@@ -73,6 +82,12 @@ const SKIFF_BINDINGS: &[BootstrapBinding] = &[
         namespace: None,
         role: ("ClusterRole", "system:controller:endpointslice-controller"),
         subjects: &[("ServiceAccount", "endpoint-controller", "kube-system")],
+    },
+    BootstrapBinding {
+        name: "skiff:controller:certificate-controller:kubelet-serving",
+        namespace: None,
+        role: ("ClusterRole", "skiff:controller:certificate-controller:kubelet-serving"),
+        subjects: &[("ServiceAccount", "certificate-controller", "kube-system")],
     },
     BootstrapBinding { name: "system:skiff-dns", namespace: None, role: ("ClusterRole", "system:skiff-dns"), subjects: &[("User", "system:skiff-dns", "")] },
     BootstrapBinding {

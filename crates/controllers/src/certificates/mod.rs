@@ -2,7 +2,9 @@
 //! `csrapproving`), for `certificates.k8s.io/v1` CertificateSigningRequests:
 //! the approver approves a node's request to renew its own client
 //! certificate (`kubernetes.io/kube-apiserver-client-kubelet` for the
-//! requester's own `system:node:NAME`), and the signer issues, with the
+//! requester's own `system:node:NAME`) and its own serving certificate
+//! (`kubernetes.io/kubelet-serving` for its name and addresses only), and
+//! the signer issues, with the
 //! cluster CA, every approved request of the built-in signers
 //! (`kubernetes.io/kube-apiserver-client`, `…-client-kubelet`,
 //! `kubernetes.io/kubelet-serving`) that meets its signer's rules, or marks
@@ -12,6 +14,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
@@ -29,8 +32,8 @@ pub const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// A kubelet's serving certificate.
 pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
-/// A year, kube's `--cluster-signing-duration`.
-const DEFAULT_SECONDS: u64 = 365 * 86_400;
+/// A year, the default of kube's `--cluster-signing-duration`.
+pub const DEFAULT_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 fn has(csr: &CertificateSigningRequest, t: &str) -> bool {
     csr.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == t && c.status == "True"))
@@ -103,13 +106,17 @@ pub fn check(signer: &str, s: &RequestSubject, usages: &[String]) -> Result<Usag
 struct Ctx {
     client: kube::Client,
     pki: Option<Arc<ClusterPki>>,
+    /// The longest a signed certificate lives.
+    max_seconds: u64,
 }
 
 /// Runs the approver (with `client`) and, when the cluster CA is given,
 /// the signer (with `signer_client`) until shutdown.
-pub async fn run(client: kube::Client, signer_client: kube::Client, pki: Option<Arc<ClusterPki>>, shutdown: watch::Receiver<bool>) {
-    let approver = Arc::new(Ctx { client: client.clone(), pki: None });
-    let signer = Arc::new(Ctx { client: signer_client.clone(), pki });
+/// Certificates live at most `max_duration`.
+pub async fn run(client: kube::Client, signer_client: kube::Client, pki: Option<Arc<ClusterPki>>, max_duration: std::time::Duration, shutdown: watch::Receiver<bool>) {
+    let max_seconds = max_duration.as_secs().max(60);
+    let approver = Arc::new(Ctx { client: client.clone(), pki: None, max_seconds });
+    let signer = Arc::new(Ctx { client: signer_client.clone(), pki, max_seconds });
     let approving = Controller::new(Api::<CertificateSigningRequest>::all(client), watcher::Config::default())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(approve, retry, approver)
@@ -127,20 +134,38 @@ pub async fn run(client: kube::Client, signer_client: kube::Client, pki: Option<
     tokio::join!(approving, signing);
 }
 
-/// Approves a node's request for its own client certificate.
+/// Approves a node's request for its own client certificate, and for its
+/// own serving certificate when every name asked for is the Node's name or
+/// one of the addresses it reports (what kube leaves to an external
+/// approver; skiff's nodes renew their serving certificates by it).
 async fn approve(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if csr.spec.signer_name != KUBELET_CLIENT || has(&csr, "Approved") || has(&csr, "Denied") {
+    let signer = csr.spec.signer_name.as_str();
+    if !matches!(signer, KUBELET_CLIENT | KUBELET_SERVING) || has(&csr, "Approved") || has(&csr, "Denied") {
         return Ok(Action::await_change());
     }
     let Some(s) = subject(&csr) else { return Ok(Action::await_change()) };
     let requester = csr.spec.username.clone().unwrap_or_default();
     let in_nodes = csr.spec.groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "system:nodes"));
-    if !(in_nodes && requester == s.common_name && check(KUBELET_CLIENT, &s, &usages(&csr)).is_ok()) {
+    if !(in_nodes && requester == s.common_name && check(signer, &s, &usages(&csr)).is_ok()) {
         return Ok(Action::await_change());
     }
+    let message = if signer == KUBELET_SERVING {
+        let node_name = s.common_name.trim_start_matches("system:node:");
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let Some(node) = nodes.get_opt(node_name).await? else { return Ok(Action::requeue(std::time::Duration::from_secs(5))) };
+        let mut own: std::collections::HashSet<&str> = node.status.iter().flat_map(|st| st.addresses.iter().flatten()).map(|a| a.address.as_str()).collect();
+        own.insert(node_name);
+        if !s.names.iter().all(|n| own.contains(n.as_str())) {
+            // Left for a person to approve or deny.
+            return Ok(Action::await_change());
+        }
+        "Auto approving the kubelet serving certificate of a node for its own name and addresses."
+    } else {
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    };
     let mut next = (*csr).clone();
     let status = next.status.get_or_insert_with(Default::default);
-    status.conditions.get_or_insert_with(Vec::new).push(condition("Approved", "AutoApproved", "Auto approving self kubelet client certificate after SubjectAccessReview."));
+    status.conditions.get_or_insert_with(Vec::new).push(condition("Approved", "AutoApproved", message));
     let name = csr.metadata.name.clone().unwrap_or_default();
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     match api.replace_subresource("approval", &name, &PostParams::default(), &next).await {
@@ -166,7 +191,7 @@ async fn sign(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Acti
     let status = next.status.get_or_insert_with(Default::default);
     match outcome {
         Ok(usage) => {
-            let seconds = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok()).unwrap_or(DEFAULT_SECONDS).min(DEFAULT_SECONDS);
+            let seconds = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok()).unwrap_or(ctx.max_seconds).min(ctx.max_seconds);
             let pem = pki.sign_request_for(&String::from_utf8_lossy(&csr.spec.request.0), &usage, seconds).map_err(|e| Error::Invalid(e.to_string()))?;
             status.certificate = Some(ByteString(pem.into_bytes()));
         }
