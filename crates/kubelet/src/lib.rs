@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod bootstrap;
 pub mod certificates;
 pub mod dns;
@@ -245,7 +246,8 @@ pub async fn run(client: kube::Client, cfg: Config, shutdown: watch::Receiver<bo
         shutdown.clone(),
     )));
     if let Some(rt) = rt {
-        tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), shutdown.clone())));
+        let auth = Arc::new(auth::Auth::new(client.clone(), &cfg.node_name));
+        tasks.push(tokio::spawn(server::serve(listener, cfg.tls.clone(), rt.clone(), Arc::new(stats::Stats::new(&cfg.node_name)), auth, shutdown.clone())));
         tasks.push(tokio::spawn(pod_cidr(client.clone(), cfg.clone(), network_configured, shutdown.clone())));
         // Services for the pods' environment variables.
         let services = Informer::<Service>::start(Api::all(client.clone()), watcher::Config::default(), shutdown.clone());

@@ -172,11 +172,12 @@ impl Worker {
                 // containerd's CRI learns of an OOM kill from a separate event
                 // that it can apply after the exit, late under load (and the
                 // PLEG sees exits within milliseconds): a SIGKILL exit is read
-                // again for up to 1.5 s from when it is first seen, once per
-                // container, so an OOM kill is reported as OOMKilled, not Error.
+                // again for up to 4 s from when it is first seen, once per
+                // container, so an OOM kill is reported as OOMKilled, not Error
+                // (1.5 s was too short with 18 nodes' containerds busy at once).
                 let unsettled_kill = |s: &Option<api::ContainerStatus>| s.as_ref().is_some_and(|s| s.exit_code == 137 && s.reason != "OOMKilled");
                 if unsettled_kill(&inst.status) && self.oom_checked.lock().unwrap_or_else(|e| e.into_inner()).insert(inst.id.clone()) {
-                    for _ in 0..15 {
+                    for _ in 0..40 {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         inst.status = self.runtime_status(&inst.id).await;
                         if !unsettled_kill(&inst.status) {

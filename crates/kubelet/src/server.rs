@@ -2,10 +2,10 @@
 //! server's `pods/log` proxies to; `exec`, `attach` and `portForward`,
 //! which ask the runtime for a streaming URL (CRI `Exec`, `Attach`,
 //! `PortForward`) and relay the client's upgraded SPDY or WebSocket stream
-//! to the runtime's streaming server; and `healthz`. Clients must present a
-//! certificate signed by the cluster CA in the `system:masters` group (the
-//! API server's kubelet-client identity, or an admin). `stats/summary`
-//! answers resource usage for `kubectl top`.
+//! to the runtime's streaming server; and `healthz`. Callers authenticate
+//! with a certificate signed by the cluster CA or a bearer token, and each
+//! request is authorized by the API server ([`crate::auth`]).
+//! `stats/summary` answers resource usage for `kubectl top`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     rt: Runtime,
     stats: Arc<Stats>,
+    auth: Arc<crate::auth::Auth>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -46,16 +47,25 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let Ok((tcp, _)) = accepted else { continue };
-        let (acceptor, rt, stats, stop) = (acceptor.clone(), rt.clone(), stats.clone(), shutdown.clone());
+        let (acceptor, rt, stats, auth, stop) = (acceptor.clone(), rt.clone(), stats.clone(), auth.clone(), shutdown.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else { return };
-            let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
-            let allowed = identity.is_some_and(|i| i.groups.iter().any(|g| g == "system:masters"));
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| skiff_pki::identity_of(c.as_ref()));
+            let cert = cert.map(|i| crate::auth::Caller { user: i.user, groups: i.groups, uid: None });
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (rt, stats, stop) = (rt.clone(), stats.clone(), stop.clone());
+                let (rt, stats, auth, stop, cert) = (rt.clone(), stats.clone(), auth.clone(), stop.clone(), cert.clone());
                 async move {
-                    if !allowed {
-                        return Ok::<_, Infallible>(text(401, "Unauthorized"));
+                    let caller = match cert {
+                        Some(c) => Some(c),
+                        None => match bearer(&req) {
+                            Some(token) => auth.token(&token).await,
+                            None => None,
+                        },
+                    };
+                    let Some(caller) = caller else { return Ok::<_, Infallible>(text(401, "Unauthorized")) };
+                    let ask = crate::auth::ask(req.method(), req.uri().path());
+                    if !auth.allowed(&caller, &ask).await {
+                        return Ok(text(403, crate::auth::forbidden(&caller, &ask)));
                     }
                     Ok(route(&rt, &stats, req, stop).await)
                 }
@@ -63,6 +73,13 @@ pub async fn serve(
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
         });
     }
+}
+
+/// The bearer token of a request.
+fn bearer<B>(req: &Request<B>) -> Option<String> {
+    let v = req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_string())
 }
 
 async fn route(rt: &Runtime, stats: &Stats, req: Request<hyper::body::Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {

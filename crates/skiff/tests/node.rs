@@ -832,6 +832,37 @@ fn a_joined_kubelet_renews_its_certificates_while_its_pods_run() {
     drop(joined);
 }
 
+#[test]
+fn the_kubelet_api_asks_the_api_server_who_may_use_it() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    let port = jsonpath(s, &["node", &n.name], "{.status.daemonEndpoints.kubeletEndpoint.Port}");
+    // A caller the API server vouches for by token, with or without a role
+    // on nodes' kubelet API.
+    ok(s, &["create", "serviceaccount", "scraper"]);
+    ok(s, &["create", "serviceaccount", "nobody"]);
+    ok(s, &["create", "clusterrolebinding", "scraper", "--clusterrole=system:kubelet-api-admin", "--serviceaccount=default:scraper"]);
+    let call = |token: Option<&str>, path: &str| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sk", "-o", "-", "-w", "\n%{http_code}", &format!("https://127.0.0.1:{port}{path}")]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = c.output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let scraper = ok(s, &["create", "token", "scraper"]);
+    let nobody = ok(s, &["create", "token", "nobody"]);
+    assert!(call(None, "/stats/summary").ends_with("401"), "no credential: 401");
+    assert!(call(Some("not-a-token"), "/stats/summary").ends_with("401"), "a token the API server does not know: 401");
+    let refused = call(Some(nobody.trim()), "/stats/summary");
+    assert!(refused.ends_with("403") && refused.contains("Forbidden (user=system:serviceaccount:default:nobody, verb=get, resource=nodes, subresource(s)=[stats])"), "{refused}");
+    let answered = call(Some(scraper.trim()), "/stats/summary");
+    assert!(answered.ends_with("200") && answered.contains(&format!("\"nodeName\":\"{}\"", n.name)), "{answered}");
+    // The API server's own path to the kubelet is untouched.
+    assert!(ok(s, &["get", "--raw", &format!("/api/v1/nodes/{}/proxy/stats/summary", n.name)]).contains("nodeName"));
+}
+
 /// Debian's `docker-registry` serving from a temp dir on a free loopback port.
 struct Registry {
     child: std::process::Child,
