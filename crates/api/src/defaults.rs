@@ -226,6 +226,19 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "PriorityClass" => {
             default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        "NetworkPolicy" => crate::networking::network_policy_defaults(obj),
+        "HorizontalPodAutoscaler" => crate::autoscaling::defaults(obj),
+        "CSIDriver" => {
+            if let Some(spec) = child(o, "spec") {
+                default(spec, "attachRequired", json!(true));
+                default(spec, "podInfoOnMount", json!(false));
+                default(spec, "requiresRepublish", json!(false));
+                default(spec, "storageCapacity", json!(false));
+                default(spec, "seLinuxMount", json!(false));
+                default(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+                default(spec, "volumeLifecycleModes", json!(["Persistent"]));
+            }
+        }
         // A subject's group: none for ServiceAccounts, RBAC's for users and groups.
         "RoleBinding" | "ClusterRoleBinding" => {
             for subject in o.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {

@@ -5,11 +5,13 @@
 
 #![deny(missing_docs)]
 
+pub mod autoscaling;
 pub mod cidr;
 pub mod defaults;
 pub mod error;
 pub mod join;
 pub mod managed;
+pub mod networking;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;

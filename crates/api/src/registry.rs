@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core};
 use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
+use k8s_openapi::api::{autoscaling::v2 as autoscaling, networking::v1 as networking, node::v1 as node};
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -149,6 +150,14 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(discovery::EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, [], [], status: false, scale: false),
     resource!(events::Event, "events.k8s.io", "v1", "events", "event", "Event", true, ["ev"], [], status: false, scale: false),
     resource!(storage::StorageClass, "storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], status: false, scale: false),
+    resource!(storage::CSIDriver, "storage.k8s.io", "v1", "csidrivers", "csidriver", "CSIDriver", false, [], [], status: false, scale: false),
+    resource!(storage::CSINode, "storage.k8s.io", "v1", "csinodes", "csinode", "CSINode", false, [], [], status: false, scale: false),
+    resource!(storage::VolumeAttachment, "storage.k8s.io", "v1", "volumeattachments", "volumeattachment", "VolumeAttachment", false, [], [], status: true, scale: false),
+    resource!(autoscaling::HorizontalPodAutoscaler, "autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, ["hpa"], ["all"], status: true, scale: false),
+    resource!(networking::Ingress, "networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, ["ing"], [], status: true, scale: false),
+    resource!(networking::IngressClass, "networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, [], [], status: false, scale: false),
+    resource!(networking::NetworkPolicy, "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, ["netpol"], [], status: false, scale: false),
+    resource!(node::RuntimeClass, "node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", false, [], [], status: false, scale: false),
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
     resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, ["csr"], [], status: true, scale: false),

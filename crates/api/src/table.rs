@@ -189,6 +189,31 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age", "string", 0),
         ],
         "ComponentStatus" => vec![c("Name", "string", 0), c("Status", "string", 0), c("Message", "string", 0), c("Error", "string", 0)],
+        "Ingress" => vec![c("Name", "string", 0), c("Class", "string", 0), c("Hosts", "string", 0), c("Address", "string", 0), c("Ports", "string", 0), c("Age", "string", 0)],
+        "IngressClass" => vec![c("Name", "string", 0), c("Controller", "string", 0), c("Parameters", "string", 0), c("Age", "string", 0)],
+        "NetworkPolicy" => vec![c("Name", "string", 0), c("Pod-Selector", "string", 0), c("Age", "string", 0)],
+        "RuntimeClass" => vec![c("Name", "string", 0), c("Handler", "string", 0), c("Age", "string", 0)],
+        "HorizontalPodAutoscaler" => vec![
+            c("Name", "string", 0),
+            c("Reference", "string", 0),
+            c("Targets", "string", 0),
+            c("MinPods", "string", 0),
+            c("MaxPods", "integer", 0),
+            c("Replicas", "integer", 0),
+            c("Age", "string", 0),
+        ],
+        "CSIDriver" => vec![
+            c("Name", "string", 0),
+            c("AttachRequired", "boolean", 0),
+            c("PodInfoOnMount", "boolean", 0),
+            c("StorageCapacity", "boolean", 0),
+            c("TokenRequests", "string", 0),
+            c("RequiresRepublish", "boolean", 0),
+            c("Modes", "string", 0),
+            c("Age", "string", 0),
+        ],
+        "CSINode" => vec![c("Name", "string", 0), c("Drivers", "integer", 0), c("Age", "string", 0)],
+        "VolumeAttachment" => vec![c("Name", "string", 0), c("Attacher", "string", 0), c("PV", "string", 0), c("Node", "string", 0), c("Attached", "boolean", 0), c("Age", "string", 0)],
         "PriorityClass" => {
             vec![c("Name", "string", 0), c("Value", "integer", 0), c("Global-Default", "boolean", 0), c("Age", "string", 0), c("PreemptionPolicy", "string", 0)]
         }
@@ -640,8 +665,82 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(created),
             ]
         }
+        "Ingress" => {
+            let rules = g("/spec/rules").and_then(Value::as_array).cloned().unwrap_or_default();
+            // The first three hosts, as kubectl prints them.
+            let hosts: Vec<String> = rules.iter().take(3).map(|r| s(r.get("host"))).filter(|h| !h.is_empty()).collect();
+            let hosts = match (hosts.is_empty(), rules.len() > 3) {
+                (true, _) => "*".to_string(),
+                (false, true) => format!("{} + {} more...", hosts.join(","), rules.len() - 3),
+                (false, false) => hosts.join(","),
+            };
+            let ports = if g("/spec/tls").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) { "80, 443" } else { "80" };
+            vec![name, json!(or_none(s(g("/spec/ingressClassName")))), json!(hosts), json!(load_balancer(g("/status/loadBalancer/ingress"))), json!(ports), json!(created)]
+        }
+        "IngressClass" => {
+            let params = g("/spec/parameters").map_or_else(
+                || "<none>".to_string(),
+                |p| {
+                    let group = p.get("apiGroup").and_then(Value::as_str).map(|g| format!(".{g}")).unwrap_or_default();
+                    format!("{}{group}/{}", s(p.get("kind")), s(p.get("name")))
+                },
+            );
+            vec![name, json!(s(g("/spec/controller"))), json!(params), json!(created)]
+        }
+        "NetworkPolicy" => vec![name, json!(selector_string(g("/spec/podSelector"))), json!(created)],
+        "RuntimeClass" => vec![name, json!(s(g("/handler"))), json!(created)],
+        "HorizontalPodAutoscaler" => {
+            let target = format!("{}/{}", s(g("/spec/scaleTargetRef/kind")), s(g("/spec/scaleTargetRef/name")));
+            let min = g("/spec/minReplicas").and_then(Value::as_i64).map_or_else(|| "<unset>".to_string(), |m| m.to_string());
+            vec![
+                name,
+                json!(target),
+                json!(crate::autoscaling::targets(o)),
+                json!(min),
+                json!(int(g("/spec/maxReplicas"))),
+                json!(int(g("/status/currentReplicas"))),
+                json!(created),
+            ]
+        }
+        "CSIDriver" => {
+            let flag = |p: &str, default: bool| json!(g(p).and_then(Value::as_bool).unwrap_or(default));
+            let tokens: Vec<String> = g("/spec/tokenRequests").and_then(Value::as_array).into_iter().flatten().map(|t| s(t.get("audience"))).collect();
+            let modes: Vec<String> = g("/spec/volumeLifecycleModes").and_then(Value::as_array).into_iter().flatten().map(|m| s(Some(m))).collect();
+            vec![
+                name,
+                flag("/spec/attachRequired", true),
+                flag("/spec/podInfoOnMount", false),
+                flag("/spec/storageCapacity", false),
+                json!(or_unset(tokens.join(","))),
+                flag("/spec/requiresRepublish", false),
+                json!(or_unset(modes.join(","))),
+                json!(created),
+            ]
+        }
+        "CSINode" => vec![name, json!(g("/spec/drivers").and_then(Value::as_array).map_or(0, Vec::len)), json!(created)],
+        "VolumeAttachment" => vec![
+            name,
+            json!(s(g("/spec/attacher"))),
+            json!(s(g("/spec/source/persistentVolumeName"))),
+            json!(s(g("/spec/nodeName"))),
+            json!(g("/status/attached").and_then(Value::as_bool).unwrap_or(false)),
+            json!(created),
+        ],
         _ => vec![name, json!(created)],
     }
+}
+
+/// A load balancer's addresses as the server prints them (kube's wide
+/// form): IPs and host names joined with commas.
+fn load_balancer(ingress: Option<&Value>) -> String {
+    let all: Vec<String> = ingress
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|i| if i.get("ip").is_some() { s(i.get("ip")) } else { s(i.get("hostname")) })
+        .filter(|a| !a.is_empty())
+        .collect();
+    all.join(",")
 }
 
 /// The `PartialObjectMetadata` Kubernetes puts in a row by default.

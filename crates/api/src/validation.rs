@@ -246,6 +246,23 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         "Role" | "ClusterRole" => crate::rbac::validate_role(rt.kind == "Role", obj, &mut errs),
         "CertificateSigningRequest" => certificate_signing_request(obj, &mut errs),
         "RoleBinding" | "ClusterRoleBinding" => crate::rbac::validate_binding(rt.kind == "RoleBinding", obj, &mut errs),
+        "Ingress" => crate::networking::ingress(obj, &mut errs),
+        "IngressClass" => crate::networking::ingress_class(obj, &mut errs),
+        "NetworkPolicy" => crate::networking::network_policy(obj, &mut errs),
+        "RuntimeClass" => crate::networking::runtime_class(obj, &mut errs),
+        "HorizontalPodAutoscaler" => crate::autoscaling::validate(obj, &mut errs),
+        "VolumeAttachment" => {
+            for f in ["attacher", "nodeName"] {
+                if obj.pointer(&format!("/spec/{f}")).and_then(Value::as_str).unwrap_or_default().is_empty() {
+                    errs.push(FieldError::required(format!("spec.{f}"), ""));
+                }
+            }
+            let pv = obj.pointer("/spec/source/persistentVolumeName").is_some_and(|v| !v.is_null());
+            let inline = obj.pointer("/spec/source/inlineVolumeSpec").is_some_and(|v| !v.is_null());
+            if pv == inline {
+                errs.push(FieldError::invalid("spec.source", obj.pointer("/spec/source").cloned().unwrap_or(Value::Null), "must specify exactly one of inlineVolumeSpec and persistentVolumeName"));
+            }
+        }
         "PriorityClass" => {
             let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
             match obj.get("value").and_then(Value::as_i64) {
@@ -535,9 +552,20 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
                 errs.push(FieldError::invalid("status.conditions", "Approved, Denied", "Approved and Denied conditions are mutually exclusive"));
             }
         }
-        "RoleBinding" | "ClusterRoleBinding" => {
-            if new.get("roleRef") != old.get("roleRef") {
+        "RoleBinding" | "ClusterRoleBinding"
+            if new.get("roleRef") != old.get("roleRef") => {
                 errs.push(FieldError::invalid("roleRef", new.get("roleRef").cloned().unwrap_or(Value::Null), "cannot change roleRef"));
+            }
+        "IngressClass" => immutable("spec.controller", new.pointer("/spec/controller"), old.pointer("/spec/controller"), errs),
+        "RuntimeClass" => immutable("handler", new.get("handler"), old.get("handler"), errs),
+        "VolumeAttachment"
+            if new.get("spec") != old.get("spec") => {
+                errs.push(FieldError::invalid("spec", new.get("spec").cloned().unwrap_or(Value::Null), "field is immutable"));
+            }
+        "CSIDriver" => {
+            // storageCapacity and the rest may change.
+            for f in ["attachRequired", "podInfoOnMount", "volumeLifecycleModes"] {
+                immutable(&format!("spec.{f}"), new.pointer(&format!("/spec/{f}")), old.pointer(&format!("/spec/{f}")), errs);
             }
         }
         "PriorityClass" => {

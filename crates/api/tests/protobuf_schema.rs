@@ -104,6 +104,20 @@ const POINTER_SCALARS: &[&str] = &[
     "coordination.v1.LeaseSpec.leaseDurationSeconds",
     "coordination.v1.LeaseSpec.leaseTransitions",
     "networking.v1.NetworkPolicyPort.endPort",
+    "storage.v1.CSIDriverSpec.attachRequired",
+    "storage.v1.CSIDriverSpec.podInfoOnMount",
+    "storage.v1.CSIDriverSpec.storageCapacity",
+    "storage.v1.CSIDriverSpec.requiresRepublish",
+    "storage.v1.CSIDriverSpec.seLinuxMount",
+    "storage.v1.CSIDriverSpec.nodeAllocatableUpdatePeriodSeconds",
+    "storage.v1.CSIDriverSpec.serviceAccountTokenInSecrets",
+    "storage.v1.TokenRequest.expirationSeconds",
+    "storage.v1.VolumeNodeResources.count",
+    "autoscaling.v2.HorizontalPodAutoscalerSpec.minReplicas",
+    "autoscaling.v2.HPAScalingRules.stabilizationWindowSeconds",
+    "autoscaling.v2.MetricTarget.averageUtilization",
+    "autoscaling.v2.MetricValueStatus.averageUtilization",
+    "autoscaling.v2.HorizontalPodAutoscalerStatus.observedGeneration",
 ];
 
 /// A field as k8s-pb declares it.

@@ -41,6 +41,7 @@ const MUTATING: &[(&str, Plugin)] = &[
     ("DefaultTolerationSeconds", default_toleration_seconds),
     ("DefaultStorageClass", default_storage_class),
     ("StorageObjectInUseProtection", storage_object_in_use_protection),
+    ("DefaultIngressClass", default_ingress_class),
 ];
 
 /// The validating admission plugins, in kube-apiserver's order.
@@ -293,20 +294,35 @@ fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Va
     if obj.pointer("/spec/storageClassName").is_some_and(|c| !c.is_null()) {
         return Ok(());
     }
-    let Some(rt) = skiff_api::registry::find("storage.k8s.io", "v1", "storageclasses") else { return Ok(()) };
-    let snap = state.cache.list(rt, &rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0);
-    let default = snap
-        .items
-        .iter()
-        .map(|o| o.object())
-        .filter(|c| {
-            c.pointer("/metadata/annotations").and_then(|a| a.get(skiff_api::storage::DEFAULT_CLASS_ANNOTATION)).and_then(Value::as_str) == Some("true")
-        })
-        .max_by_key(|c| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default().to_string());
-    if let Some(name) = default.and_then(|c| c.pointer("/metadata/name").and_then(Value::as_str).map(String::from)) {
+    if let Some(name) = newest_default(state, "storage.k8s.io", "storageclasses", skiff_api::storage::DEFAULT_CLASS_ANNOTATION) {
         obj["spec"]["storageClassName"] = json!(name);
     }
     Ok(())
+}
+
+/// An Ingress that names no class gets the default IngressClass (the
+/// newest one when several are marked default), as the DefaultIngressClass
+/// admission plugin does.
+fn default_ingress_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Value, _: &Asker) -> Result<(), ApiError> {
+    if rt.kind != "Ingress" || obj.pointer("/spec/ingressClassName").is_some_and(|c| !c.is_null()) || !obj.get("spec").is_some_and(Value::is_object) {
+        return Ok(());
+    }
+    if let Some(name) = newest_default(state, "networking.k8s.io", "ingressclasses", skiff_api::networking::DEFAULT_CLASS_ANNOTATION) {
+        obj["spec"]["ingressClassName"] = json!(name);
+    }
+    Ok(())
+}
+
+/// The name of the newest object of `group/plural` annotated `annotation: "true"`.
+fn newest_default(state: &State, group: &str, plural: &str, annotation: &str) -> Option<String> {
+    let rt = skiff_api::registry::find(group, "v1", plural)?;
+    let snap = state.cache.list(rt, &rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0);
+    snap.items
+        .iter()
+        .map(|o| o.object())
+        .filter(|c| c.pointer("/metadata/annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str) == Some("true"))
+        .max_by_key(|c| c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default().to_string())
+        .and_then(|c| c.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
 }
 
 /// A Job without `manualSelector` selects its pods by its own uid.

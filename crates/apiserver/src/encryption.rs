@@ -276,7 +276,7 @@ fn cbc_encrypt(key: &[u8], plain: &[u8]) -> Result<Vec<u8>, String> {
 
 fn cbc_decrypt(key: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
     use cbc::cipher::{BlockDecryptMut, KeyIvInit};
-    if data.len() < 32 || data.len() % 16 != 0 {
+    if data.len() < 32 || !data.len().is_multiple_of(16) {
         return Err("the value is not a whole number of AES blocks".into());
     }
     let (iv, body) = data.split_at(16);

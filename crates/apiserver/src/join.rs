@@ -92,7 +92,7 @@ async fn claim_node_name(state: &crate::handler::State, node: &str, password: &s
     match stored {
         Some(kv) => {
             let secret: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            let have = secret.pointer("/data/hash").and_then(serde_json::Value::as_str).and_then(|b| skiff_api::unbase64(b)).unwrap_or_default();
+            let have = secret.pointer("/data/hash").and_then(serde_json::Value::as_str).and_then(skiff_api::unbase64).unwrap_or_default();
             if skiff_pki::token::secrets_equal(&String::from_utf8_lossy(&have), &hash) {
                 Ok(())
             } else {

@@ -242,7 +242,7 @@ impl Rule {
         let op = if negate { "!= " } else { "" };
         let text = if cidr.len == 32 { format!("ip {field} {op}{}", cidr.addr) } else { format!("ip {field} {op}{cidr}") };
         let off = if saddr { IP_SADDR } else { IP_DADDR };
-        let aligned = cidr.len % 8 == 0 && cidr.len > 0;
+        let aligned = cidr.len.is_multiple_of(8) && cidr.len > 0;
         let bytes = if aligned { u32::from(cidr.len) / 8 } else { 4 };
         let net = &cidr.addr.octets()[..bytes as usize];
         let mut exprs = vec![Expr::Payload { base: Base::Network, offset: off, len: bytes, dreg: REG1 }];

@@ -477,3 +477,62 @@ fn priority_classes_set_pod_priority_and_unknown_ones_are_refused() {
     let table = ok(&s, &["get", "podtemplates"]);
     assert!(table.contains("CONTAINERS") && table.contains("busybox") && table.contains("a=b"), "{table}");
 }
+
+/// networking.k8s.io, node.k8s.io, autoscaling/v2 and the CSI objects of
+/// storage.k8s.io: applied with kubectl, defaulted, printed with kube's
+/// columns, and refused with kube's messages; an Ingress without a class
+/// gets the default IngressClass.
+#[test]
+fn ingresses_network_policies_runtime_classes_hpas_and_csi_objects_apply_print_and_validate() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = manifest(
+        &dir,
+        "more.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: k8s.io/ingress-nginx}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  tls: [{hosts: [a.example.com], secretName: tls}]\n  rules:\n  - host: a.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n  - host: b.example.com\n    http: {paths: [{path: /api, pathType: Exact, backend: {service: {name: api, port: {name: http}}}}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  egress: [{ports: [{port: 53, protocol: UDP}]}]\n---\n\
+         apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: runc}\nhandler: runc\n---\n\
+         apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.example.com}\nspec: {}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    let out = ok(&s, &["apply", "-f", &f]);
+    assert_eq!(out.lines().filter(|l| l.ends_with("created")).count(), 6, "{out}");
+    let again = ok(&s, &["apply", "-f", &f]);
+    assert_eq!(again.lines().filter(|l| l.ends_with("unchanged")).count(), 6, "{again}");
+    let ing = ok(&s, &["get", "ingress", "web"]);
+    assert!(ing.starts_with("NAME   CLASS   HOSTS                         ADDRESS   PORTS     AGE"), "{ing}");
+    assert!(ing.contains("web    nginx   a.example.com,b.example.com             80, 443"), "the default class, both hosts, TLS ports: {ing}");
+    assert_eq!(ok(&s, &["get", "networkpolicy", "db", "-o", "jsonpath={.spec.policyTypes}"]), r#"["Ingress","Egress"]"#);
+    assert!(ok(&s, &["get", "netpol"]).contains("db     app=db"), "POD-SELECTOR");
+    assert!(ok(&s, &["get", "runtimeclass"]).contains("runc   runc"), "HANDLER");
+    assert_eq!(ok(&s, &["get", "csidriver", "csi.example.com", "-o", "jsonpath={.spec.attachRequired} {.spec.volumeLifecycleModes}"]), r#"true ["Persistent"]"#);
+    assert!(ok(&s, &["get", "ingressclass"]).contains("nginx   k8s.io/ingress-nginx   <none>"), "CONTROLLER, PARAMETERS");
+
+    // kubectl autoscale makes an autoscaling/v2 HPA; TARGETS as kubectl prints it.
+    ok(&s, &["autoscale", "deployment", "web", "--min=2", "--max=5", "--cpu-percent=60"]);
+    let hpa = ok(&s, &["get", "hpa", "web"]);
+    assert!(hpa.contains("Deployment/web   cpu: <unknown>/60%   2         5         0"), "{hpa}");
+    assert!(ok(&s, &["get", "all"]).contains("horizontalpodautoscaler.autoscaling/web"), "hpa is in `all`");
+
+    // Refusals, worded as kube-apiserver's.
+    let bad = manifest(
+        &dir,
+        "bad.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules: [{host: 10.0.0.1, http: {paths: [{path: api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n",
+    );
+    let (created, _, err) = kubectl(&s, &["create", "-f", &bad]);
+    assert!(!created, "{err}");
+    assert!(err.contains(r#"spec.rules[0].host: Invalid value: "10.0.0.1": must be a DNS name, not an IP address"#), "{err}");
+    assert!(err.contains(r#"spec.rules[0].http.paths[0].path: Invalid value: "api": must be an absolute path"#), "{err}");
+    let worse = manifest(
+        &dir,
+        "worse.yaml",
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: worse}\nspec: {scaleTargetRef: {kind: Deployment, name: web}, minReplicas: 4, maxReplicas: 3}\n",
+    );
+    let (_, _, err) = kubectl(&s, &["create", "-f", &worse]);
+    assert!(err.contains("spec.maxReplicas: Invalid value: 3: must be greater than or equal to `minReplicas`"), "{err}");
+    let (_, _, err) = kubectl(&s, &["patch", "ingressclass", "nginx", "--type=merge", "-p", r#"{"spec":{"controller":"example.com/other"}}"#]);
+    assert!(err.contains("spec.controller: Invalid value") && err.contains("field is immutable"), "{err}");
+    assert!(!kubectl(&s, &["get", "ingress", "bad"]).0, "nothing stored");
+}

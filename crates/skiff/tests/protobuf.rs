@@ -189,6 +189,51 @@ fn samples() -> Vec<(&'static str, Value)> {
             "provisioner": "example.com/p", "allowVolumeExpansion": false, "parameters": {"a": "b"}}),
         ),
         (
+            "apis/storage.k8s.io/v1/csidrivers",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {},
+            "spec": {"attachRequired": false, "podInfoOnMount": true, "tokenRequests": [{"audience": "a", "expirationSeconds": 3600}]}}),
+        ),
+        (
+            "apis/storage.k8s.io/v1/csinodes",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode", "metadata": {},
+            "spec": {"drivers": [{"name": "csi.example.com", "nodeID": "n1", "topologyKeys": ["zone"], "allocatable": {"count": 0}}]}}),
+        ),
+        (
+            "apis/storage.k8s.io/v1/volumeattachments",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment", "metadata": {},
+            "spec": {"attacher": "csi.example.com", "nodeName": "n1", "source": {"persistentVolumeName": "pv1"}}}),
+        ),
+        (
+            "apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 3,
+                     "metrics": [{"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}],
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0, "selectPolicy": "Min", "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}),
+        ),
+        (
+            "apis/networking.k8s.io/v1/namespaces/default/ingresses",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {},
+            "spec": {"ingressClassName": "c", "tls": [{"hosts": ["a.example.com"], "secretName": "s"}],
+                     "rules": [{"host": "a.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+        ),
+        (
+            "apis/networking.k8s.io/v1/ingressclasses",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {},
+            "spec": {"controller": "example.com/c", "parameters": {"apiGroup": "example.com", "kind": "P", "name": "p", "scope": "Cluster"}}}),
+        ),
+        (
+            "apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}], "ports": [{"port": 53, "protocol": "UDP", "endPort": 100}]}],
+                     "egress": [{}]}}),
+        ),
+        (
+            "apis/node.k8s.io/v1/runtimeclasses",
+            json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {}, "handler": "runc",
+            "overhead": {"podFixed": {"cpu": "10m"}}, "scheduling": {"nodeSelector": {"a": "b"}}}),
+        ),
+        (
             "apis/policy/v1/namespaces/default/poddisruptionbudgets",
             json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {},
             "spec": {"minAvailable": 0, "selector": sel}}),

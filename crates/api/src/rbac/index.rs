@@ -44,12 +44,12 @@ impl Index {
         }
         for (objects, namespaced) in [(cluster_bindings, false), (bindings, true)] {
             for b in objects {
-                let ns = meta(&b, "namespace");
+                let ns = meta(b, "namespace");
                 let role_ref = |f: &str| b.pointer(&format!("/roleRef/{f}")).and_then(Value::as_str).unwrap_or_default().to_string();
                 let i = ix.bindings.len();
                 ix.bindings.push(Binding {
                     namespace: namespaced.then(|| ns.clone()),
-                    name: meta(&b, "name"),
+                    name: meta(b, "name"),
                     cluster_role: role_ref("kind") == "ClusterRole",
                     role: role_ref("name"),
                 });

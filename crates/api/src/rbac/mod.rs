@@ -222,7 +222,7 @@ impl PolicyRule {
         let resource_ok = self.resources.iter().any(|r| {
             r == "*" || *r == combined || (!a.subresource.is_empty() && r.strip_prefix("*/") == Some(a.subresource.as_str()))
         });
-        resource_ok && (self.names.is_empty() || self.names.iter().any(|n| *n == a.name))
+        resource_ok && (self.names.is_empty() || self.names.contains(&a.name))
     }
 }
 

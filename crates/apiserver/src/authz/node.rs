@@ -52,7 +52,7 @@ pub(crate) fn authorize(cache: &WatchCache, user: &UserInfo, a: &Attributes) -> 
         match (a.group.as_str(), a.resource.as_str()) {
             ("", "secrets" | "configmaps") => {
                 if !matches!(a.verb.as_str(), "get" | "list" | "watch") || !a.subresource.is_empty() {
-                    return Decision::NoOpinion(format!("can only read resources of this type"));
+                    return Decision::NoOpinion("can only read resources of this type".to_string());
                 }
                 if a.name.is_empty() {
                     return Decision::NoOpinion("can only read namespaced object of this type".into());
@@ -90,11 +90,10 @@ pub(crate) fn authorize(cache: &WatchCache, user: &UserInfo, a: &Attributes) -> 
             }
             // Its own Node only (a create is checked by NodeRestriction
             // admission, which sees the object's name).
-            ("", "nodes") if !matches!(a.verb.as_str(), "get" | "list" | "watch" | "create") => {
-                if a.name != node {
+            ("", "nodes") if !matches!(a.verb.as_str(), "get" | "list" | "watch" | "create")
+                && a.name != node => {
                     return Decision::NoOpinion(format!("node '{node}' cannot modify node '{}'", a.name));
                 }
-            }
             // Pods bound to it: their status, their deletion.
             ("", "pods") if matches!(a.verb.as_str(), "update" | "patch" | "delete") => {
                 let bound = pod(cache, &a.namespace, &a.name).is_some_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node));
