@@ -19,6 +19,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -165,6 +166,7 @@ pub async fn run(client: kube::Client, opts: Options, shutdown: watch::Receiver<
                     serviceaccount::tokens::run(client.clone(), opts.root_ca.clone(), shutdown.clone()),
                     async { clusterroleaggregation::run(as_account("clusterrole-aggregation-controller").await, shutdown.clone()).await },
                     async { disruption::run(as_account("disruption-controller").await, i.clone(), shutdown.clone()).await },
+                    async { podautoscaler::run(as_account("horizontal-pod-autoscaler").await, i.clone(), shutdown.clone()).await },
                     async { resourcequota::run(as_account("resourcequota-controller").await, i.clone(), shutdown.clone()).await },
                     async {
                         if let Some(ca) = opts.root_ca.clone() {

@@ -948,6 +948,58 @@ fn millicores(cell: &str) -> u64 {
 }
 
 #[test]
+fn an_hpa_scales_a_cpu_burning_deployment_up_and_back_down() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    apply(
+        s,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: burn}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: burn}}}}
+  template:
+    metadata: {{labels: {{app: burn}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: {IMAGE}
+        command: ["sh", "-c", "while true; do :; done"]
+        resources: {{requests: {{cpu: 50m}}, limits: {{cpu: 150m}}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: burn}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: burn}}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}}}]
+  behavior: {{scaleDown: {{stabilizationWindowSeconds: 0}}}}
+"#
+        ),
+    );
+    // Each pod burns up to 150m against a 50m request: ~300 %, six times the
+    // target; the HPA goes to its maximum.
+    wait_until(s, 120, "scaled up to 3", |s| jsonpath(s, &["deploy", "burn"], "{.spec.replicas}") == "3");
+    wait_until(s, 60, "the HPA reports its reading", |s| {
+        let util = jsonpath(s, &["hpa", "burn"], "{.status.currentMetrics[0].resource.current.averageUtilization}");
+        util.parse::<i64>().is_ok_and(|u| u > 50)
+    });
+    let conditions = jsonpath(s, &["hpa", "burn"], "{range .status.conditions[*]}{.type}={.status}/{.reason} {end}");
+    assert!(conditions.contains("ScalingActive=True/ValidMetricFound") && conditions.contains("ScalingLimited=True/TooManyReplicas"), "{conditions}");
+    let row = ok(s, &["get", "hpa", "burn"]);
+    assert!(row.contains("Deployment/burn") && row.contains("/50%") && row.contains("   1         3         3"), "{row}");
+    // The load stops: back to the minimum.
+    ok(s, &["patch", "deploy", "burn", "--type=json", "-p", r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/command", "value": ["sleep", "3600"]}]"#]);
+    wait_until(s, 180, "scaled back down to 1", |s| jsonpath(s, &["deploy", "burn"], "{.spec.replicas}") == "1");
+}
+
+#[test]
 fn kubectl_top_reports_node_and_pod_usage() {
     let Some(n) = node() else { return };
     let s = &n.s;
