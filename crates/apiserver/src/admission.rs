@@ -41,6 +41,7 @@ const MUTATING: &[(&str, Plugin)] = &[
     ("DefaultTolerationSeconds", default_toleration_seconds),
     ("DefaultStorageClass", default_storage_class),
     ("StorageObjectInUseProtection", storage_object_in_use_protection),
+    ("RuntimeClass", runtime_class),
     ("DefaultIngressClass", default_ingress_class),
 ];
 
@@ -296,6 +297,47 @@ fn default_storage_class(state: &State, rt: &ResourceType, _: &str, obj: &mut Va
     }
     if let Some(name) = newest_default(state, "storage.k8s.io", "storageclasses", skiff_api::storage::DEFAULT_CLASS_ANNOTATION) {
         obj["spec"]["storageClassName"] = json!(name);
+    }
+    Ok(())
+}
+
+/// A pod naming a RuntimeClass gets its overhead and scheduling (node
+/// selector and tolerations), as kube's RuntimeClass admission plugin
+/// gives them; a RuntimeClass that does not exist refuses the pod.
+fn runtime_class(state: &State, rt: &ResourceType, name: &str, pod: &mut Value, _: &Asker) -> Result<(), ApiError> {
+    if rt.kind != "Pod" {
+        return Ok(());
+    }
+    let Some(class_name) = pod.pointer("/spec/runtimeClassName").and_then(Value::as_str).filter(|c| !c.is_empty()).map(String::from) else { return Ok(()) };
+    let refuse = |why: String| ApiError::forbidden(format!("pods \"{name}\" is forbidden: pod rejected: {why}"));
+    let classes = skiff_api::registry::find("node.k8s.io", "v1", "runtimeclasses").ok_or_else(ApiError::no_such_path)?;
+    let snap = state.cache.list(classes, &classes.key(None, &class_name), &LabelSelector::default(), &FieldSelector::default(), 0);
+    let Some(class) = snap.items.iter().map(|o| o.object()).find(|c| c.pointer("/metadata/name").and_then(Value::as_str) == Some(class_name.as_str())) else {
+        return Err(refuse(format!("RuntimeClass {class_name:?} not found")));
+    };
+    if let Some(overhead) = class.pointer("/overhead/podFixed") {
+        match pod.pointer("/spec/overhead") {
+            Some(given) if !given.is_null() && given != overhead => return Err(refuse("Pod's Overhead doesn't match RuntimeClass's defined Overhead".into())),
+            _ => pod["spec"]["overhead"] = overhead.clone(),
+        }
+    }
+    if let Some(selector) = class.pointer("/scheduling/nodeSelector").and_then(Value::as_object) {
+        for (k, v) in selector {
+            match pod.pointer(&format!("/spec/nodeSelector/{}", k.replace('~', "~0").replace('/', "~1"))) {
+                Some(have) if have != v => {
+                    return Err(refuse(format!("conflict: runtimeClass.scheduling.nodeSelector[{k}] = {}; pod.spec.nodeSelector[{k}] = {}", v.as_str().unwrap_or_default(), have.as_str().unwrap_or_default())));
+                }
+                _ => pod["spec"]["nodeSelector"][k] = v.clone(),
+            }
+        }
+    }
+    for t in class.pointer("/scheduling/tolerations").and_then(Value::as_array).into_iter().flatten() {
+        let list = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+        if !list.contains(t) {
+            let mut list = list;
+            list.push(t.clone());
+            pod["spec"]["tolerations"] = Value::Array(list);
+        }
     }
     Ok(())
 }

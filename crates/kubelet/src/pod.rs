@@ -190,6 +190,18 @@ impl Worker {
         by_name
     }
 
+    /// The CRI runtime handler of the pod's RuntimeClass (empty: the
+    /// runtime's default).
+    async fn runtime_handler(&self, pod: &Pod) -> Result<String, String> {
+        let Some(name) = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone()).filter(|n| !n.is_empty()) else { return Ok(String::new()) };
+        let classes: kube::Api<k8s_openapi::api::node::v1::RuntimeClass> = kube::Api::all(self.ctx.client.clone());
+        match classes.get_opt(&name).await {
+            Ok(Some(c)) => Ok(c.handler),
+            Ok(None) => Err(format!("RuntimeClass {name:?} not found")),
+            Err(e) => Err(format!("getting RuntimeClass {name:?}: {e}")),
+        }
+    }
+
     async fn runtime_status(&self, id: &str) -> Option<api::ContainerStatus> {
         let req = api::ContainerStatusRequest { container_id: id.to_string(), verbose: false };
         self.ctx.rt.runtime.clone().container_status(req).await.ok().and_then(|r| r.into_inner().status)
@@ -251,7 +263,15 @@ impl Worker {
                 }
                 let config = spec::sandbox(pod, &self.ctx.logs_dir, attempt, &self.ctx.dns);
                 let _ = std::fs::create_dir_all(&config.log_directory);
-                match self.ctx.rt.runtime.clone().run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }).await {
+                let runtime_handler = match self.runtime_handler(pod).await {
+                    Ok(h) => h,
+                    Err(msg) => {
+                        self.ctx.recorder.record(pod, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {msg}"));
+                        self.report(pod, None, &HashMap::new(), false, false).await;
+                        return Step::Again(Duration::from_secs(5));
+                    }
+                };
+                match self.ctx.rt.runtime.clone().run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config), runtime_handler }).await {
                     Ok(r) => r.into_inner().pod_sandbox_id,
                     Err(e) => {
                         let msg = format!("Failed to create pod sandbox: {}", e.message());

@@ -1000,6 +1000,56 @@ spec:
 }
 
 #[test]
+fn runtime_classes_choose_the_runtime_handler_and_add_their_overhead() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    apply(
+        s,
+        &format!(
+            r#"
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {{name: plain}}
+handler: runc
+overhead: {{podFixed: {{cpu: 10m, memory: 1Mi}}}}
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {{name: sandboxed}}
+handler: kata
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: plain}}
+spec:
+  runtimeClassName: plain
+  restartPolicy: Never
+  containers: [{{name: c, image: {IMAGE}, command: ["echo", "on runc"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: sandboxed}}
+spec:
+  runtimeClassName: sandboxed
+  containers: [{{name: c, image: {IMAGE}, command: ["sleep", "60"]}}]
+"#
+        ),
+    );
+    wait_until(s, 60, "plain Succeeded", |s| phase(s, "plain") == "Succeeded");
+    assert_eq!(ok(s, &["logs", "plain"]), "on runc\n");
+    assert_eq!(jsonpath(s, &["pod", "plain"], "{.spec.overhead.cpu}"), "10m", "the class's overhead is the pod's");
+    // A handler the runtime does not have: the sandbox is refused, and says why.
+    wait_until(s, 60, "the sandbox refused", |s| {
+        let events = ok(s, &["get", "events", "--field-selector", "involvedObject.name=sandboxed", "-o", "jsonpath={.items[*].message}"]);
+        events.contains("Failed to create pod sandbox") && events.contains("kata")
+    });
+    assert_eq!(phase(s, "sandboxed"), "Pending");
+    // A class that does not exist: refused at admission, as kube words it.
+    let (created, _, err) = kubectl(s, &["run", "nowhere", &format!("--image={IMAGE}"), "--overrides", r#"{"spec":{"runtimeClassName":"nope"}}"#]);
+    assert!(!created && err.contains(r#"pods "nowhere" is forbidden: pod rejected: RuntimeClass "nope" not found"#), "{err}");
+}
+
+#[test]
 fn kubectl_top_reports_node_and_pod_usage() {
     let Some(n) = node() else { return };
     let s = &n.s;
