@@ -609,9 +609,56 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
 }
 
 /// Pods allow only a few spec changes once created.
+/// Ephemeral containers are only added: those there stay as they are, and
+/// a new one has a unique name, an image, and none of what an ephemeral
+/// container may not have (ports, probes, lifecycle, resources), as kube's
+/// ValidatePodEphemeralContainersUpdate says.
+fn ephemeral_containers(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let list = |v: &Value| v.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (now, before) = (list(new), list(old));
+    for b in &before {
+        let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+        match now.iter().find(|n| n.get("name") == b.get("name")) {
+            None => errs.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be removed"))),
+            Some(n) if n != b => errs.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be changed"))),
+            Some(_) => {}
+        }
+    }
+    let mut names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|f| new.pointer(&format!("/spec/{f}")).and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+        .collect();
+    for (i, c) in now.iter().enumerate() {
+        let at = format!("spec.ephemeralContainers[{i}]");
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            errs.push(FieldError::required(format!("{at}.name"), ""));
+        } else if names.iter().any(|n| n == name) {
+            errs.push(FieldError::duplicate(format!("{at}.name"), name));
+        }
+        names.push(name.to_string());
+        if before.iter().any(|b| b.get("name") == c.get("name")) {
+            continue;
+        }
+        if c.get("image").and_then(Value::as_str).unwrap_or_default().is_empty() {
+            errs.push(FieldError::required(format!("{at}.image"), ""));
+        }
+        for f in ["ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "resources", "restartPolicy"] {
+            if c.get(f).is_some_and(|v| !v.is_null() && v != &serde_json::json!({}) && v != &serde_json::json!([])) {
+                errs.push(FieldError::forbidden(format!("{at}.{f}"), "cannot be set for an Ephemeral Container"));
+            }
+        }
+    }
+}
+
 fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    ephemeral_containers(new, old, errs);
     let strip = |spec: Option<&Value>| -> Value {
         let mut s = spec.cloned().unwrap_or(Value::Null);
+        if let Some(o) = s.as_object_mut() {
+            o.remove("ephemeralContainers");
+        }
         for field in ["containers", "initContainers"] {
             if let Some(Value::Array(cs)) = s.get_mut(field) {
                 for c in cs.iter_mut().filter_map(Value::as_object_mut) {

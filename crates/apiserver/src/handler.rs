@@ -451,6 +451,7 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         Some("scale") if rt.scale => Scope::Main,
         Some("binding" | "eviction") if rt.kind == "Pod" => Scope::All,
         Some("finalize") if rt.kind == "Namespace" => Scope::Finalize,
+        Some("ephemeralcontainers") if rt.kind == "Pod" => Scope::EphemeralContainers,
         Some(sub @ ("exec" | "attach" | "portforward")) if rt.kind == "Pod" => {
             return crate::proxy::stream(state, ns.as_deref().unwrap_or("default"), name.unwrap_or(""), sub, req).await;
         }

@@ -19,6 +19,8 @@ pub(crate) enum Scope {
     All,
     /// `namespaces/{n}/finalize`: `spec.finalizers` only.
     Finalize,
+    /// `pods/{n}/ephemeralcontainers`: `spec.ephemeralContainers` only.
+    EphemeralContainers,
 }
 
 /// What to do with fields the type does not declare (`?fieldValidation=`).
@@ -316,6 +318,28 @@ async fn update_once(
             }
         }
     }
+    if opts.scope == Scope::EphemeralContainers {
+        let added = new.pointer("/spec/ephemeralContainers").cloned();
+        new = old.clone();
+        match added {
+            Some(e) => new["spec"]["ephemeralContainers"] = e,
+            None => {
+                if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    s.remove("ephemeralContainers");
+                }
+            }
+        }
+    } else if rt.kind == "Pod" {
+        // Only the subresource adds ephemeral containers.
+        match old.pointer("/spec/ephemeralContainers") {
+            Some(e) => new["spec"]["ephemeralContainers"] = e.clone(),
+            None => {
+                if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    s.remove("ephemeralContainers");
+                }
+            }
+        }
+    }
     if opts.scope == Scope::Finalize {
         // namespaces/{n}/finalize changes spec.finalizers and nothing else.
         let fins = new.pointer("/spec/finalizers").cloned();
@@ -374,6 +398,7 @@ async fn update_once(
     if !opts.apply {
         let sub = match opts.scope {
             Scope::Status => "status",
+            Scope::EphemeralContainers => "ephemeralcontainers",
             _ => "",
         };
         managed::track_update(Some(&old), &mut new, &opts.manager, &rt.api_version(), sub, &now());

@@ -82,6 +82,16 @@ struct Worker {
     volumes: Option<(HostPaths, Instant)>,
 }
 
+/// The pod's ephemeral containers as containers (the same fields; the
+/// target container's process namespace is not shared yet).
+fn ephemeral(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| serde_json::to_value(e).ok().and_then(|v| serde_json::from_value::<Container>(v).ok()))
+        .collect()
+}
+
 fn ns_name(pod: &Pod) -> (String, String, String) {
     let m = &pod.metadata;
     (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), m.uid.clone().unwrap_or_default())
@@ -343,6 +353,13 @@ impl Worker {
                     }
                     Some(_) => {}
                 }
+            }
+        }
+        // Ephemeral containers (`kubectl debug`): started once, never
+        // restarted, never probed.
+        for c in ephemeral(&spec) {
+            if !by_name.contains_key(&c.name) && !self.waiting.contains_key(&c.name) {
+                changed |= self.start(pod, &c, &sandbox_id, 0, pod_ip.as_deref()).await;
             }
         }
         if changed {
@@ -636,6 +653,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         let inits: Vec<Value> = spec.init_containers.iter().flatten().map(|c| self.container_status(c, by_name.get(&c.name)).0).collect();
+        let ephemerals: Vec<Value> = ephemeral(&spec).iter().map(|c| self.container_status(c, by_name.get(&c.name)).0).collect();
         let mut kinds = Vec::new();
         let mut statuses = Vec::new();
         let mut all_ready = !spec.containers.is_empty();
@@ -691,6 +709,7 @@ impl Worker {
             "qosClass": spec::qos_class(pod),
             "containerStatuses": statuses,
             "initContainerStatuses": if inits.is_empty() { Value::Null } else { json!(inits) },
+            "ephemeralContainerStatuses": if ephemerals.is_empty() { Value::Null } else { json!(ephemerals) },
         });
         if self.last_status.as_ref() == Some(&status) {
             return;

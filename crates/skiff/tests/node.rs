@@ -992,8 +992,11 @@ spec:
     });
     let conditions = jsonpath(s, &["hpa", "burn"], "{range .status.conditions[*]}{.type}={.status}/{.reason} {end}");
     assert!(conditions.contains("ScalingActive=True/ValidMetricFound") && conditions.contains("ScalingLimited=True/TooManyReplicas"), "{conditions}");
-    let row = ok(s, &["get", "hpa", "burn"]);
-    assert!(row.contains("Deployment/burn") && row.contains("/50%") && row.contains("   1         3         3"), "{row}");
+    // The next sync reports the 3 replicas it made.
+    wait_until(s, 40, "kubectl get hpa shows 3 replicas", |s| {
+        let row = ok(s, &["get", "hpa", "burn"]);
+        row.contains("Deployment/burn") && row.contains("/50%") && row.contains("   1         3         3")
+    });
     // The load stops: back to the minimum.
     ok(s, &["patch", "deploy", "burn", "--type=json", "-p", r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/command", "value": ["sleep", "3600"]}]"#]);
     wait_until(s, 180, "scaled back down to 1", |s| jsonpath(s, &["deploy", "burn"], "{.spec.replicas}") == "1");
@@ -1047,6 +1050,66 @@ spec:
     // A class that does not exist: refused at admission, as kube words it.
     let (created, _, err) = kubectl(s, &["run", "nowhere", &format!("--image={IMAGE}"), "--overrides", r#"{"spec":{"runtimeClassName":"nope"}}"#]);
     assert!(!created && err.contains(r#"pods "nowhere" is forbidden: pod rejected: RuntimeClass "nope" not found"#), "{err}");
+}
+
+#[test]
+fn kubectl_debug_adds_an_ephemeral_container_to_a_running_pod() {
+    let Some(n) = node() else { return };
+    let s = &n.s;
+    ok(s, &["run", "target", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
+    wait_until(s, 60, "target Running", |s| phase(s, "target") == "Running");
+    // Through the pods/ephemeralcontainers subresource, as kubectl sends it.
+    ok(s, &["debug", "target", &format!("--image={IMAGE}"), "-c", "debugger", "--", "sh", "-c", "echo from the debugger"]);
+    wait_until(s, 60, "the debugger ran", |s| {
+        jsonpath(s, &["pod", "target"], "{.status.ephemeralContainerStatuses[0].state.terminated.exitCode}") == "0"
+    });
+    assert_eq!(ok(s, &["logs", "target", "-c", "debugger"]), "from the debugger\n");
+    assert_eq!(phase(s, "target"), "Running", "the pod runs on, its container untouched");
+    assert_eq!(jsonpath(s, &["pod", "target"], "{.status.containerStatuses[0].restartCount}"), "0");
+    // Interactive: stdin reaches the ephemeral container through attach.
+    let mut child = std::process::Command::new(common::kubectl_bin())
+        .args(["--kubeconfig", &s.kubeconfig.display().to_string(), "debug", "-i", "target", &format!("--image={IMAGE}"), "-c", "shell", "--", "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl debug -i");
+    // Output from before the attach is lost (as with any attach): ask
+    // until the answer comes back, then leave.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut said = Vec::new();
+    for _ in 0..30 {
+        use std::io::Write;
+        let _ = stdin.write_all(b"echo attached to $(hostname)\n");
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            said.push(line);
+            break;
+        }
+    }
+    {
+        use std::io::Write;
+        let _ = stdin.write_all(b"exit\n");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("kubectl debug -i");
+    assert!(said.iter().any(|l| l == "attached to target"), "{said:?} {}", String::from_utf8_lossy(&out.stderr));
+    // What an ephemeral container may not have, and what may not change.
+    let (patched, _, err) = kubectl(
+        s,
+        &["patch", "pod", "target", "--subresource=ephemeralcontainers", "--type=strategic", "-p", &format!(r#"{{"spec":{{"ephemeralContainers":[{{"name":"bad","image":"{IMAGE}","ports":[{{"containerPort":80}}]}}]}}}}"#)],
+    );
+    assert!(!patched && err.contains("spec.ephemeralContainers[2].ports: Forbidden: cannot be set for an Ephemeral Container"), "{err}");
+    let (patched, _, err) = kubectl(s, &["patch", "pod", "target", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/ephemeralContainers"}]"#]);
+    assert!(patched || err.contains("Forbidden"), "{err}");
+    assert_eq!(jsonpath(s, &["pod", "target"], "{.spec.ephemeralContainers[*].name}"), "debugger shell", "only the subresource changes them");
 }
 
 #[test]
