@@ -280,6 +280,22 @@ impl From<ApiError> for Retry {
     }
 }
 
+/// Gives `to` the field `field` under `parent` (`""`, `/spec` or
+/// `/metadata`) as `from` has it, or removes it where `from` has none.
+fn keep_field(to: &mut Value, from: &Value, parent: &str, field: &str) {
+    match from.pointer(parent).and_then(|p| p.get(field)) {
+        Some(v) => {
+            let place = if parent.is_empty() { &mut *to } else { &mut to[&parent[1..]] };
+            place[field] = v.clone();
+        }
+        None => {
+            if let Some(p) = to.pointer_mut(parent).and_then(Value::as_object_mut) {
+                p.remove(field);
+            }
+        }
+    }
+}
+
 async fn update_once(
     state: &State,
     rt: &ResourceType,
@@ -305,73 +321,26 @@ async fn update_once(
     if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL").into());
     }
-    if opts.scope == Scope::Status {
-        // A status write changes status and nothing else.
-        let status = new.get("status").cloned();
-        new = old.clone();
-        match status {
-            Some(st) => new["status"] = st,
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
+    // A subresource write changes its own field and nothing else.
+    let own = match opts.scope {
+        Scope::Status => Some(("", "status")),
+        Scope::Finalize => Some(("/spec", "finalizers")),
+        Scope::EphemeralContainers => Some(("/spec", "ephemeralContainers")),
+        Scope::Main | Scope::All => None,
+    };
+    if let Some((parent, field)) = own {
+        let request = std::mem::replace(&mut new, old.clone());
+        keep_field(&mut new, &request, parent, field);
     }
-    if opts.scope == Scope::EphemeralContainers {
-        let added = new.pointer("/spec/ephemeralContainers").cloned();
-        new = old.clone();
-        match added {
-            Some(e) => new["spec"]["ephemeralContainers"] = e,
-            None => {
-                if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                    s.remove("ephemeralContainers");
-                }
-            }
-        }
-    } else if rt.kind == "Pod" {
-        // Only the subresource adds ephemeral containers.
-        match old.pointer("/spec/ephemeralContainers") {
-            Some(e) => new["spec"]["ephemeralContainers"] = e.clone(),
-            None => {
-                if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                    s.remove("ephemeralContainers");
-                }
-            }
-        }
-    }
-    if opts.scope == Scope::Finalize {
-        // namespaces/{n}/finalize changes spec.finalizers and nothing else.
-        let fins = new.pointer("/spec/finalizers").cloned();
-        new = old.clone();
-        match fins {
-            Some(f) => new["spec"]["finalizers"] = f,
-            None => {
-                if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                    s.remove("finalizers");
-                }
-            }
-        }
+    // Only the subresource adds ephemeral containers.
+    if rt.kind == "Pod" && opts.scope != Scope::EphemeralContainers {
+        keep_field(&mut new, &old, "/spec", "ephemeralContainers");
     }
     for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
-        match old["metadata"].get(f) {
-            Some(v) => new["metadata"][f] = v.clone(),
-            None => {
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    m.remove(f);
-                }
-            }
-        }
+        keep_field(&mut new, &old, "/metadata", f);
     }
     if rt.status && matches!(opts.scope, Scope::Main | Scope::Finalize) {
-        match old.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
+        keep_field(&mut new, &old, "", "status");
     }
     if rt.kind == "Secret" {
         secret_string_data(&mut new);

@@ -61,10 +61,7 @@ pub fn conflist(net: &PodNetwork) -> String {
 /// one machine never touch each other's), replaced whole in one
 /// transaction, so applying it again is harmless.
 pub fn masquerade_rules(bridge: &str, pod_cidr: Cidr, cluster_cidr: Cidr) -> Transaction {
-    let mut tx = Transaction::new(bridge);
-    tx.push(Op::AddTable);
-    tx.push(Op::DeleteTable);
-    tx.push(Op::AddTable);
+    let mut tx = Transaction::replacing(bridge);
     tx.push(Op::AddChain { name: "postrouting".into(), hook: Some(Hook { nat: true, hook: HookPoint::Postrouting, priority: 100 }) });
     let multicast = Cidr { addr: std::net::Ipv4Addr::new(224, 0, 0, 0), len: 4 };
     let rule = Rule::new().addr_in_cidr(true, pod_cidr, false).addr_in_cidr(false, cluster_cidr, true).addr_in_cidr(false, multicast, true).masquerade(false);
@@ -85,10 +82,7 @@ pub async fn masquerade(bridge: &str, pod_cidr: &str, cluster_cidr: &str) -> std
 pub fn remove(agent_dir: &Path) {
     let bridge = bridge_name(agent_dir);
     let _ = std::process::Command::new("ip").args(["link", "delete", &bridge]).output();
-    let mut tx = Transaction::new(&bridge);
-    tx.push(Op::AddTable);
-    tx.push(Op::DeleteTable);
-    let _ = tx.apply_blocking();
+    let _ = Transaction::deleting(&bridge).apply_blocking();
 }
 
 /// Writes the conflist into `conf_dir` (atomically: containerd watches the

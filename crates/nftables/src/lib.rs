@@ -278,6 +278,22 @@ impl Transaction {
         Self { table: table.to_string(), ops: Vec::new() }
     }
 
+    /// A transaction that starts `table` afresh: deleted if it exists, then
+    /// made empty, so that what follows replaces it whole.
+    pub fn replacing(table: &str) -> Self {
+        let mut tx = Self::new(table);
+        // `add` first so that `delete` never fails on a missing table.
+        tx.ops.extend([Op::AddTable, Op::DeleteTable, Op::AddTable]);
+        tx
+    }
+
+    /// A transaction that deletes `table` if it exists, and nothing else.
+    pub fn deleting(table: &str) -> Self {
+        let mut tx = Self::new(table);
+        tx.ops.extend([Op::AddTable, Op::DeleteTable]);
+        tx
+    }
+
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -336,8 +352,5 @@ impl fmt::Display for Transaction {
 
 /// Deletes `ip TABLE` if it exists, and nothing else.
 pub async fn delete_table(table: &str) -> Result<(), NftError> {
-    let mut tx = Transaction::new(table);
-    tx.push(Op::AddTable);
-    tx.push(Op::DeleteTable);
-    tx.apply().await
+    Transaction::deleting(table).apply().await
 }

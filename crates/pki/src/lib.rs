@@ -344,14 +344,7 @@ pub fn not_before(cert_pem: &str) -> Option<i64> {
 /// A TLS client configuration that trusts only the CA in `ca_pem` and
 /// presents `client`.
 pub fn client_tls(ca_pem: &str, client: &CertPair) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(&e))?
-        .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(pem_certs(&client.cert_pem)?, private_key(client)?)
-        .map_err(|e| tls_err(&e))?;
-    Ok(Arc::new(cfg))
+    client_tls_from(ca_pem, CertSlot::new(client)?)
 }
 
 /// What a signed certificate is for.

@@ -90,11 +90,7 @@ impl Ruleset {
 
     /// A transaction that replaces the table with this ruleset.
     pub fn full(&self, table: &str) -> Transaction {
-        let mut tx = Transaction::new(table);
-        // `add` first so that `delete` never fails on a missing table.
-        tx.push(Op::AddTable);
-        tx.push(Op::DeleteTable);
-        tx.push(Op::AddTable);
+        let mut tx = Transaction::replacing(table);
         for (name, kind) in &self.sets {
             tx.push(Op::AddSet { name: name.clone(), kind: *kind });
         }

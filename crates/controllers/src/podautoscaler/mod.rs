@@ -84,14 +84,14 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let mut conditions: Vec<Value> = Vec::new();
     let Some(path) = scale_path(&ns, spec.get("scaleTargetRef").unwrap_or(&Value::Null)) else {
         conditions.push(condition("AbleToScale", false, "FailedGetScale", "the HPA controller was unable to get the target's current scale: no scale subresource for the target"));
-        return write_status(&ctx, &hpa, status, conditions).await;
+        return write_status(&ctx, &obj, status, conditions).await;
     };
     let get = http::Request::get(&path).body(Vec::new()).map_err(|e| Error::Invalid(e.to_string()))?;
     let scale: Value = match ctx.client.request(get).await {
         Ok(s) => s,
         Err(e) => {
             conditions.push(condition("AbleToScale", false, "FailedGetScale", &format!("the HPA controller was unable to get the target's current scale: {e}")));
-            return write_status(&ctx, &hpa, status, conditions).await;
+            return write_status(&ctx, &obj, status, conditions).await;
         }
     };
     let current = scale.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0) as i32;
@@ -101,16 +101,16 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     if current == 0 && min > 0 {
         status["desiredReplicas"] = json!(0);
         conditions.push(condition("ScalingActive", false, "ScalingDisabled", "scaling is disabled since the replica count of the target is zero"));
-        return write_status(&ctx, &hpa, status, conditions).await;
+        return write_status(&ctx, &obj, status, conditions).await;
     }
     let readings = read_metrics(&ctx, &ns, &selector, &spec, current).await;
     let (mut proposal, metrics_status) = match readings {
         Ok(r) if !r.is_empty() => (r.iter().map(|r| r.replicas).max().unwrap_or(current), r.into_iter().map(|r| r.status).collect::<Vec<_>>()),
         Ok(_) | Err(_) => {
-            let why = readings_error(&ctx, &ns, &selector).await;
+            let why = readings_error(&ctx, &ns, &selector);
             conditions.push(condition("ScalingActive", false, "FailedGetResourceMetric", &why));
             conditions.push(condition("AbleToScale", true, "SucceededGetScale", "the HPA controller was able to get the target's current scale"));
-            return write_status(&ctx, &hpa, status, conditions).await;
+            return write_status(&ctx, &obj, status, conditions).await;
         }
     };
     conditions.push(condition("ScalingActive", true, "ValidMetricFound", "the HPA was able to successfully calculate a replica count from cpu resource utilization (percentage of request)"));
@@ -146,11 +146,11 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     } else {
         conditions.push(condition("AbleToScale", true, "ReadyForNewScale", "recommended size matches current size"));
     }
-    write_status(&ctx, &hpa, status, conditions).await
+    write_status(&ctx, &obj, status, conditions).await
 }
 
 /// Why no metric could be read (kube's wording).
-async fn readings_error(ctx: &Ctx, ns: &str, selector: &str) -> String {
+fn readings_error(ctx: &Ctx, ns: &str, selector: &str) -> String {
     let pods = selected(ctx, ns, selector);
     if pods.is_empty() {
         "the HPA was unable to compute the replica count: no pods matched the scale target's selector".into()
@@ -290,9 +290,10 @@ fn stabilize(h: &mut Vec<(Instant, i32)>, now: Instant, spec: &Value, current: i
     }
 }
 
-async fn write_status(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, mut status: Value, conditions: Vec<Value>) -> Result<Action, Error> {
+/// Writes `status` with `conditions` over the HPA (`hpa`, as JSON) when it changed.
+async fn write_status(ctx: &Ctx, hpa: &Value, mut status: Value, conditions: Vec<Value>) -> Result<Action, Error> {
     // A condition keeps its transition time while its status stays.
-    let old: Vec<Value> = hpa.status.as_ref().and_then(|s| s.conditions.clone()).map(|c| serde_json::to_value(c).unwrap_or_default()).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+    let old = hpa.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     let conditions: Vec<Value> = conditions
         .into_iter()
         .map(|mut c| {
@@ -303,19 +304,20 @@ async fn write_status(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, mut status: Valu
         })
         .collect();
     status["conditions"] = json!(conditions);
-    status["observedGeneration"] = json!(hpa.metadata.generation);
-    let mut next = serde_json::to_value(hpa).map_err(|e| Error::Invalid(e.to_string()))?;
-    if next.get("status") != Some(&status) {
-        next["status"] = status;
-        let next: HorizontalPodAutoscaler = serde_json::from_value(next).map_err(|e| Error::Invalid(e.to_string()))?;
-        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), hpa.metadata.namespace.as_deref().unwrap_or_default());
-        match api.replace_status(hpa.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &next).await {
-            Ok(_) => {}
-            Err(e) if crate::util::is_conflict(&e) => return Ok(Action::requeue(Duration::from_millis(200))),
-            Err(e) => return Err(e.into()),
-        }
+    status["observedGeneration"] = hpa.pointer("/metadata/generation").cloned().unwrap_or(Value::Null);
+    if hpa.get("status") == Some(&status) {
+        return Ok(Action::requeue(SYNC_PERIOD));
     }
-    Ok(Action::requeue(SYNC_PERIOD))
+    let mut next = hpa.clone();
+    next["status"] = status;
+    let next: HorizontalPodAutoscaler = serde_json::from_value(next).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = |p: &str| hpa.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &text("/metadata/namespace"));
+    match api.replace_status(&text("/metadata/name"), &PostParams::default(), &next).await {
+        Ok(_) => Ok(Action::requeue(SYNC_PERIOD)),
+        Err(e) if crate::util::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
