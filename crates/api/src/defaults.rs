@@ -18,8 +18,24 @@ fn child<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<S
     obj.get_mut(key).and_then(Value::as_object_mut)
 }
 
+/// Applies the defaults of a resource type's objects: its kind's, or a
+/// custom resource's schema defaults.
+pub fn apply_for(rt: &crate::ResourceType, obj: &mut Value) {
+    match &rt.custom {
+        Some(custom) => {
+            if let Some(s) = &custom.schema {
+                crate::apiextensions::schema::default(obj, s);
+            }
+        }
+        None => apply(rt.kind, obj),
+    }
+}
+
 /// Applies the defaults of `kind` to an object about to be stored.
 pub fn apply(kind: &str, obj: &mut Value) {
+    if kind == "CustomResourceDefinition" {
+        crate::apiextensions::defaults(obj);
+    }
     let Some(o) = obj.as_object_mut() else { return };
     // Go's `Status` fields are structs, never omitted: kube-apiserver
     // answers `"status": {}` for a new object, and clients read into it

@@ -13,13 +13,15 @@ pub enum FieldErrorKind {
     /// The value is malformed.
     Invalid(Value),
     /// The value is not one of the supported ones.
-    NotSupported(Value, Vec<&'static str>),
+    NotSupported(Value, Vec<Value>),
     /// The change or value is not allowed.
     Forbidden,
     /// The value repeats one that must be unique.
     Duplicate(Value),
     /// The value is too long.
     TooLong(Value, usize),
+    /// A list has more items than allowed.
+    TooMany(usize, u64),
 }
 
 /// One field error, as `field.Error` renders it.
@@ -51,7 +53,16 @@ impl FieldError {
     }
     /// An unsupported value.
     pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&'static str]) -> Self {
-        Self { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()), detail: String::new() }
+        Self { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported.iter().map(|s| Value::from(*s)).collect()), detail: String::new() }
+    }
+    /// A value outside a list of supported values of any JSON type (a
+    /// custom resource's `enum`).
+    pub fn not_supported_values(field: impl Into<String>, value: impl Into<Value>, supported: Vec<Value>) -> Self {
+        Self { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported), detail: String::new() }
+    }
+    /// Too many items in a list.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: u64) -> Self {
+        Self { field: field.into(), kind: FieldErrorKind::TooMany(actual, max), detail: String::new() }
     }
     /// A forbidden value or change.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -70,6 +81,7 @@ impl FieldError {
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
             FieldErrorKind::TooLong(..) => "FieldValueTooLong",
+            FieldErrorKind::TooMany(..) => "FieldValueTooMany",
         }
     }
 
@@ -79,11 +91,12 @@ impl FieldError {
             FieldErrorKind::Required => "Required value".to_string(),
             FieldErrorKind::Invalid(v) => format!("Invalid value: {}", render_value(v)),
             FieldErrorKind::NotSupported(v, supported) => {
-                let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+                let list: Vec<String> = supported.iter().map(render_value).collect();
                 format!("Unsupported value: {}: supported values: {}", render_value(v), list.join(", "))
             }
             FieldErrorKind::Forbidden => "Forbidden".to_string(),
             FieldErrorKind::Duplicate(v) => format!("Duplicate value: {}", render_value(v)),
+            FieldErrorKind::TooMany(actual, max) => format!("Too many: {actual}: must have at most {max} items"),
             FieldErrorKind::TooLong(v, max) => {
                 format!("Too long: may not be more than {max} bytes (value {})", render_value(v))
             }
@@ -148,6 +161,10 @@ impl ApiError {
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
+    }
+    /// 405 MethodNotAllowed, with the reason.
+    pub fn method_not_allowed_because(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
     }
     /// 409 AlreadyExists.
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {

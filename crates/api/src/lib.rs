@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod apiextensions;
 pub mod autoscaling;
 pub mod cidr;
 pub mod defaults;

@@ -51,17 +51,54 @@ fn op(rt: &ResourceType, verb: &str, action: &str, params: &[&str], body: bool, 
     o
 }
 
-/// The OpenAPI v3 document of one group version, or `None` if not served.
+/// The OpenAPI v3 document of one built-in group version, or `None` if
+/// not served.
 pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
     let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    document(&rts)
+}
+
+/// A custom resource's schema name, as kube-apiserver names it: the group
+/// reversed, the version, the kind (`com.example.v1.Widget`).
+fn custom_schema_name(rt: &ResourceType) -> String {
+    let group: Vec<&str> = rt.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), rt.version, rt.kind)
+}
+
+fn schema_name_of(rt: &ResourceType) -> String {
+    if rt.custom.is_some() {
+        custom_schema_name(rt)
+    } else {
+        (rt.schema_name)()
+    }
+}
+
+/// The OpenAPI v3 document of the resource types of one group version
+/// (built-in, or a CRD's: its schema, with ObjectMeta for `metadata`).
+pub fn document(rts: &[&ResourceType]) -> Option<Value> {
     if rts.is_empty() {
         return None;
     }
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
-    for rt in &rts {
-        let _ = (rt.schema)(&mut generator);
-        let name = (rt.schema_name)();
+    let mut custom_schemas = Map::new();
+    for rt in rts {
+        let name = schema_name_of(rt);
+        match &rt.custom {
+            None => {
+                let _ = (rt.schema)(&mut generator);
+            }
+            Some(c) => {
+                let meta = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+                let mut schema = c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                if let Some(props) = schema.as_object_mut().map(|o| o.entry("properties").or_insert_with(|| json!({}))).and_then(Value::as_object_mut) {
+                    props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+                    props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+                    props.insert("metadata".into(), serde_json::to_value(&meta).unwrap_or_default());
+                }
+                custom_schemas.insert(name.clone(), schema);
+            }
+        }
         let schema_ref = format!("#/components/schemas/{name}");
         let base = format!("/{}", gv_path(rt.group, rt.version));
         let (collection, item) = if rt.namespaced {
@@ -105,8 +142,9 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
     }
     let mut schemas = generator.take_definitions(true);
     annotate_patch_strategies(&mut schemas);
-    for rt in &rts {
-        if let Some(s) = schemas.get_mut(&(rt.schema_name)()).and_then(Value::as_object_mut) {
+    schemas.extend(custom_schemas);
+    for rt in rts {
+        if let Some(s) = schemas.get_mut(&schema_name_of(rt)).and_then(Value::as_object_mut) {
             s.insert("x-kubernetes-group-version-kind".into(), gvk(rt));
         }
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core};
 use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
 use k8s_openapi::api::{autoscaling::v2 as autoscaling, networking::v1 as networking, node::v1 as node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -17,7 +18,7 @@ pub type Normalizer = fn(Value) -> Result<Value, String>;
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
 
 /// One served resource type (a REST collection).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResourceType {
     /// API group; empty for the core group.
     pub group: &'static str,
@@ -45,6 +46,9 @@ pub struct ResourceType {
     pub schema: SchemaFn,
     /// The OpenAPI schema name (e.g. `io.k8s.api.core.v1.Pod`).
     pub schema_name: fn() -> String,
+    /// What a CustomResourceDefinition says of this version (`None` for
+    /// the built-in types).
+    pub custom: Option<std::sync::Arc<crate::apiextensions::CustomVersion>>,
 }
 
 impl ResourceType {
@@ -84,7 +88,8 @@ impl ResourceType {
     /// Whether a write to the main resource changes the generation when its
     /// spec changes (Kubernetes tracks it for workloads and a few others).
     pub fn tracks_generation(&self) -> bool {
-        matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "PodDisruptionBudget")
+        self.custom.is_some()
+            || matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" | "PodDisruptionBudget")
     }
 }
 
@@ -118,6 +123,7 @@ macro_rules! resource {
             normalize: normalize::<$ty>,
             schema: schema::<$ty>,
             schema_name: schema_name::<$ty>,
+            custom: None,
         }
     };
 }
@@ -161,11 +167,40 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(policy::PodDisruptionBudget, "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], [], status: true, scale: false),
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
     resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, ["csr"], [], status: true, scale: false),
+    resource!(apiextensions::CustomResourceDefinition, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, ["crd", "crds"], ["api-extensions"], status: true, scale: false),
     resource!(rbac::ClusterRole, "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], [], status: false, scale: false),
     resource!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], [], status: false, scale: false),
     resource!(rbac::Role, "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], [], status: false, scale: false),
     resource!(rbac::RoleBinding, "rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, [], [], status: false, scale: false),
 ];
+
+/// A `&'static str` equal to `s`, made once per distinct string: custom
+/// resource types carry their names like the built-in ones do. What is
+/// kept is bounded by the distinct names CustomResourceDefinitions ever
+/// used in this process (Go's apiserver interns these the same way).
+pub fn intern(s: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = names.get(s) {
+        return n;
+    }
+    let n: &'static str = Box::leak(s.to_string().into_boxed_str());
+    names.insert(n);
+    n
+}
+
+/// A `&'static` list of interned names, made once per distinct list.
+pub fn intern_list(list: &[String]) -> &'static [&'static str] {
+    type Lists = std::collections::BTreeMap<Vec<String>, &'static [&'static str]>;
+    static LISTS: std::sync::Mutex<Lists> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut lists = LISTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(l) = lists.get(list) {
+        return l;
+    }
+    let l: &'static [&'static str] = Box::leak(list.iter().map(|s| intern(s)).collect::<Vec<_>>().into_boxed_slice());
+    lists.insert(list.to_vec(), l);
+    l
+}
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {

@@ -242,6 +242,7 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Groups", "string", 1),
             c("ServiceAccounts", "string", 1),
         ],
+        "CustomResourceDefinition" => vec![c("Name", "string", 0), c("Created At", "date", 0)],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
 }
@@ -726,6 +727,7 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             json!(g("/status/attached").and_then(Value::as_bool).unwrap_or(false)),
             json!(created),
         ],
+        "CustomResourceDefinition" => vec![name, o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
         _ => vec![name, json!(created)],
     }
 }

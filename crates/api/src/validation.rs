@@ -195,8 +195,15 @@ fn certificate_signing_request(obj: &Value, errs: &mut Vec<FieldError>) {
 pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     validate_metadata(rt, obj, &mut errs);
+    if let Some(custom) = &rt.custom {
+        if let Some(s) = &custom.schema {
+            crate::apiextensions::schema::validate(obj, s, "", &mut errs);
+        }
+        return errs;
+    }
     let spec = obj.get("spec");
     match rt.kind {
+        "CustomResourceDefinition" => crate::apiextensions::validate(obj, old, &mut errs),
         "Pod" => {
             if let Some(spec) = spec {
                 pod_spec("spec", spec, &mut errs, &["Always", "OnFailure", "Never"]);

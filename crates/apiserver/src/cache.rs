@@ -45,9 +45,10 @@ pub(crate) struct Cached {
 }
 
 impl Cached {
-    fn new(kind: &str, key: String, stored: &[u8], rev: i64) -> Option<Self> {
+    fn new(key: String, stored: &[u8], rev: i64) -> Option<Self> {
         let mut obj: Value = serde_json::from_slice(stored).ok()?;
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         let selectable = skiff_api::selector::selectable(kind, &obj);
         Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable, protobuf: std::sync::OnceLock::new() })
     }
@@ -127,9 +128,9 @@ struct Inner {
     rev: i64,
 }
 
-/// The cache of one resource type.
+/// The cache of one resource type (of every version: objects are kept as
+/// stored).
 pub(crate) struct ResourceCache {
-    rt: &'static ResourceType,
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Message>,
 }
@@ -169,7 +170,7 @@ impl ResourceCache {
     fn apply(&self, ev: CacheEventInput) {
         let Ok(mut inner) = self.inner.write() else { return };
         let prev = inner.objects.get(&ev.key).cloned();
-        let Some(object) = Cached::new(self.rt.kind, ev.key.clone(), &ev.value, ev.rev) else { return };
+        let Some(object) = Cached::new(ev.key.clone(), &ev.value, ev.rev) else { return };
         let object = Arc::new(object);
         let change = match (ev.kind, &prev) {
             (EventKind::Delete, _) => {
@@ -214,11 +215,21 @@ struct CacheEventInput {
     rev: i64,
 }
 
-/// The caches of every resource type, fed by one store watch.
+/// The caches of every resource type, fed by one store watch. Built-in
+/// types have theirs from the start; custom resources' are made when
+/// their first object or reader comes.
 pub(crate) struct WatchCache {
     store: Arc<dyn Store>,
-    by_prefix: HashMap<String, Arc<ResourceCache>>,
+    by_prefix: RwLock<HashMap<String, Arc<ResourceCache>>>,
+    /// The revision of the last full load: a cache made later has seen
+    /// every event of its prefix since.
+    loaded: std::sync::atomic::AtomicI64,
     seen: watch::Sender<i64>,
+}
+
+fn empty_cache(floor: i64) -> Arc<ResourceCache> {
+    let inner = Inner { objects: BTreeMap::new(), history: VecDeque::new(), floor, rev: floor };
+    Arc::new(ResourceCache { inner: RwLock::new(inner), tx: broadcast::channel(FANOUT).0 })
 }
 
 /// `/registry/{group}/{plural}/` of a key.
@@ -232,14 +243,8 @@ impl WatchCache {
     /// Loads every resource from the store and starts following it. The
     /// follower stops when `shutdown` is cancelled.
     pub(crate) async fn start(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) -> Result<Arc<Self>, StoreError> {
-        let by_prefix = RESOURCES
-            .iter()
-            .map(|rt| {
-                let inner = Inner { objects: BTreeMap::new(), history: VecDeque::new(), floor: 0, rev: 0 };
-                (rt.key_prefix(), Arc::new(ResourceCache { rt, inner: RwLock::new(inner), tx: broadcast::channel(FANOUT).0 }))
-            })
-            .collect();
-        let cache = Arc::new(Self { store, by_prefix, seen: watch::channel(0).0 });
+        let by_prefix = RESOURCES.iter().map(|rt| (rt.key_prefix(), empty_cache(0))).collect();
+        let cache = Arc::new(Self { store, by_prefix: RwLock::new(by_prefix), loaded: std::sync::atomic::AtomicI64::new(0), seen: watch::channel(0).0 });
         let mut rev = cache.load().await?;
         let follower = cache.clone();
         tokio::spawn(async move {
@@ -266,7 +271,7 @@ impl WatchCache {
                     match ev {
                         Some(Ok(ev)) => {
                             rev = ev.kv.mod_revision;
-                            if let Some(rc) = resource_prefix(&ev.kv.key).and_then(|p| follower.by_prefix.get(p)) {
+                            if let Some(rc) = resource_prefix(&ev.kv.key).map(|p| follower.prefix_cache(p)) {
                                 rc.apply(CacheEventInput { kind: ev.kind, key: ev.kv.key, value: ev.kv.value, rev });
                             }
                             follower.seen.send_replace(rev);
@@ -306,14 +311,14 @@ impl WatchCache {
 
     /// Lists the whole registry at one revision into the caches.
     async fn load(&self) -> Result<i64, StoreError> {
-        let mut fresh: HashMap<&str, BTreeMap<String, Arc<Cached>>> = HashMap::new();
+        let mut fresh: HashMap<String, BTreeMap<String, Arc<Cached>>> = HashMap::new();
         let mut opts = ListOptions { revision: None, start_after: None, limit: 5000 };
         let rev = loop {
             let page = self.store.list("/registry/", opts.clone()).await?;
             for kv in page.items.iter() {
-                let Some((prefix, rc)) = resource_prefix(&kv.key).and_then(|p| self.by_prefix.get_key_value(p)) else { continue };
-                if let Some(c) = Cached::new(rc.rt.kind, kv.key.clone(), &kv.value, kv.mod_revision) {
-                    fresh.entry(prefix.as_str()).or_default().insert(kv.key.clone(), Arc::new(c));
+                let Some(prefix) = resource_prefix(&kv.key) else { continue };
+                if let Some(c) = Cached::new(kv.key.clone(), &kv.value, kv.mod_revision) {
+                    fresh.entry(prefix.to_string()).or_default().insert(kv.key.clone(), Arc::new(c));
                 }
             }
             opts.revision = Some(page.revision);
@@ -322,15 +327,35 @@ impl WatchCache {
                 break page.revision;
             }
         };
-        for (prefix, rc) in &self.by_prefix {
-            rc.reset(fresh.remove(prefix.as_str()).unwrap_or_default(), rev);
+        for prefix in fresh.keys() {
+            self.prefix_cache(prefix);
         }
+        let caches: Vec<(String, Arc<ResourceCache>)> = match self.by_prefix.read() {
+            Ok(m) => m.iter().map(|(p, rc)| (p.clone(), rc.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (prefix, rc) in caches {
+            rc.reset(fresh.remove(&prefix).unwrap_or_default(), rev);
+        }
+        self.loaded.store(rev, std::sync::atomic::Ordering::SeqCst);
         self.seen.send_replace(rev);
         Ok(rev)
     }
 
-    fn resource(&self, rt: &ResourceType) -> Option<&Arc<ResourceCache>> {
-        self.by_prefix.get(&rt.key_prefix())
+    /// The cache of one key prefix, made empty when it has none yet.
+    fn prefix_cache(&self, prefix: &str) -> Arc<ResourceCache> {
+        if let Some(rc) = self.by_prefix.read().ok().and_then(|m| m.get(prefix).cloned()) {
+            return rc;
+        }
+        let floor = self.loaded.load(std::sync::atomic::Ordering::SeqCst);
+        match self.by_prefix.write() {
+            Ok(mut m) => m.entry(prefix.to_string()).or_insert_with(|| empty_cache(floor)).clone(),
+            Err(_) => empty_cache(floor),
+        }
+    }
+
+    fn resource(&self, rt: &ResourceType) -> Option<Arc<ResourceCache>> {
+        Some(self.prefix_cache(&rt.key_prefix()))
     }
 
     /// Waits until the cache has applied every write up to `rev`.

@@ -162,14 +162,59 @@ fn subresources(r: &ResourceType) -> Vec<(String, &'static str, &'static str, &'
     out
 }
 
+/// Every served resource type: the built-in ones, then the CRDs'.
+struct Served<'a> {
+    types: Vec<&'a ResourceType>,
+}
+
+impl<'a> Served<'a> {
+    fn new(custom: &'a crate::crd::Snapshot) -> Self {
+        Self { types: RESOURCES.iter().chain(custom.types.iter()).collect() }
+    }
+
+    /// The group versions, in discovery order: the core group first, the
+    /// built-in groups, then custom groups, each group's versions by
+    /// Kubernetes' version priority.
+    fn group_versions(&self) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for r in &self.types {
+            if !out.contains(&(r.group, r.version)) {
+                out.push((r.group, r.version));
+            }
+        }
+        let builtin = skiff_api::registry::group_versions();
+        let mut custom: Vec<(&str, &str)> = out.iter().filter(|gv| !builtin.contains(gv)).copied().collect();
+        let mut groups: Vec<&str> = Vec::new();
+        for (g, _) in &custom {
+            if !groups.contains(g) {
+                groups.push(g);
+            }
+        }
+        custom.sort_by(|a, b| {
+            let (ia, ib) = (groups.iter().position(|g| *g == a.0), groups.iter().position(|g| *g == b.0));
+            ia.cmp(&ib).then_with(|| skiff_api::apiextensions::compare_versions(a.1, b.1))
+        });
+        builtin.into_iter().filter(|gv| out.contains(gv)).chain(custom).collect()
+    }
+
+    fn of(&self, group: &str, version: &str) -> Vec<&'a ResourceType> {
+        self.types.iter().filter(|r| r.group == group && r.version == version).copied().collect()
+    }
+}
+
 /// `GET /api/{v}` or `/apis/{g}/{v}`: an `APIResourceList`.
+#[cfg(test)]
 pub(crate) fn resource_list(group: &str, version: &str) -> Result<Resp, ApiError> {
+    resource_list_of(&Served::new(&Default::default()), group, version)
+}
+
+fn resource_list_of(served: &Served, group: &str, version: &str) -> Result<Resp, ApiError> {
     let answered: Vec<Value> = ANSWERED
         .iter()
         .filter(|a| a.group == group && a.version == version)
         .map(|a| json!({"name": a.plural, "singularName": "", "namespaced": a.namespaced, "kind": a.kind, "verbs": a.verbs, "shortNames": a.short_names}))
         .collect();
-    let rts: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let rts = served.of(group, version);
     if rts.is_empty() && answered.is_empty() {
         return Err(ApiError::no_such_path());
     }
@@ -215,14 +260,15 @@ fn aggregated_version(accept: &str) -> Option<&'static str> {
 }
 
 /// One group of an `APIGroupDiscoveryList`.
-fn discovery_group(group: &str) -> Value {
-    let versions: Vec<Value> = skiff_api::registry::group_versions()
+fn discovery_group(served: &Served, group: &str) -> Value {
+    let versions: Vec<Value> = served
+        .group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| {
-            let resources: Vec<Value> = RESOURCES
-                .iter()
-                .filter(|r| r.group == g && r.version == v)
+            let resources: Vec<Value> = served
+                .of(g, v)
+                .into_iter()
                 .map(|r| {
                     let subs: Vec<Value> = subresources(r)
                         .into_iter()
@@ -245,8 +291,10 @@ fn discovery_group(group: &str) -> Value {
     json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
 }
 
-/// Serves the discovery and OpenAPI paths, or `None` for other paths.
-pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError>> {
+/// Serves the discovery and OpenAPI paths, or `None` for other paths;
+/// `custom`: the custom resource types served now.
+pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot) -> Option<Result<Resp, ApiError>> {
+    let served = Served::new(custom);
     let aggregated = |groups: Vec<Value>, version: &str| {
         let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": groups});
         let mut r = json_response(200, &body);
@@ -257,7 +305,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
     };
     Some(Ok(match segs {
         ["api"] => match aggregated_version(accept) {
-            Some(v) => aggregated(vec![discovery_group("")], v),
+            Some(v) => aggregated(vec![discovery_group(&served, "")], v),
             None => json_response(
                 200,
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
@@ -265,14 +313,14 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
         },
         ["apis"] => {
             let mut names: Vec<&str> = Vec::new();
-            for (g, _) in skiff_api::registry::group_versions() {
+            for (g, _) in served.group_versions() {
                 if !g.is_empty() && !names.contains(&g) {
                     names.push(g);
                 }
             }
             match aggregated_version(accept) {
                 Some(v) => {
-                    let mut groups: Vec<Value> = names.into_iter().map(discovery_group).collect();
+                    let mut groups: Vec<Value> = names.into_iter().map(|g| discovery_group(&served, g)).collect();
                     groups.extend(answered_groups().into_iter().map(|(g, ver)| {
                         let resources: Vec<Value> = ANSWERED
                             .iter()
@@ -285,12 +333,14 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                     aggregated(groups, v)
                 }
                 None => {
-                    let mut groups: Vec<Value> = skiff_api::registry::group_versions()
-                        .into_iter()
-                        .filter(|(g, _)| !g.is_empty())
-                        .map(|(g, v)| {
-                            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-                            json!({"name": g, "versions": [gv], "preferredVersion": gv})
+                    let gvs = served.group_versions();
+                    let mut groups: Vec<Value> = names
+                        .iter()
+                        .filter(|g| !g.is_empty())
+                        .map(|g| {
+                            let versions: Vec<Value> =
+                                gvs.iter().filter(|(gg, _)| gg == g).map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+                            json!({"name": g, "preferredVersion": versions.first().cloned(), "versions": versions})
                         })
                         .collect();
                     groups.extend(answered_groups().into_iter().map(|(g, v)| {
@@ -301,9 +351,10 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                 }
             }
         }
-        ["api", v] => return Some(resource_list("", v)),
+        ["api", v] => return Some(resource_list_of(&served, "", v)),
         ["apis", g] => {
-            let versions: Vec<Value> = skiff_api::registry::group_versions()
+            let versions: Vec<Value> = served
+                .group_versions()
                 .into_iter()
                 .chain(answered_groups())
                 .filter(|(gg, _)| gg == g)
@@ -312,7 +363,7 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
             let Some(pref) = versions.first().cloned() else { return Some(Err(ApiError::no_such_path())) };
             json_response(200, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": versions, "preferredVersion": pref}))
         }
-        ["apis", g, v] => return Some(resource_list(g, v)),
+        ["apis", g, v] => return Some(resource_list_of(&served, g, v)),
         ["openapi", "v2"] => {
             let (json, pb, etag) = openapi_v2();
             // As kube-apiserver: the gnostic type is not a valid media type
@@ -331,11 +382,14 @@ pub(crate) fn serve(segs: &[&str], accept: &str) -> Option<Result<Resp, ApiError
                 .unwrap_or_else(|_| hyper::Response::new(crate::respond::full(Bytes::new())))
         }
         ["openapi", "v3"] => {
-            let paths: serde_json::Map<String, Value> =
-                openapi_docs().iter().map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}))).collect();
+            let paths: serde_json::Map<String, Value> = openapi_docs()
+                .iter()
+                .chain(custom.docs.iter())
+                .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
+                .collect();
             json_response(200, &json!({"paths": paths}))
         }
-        ["openapi", "v3", gv @ ..] => match openapi_docs().get(&gv.join("/")) {
+        ["openapi", "v3", gv @ ..] => match openapi_docs().get(&gv.join("/")).or_else(|| custom.docs.get(&gv.join("/"))) {
             Some((_, doc)) => crate::respond::bytes_response(200, doc.clone()),
             None => return Some(Err(ApiError::no_such_path())),
         },
@@ -368,7 +422,7 @@ mod tests {
 
     #[test]
     fn apps_group_declares_scale_as_autoscaling() {
-        let g = discovery_group("apps");
+        let g = discovery_group(&Served::new(&Default::default()), "apps");
         let deploy = g["versions"][0]["resources"].as_array().and_then(|r| r.iter().find(|r| r["resource"] == "deployments")).cloned().unwrap_or_default();
         let scale = deploy["subresources"].as_array().and_then(|s| s.iter().find(|s| s["subresource"] == "scale")).cloned().unwrap_or_default();
         assert_eq!(scale["responseKind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));

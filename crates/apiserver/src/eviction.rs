@@ -26,7 +26,7 @@ fn is_ready(pod: &Value) -> bool {
 }
 
 /// Evicts `name`; `eviction` is the decoded `Eviction` body.
-pub(crate) async fn evict(state: &State, pods: &'static ResourceType, ns: &str, name: &str, eviction: &Value, opts: &WriteOptions) -> Result<Resp, ApiError> {
+pub(crate) async fn evict(state: &State, pods: &ResourceType, ns: &str, name: &str, eviction: &Value, opts: &WriteOptions) -> Result<Resp, ApiError> {
     if let Some(n) = eviction.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty() && *n != name) {
         return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object: {name} != {n}")));
     }

@@ -60,6 +60,8 @@ pub(crate) struct State {
     pub(crate) authorizer: Authorizer,
     /// The audit log, when `--audit-log-path` is set.
     pub(crate) auditor: Option<crate::audit::Auditor>,
+    /// The custom resource types the CRDs serve.
+    pub(crate) crds: crate::crd::CustomResources,
 }
 
 /// Creates the namespaces every cluster has.
@@ -343,7 +345,8 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         ["livez"] | ["readyz"] | ["healthz"] if is_get => return Ok(text(200, "ok".to_string())),
         ["metrics"] if is_get => return Ok(text(200, state.metrics.render(state.store.current_revision()))),
         _ if is_get => {
-            if let Some(r) = crate::discovery::serve(&segs, &accept) {
+            let custom = if matches!(segs.first(), Some(&"api" | &"apis" | &"openapi")) { state.crds.snapshot(&state.cache) } else { Default::default() };
+            if let Some(r) = crate::discovery::serve(&segs, &accept, &custom) {
                 return r;
             }
         }
@@ -442,7 +445,19 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         [plural, tail @ ..] if tail.len() <= 2 => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         _ => return Err(ApiError::no_such_path()),
     };
-    let rt = skiff_api::registry::find(group, version, plural).ok_or_else(ApiError::no_such_path)?;
+    let custom_rt;
+    let rt: &ResourceType = match skiff_api::registry::find(group, version, plural) {
+        Some(rt) => rt,
+        None => {
+            // A CRD established a moment ago may not be in the cache yet.
+            let mut found = state.crds.find(&state.cache, group, version, plural);
+            if found.is_none() && state.cache.wait_for(state.cache.store_revision()).await.is_ok() {
+                found = state.crds.find(&state.cache, group, version, plural);
+            }
+            custom_rt = found.ok_or_else(ApiError::no_such_path)?;
+            &custom_rt
+        }
+    };
     let scope = match sub {
         None => Scope::Main,
         Some("status") if rt.status => Scope::Status,
@@ -486,6 +501,10 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         Some(other) => return Err(ApiError::bad_request(format!("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"))),
     };
     let ct = ctype.split(';').next().unwrap_or_default().trim().to_string();
+    if rt.custom.is_some() && method == Method::PATCH && ct == "application/strategic-merge-patch+json" {
+        // Custom resources have no patch strategies: kube refuses.
+        return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {ct:?})")));
+    }
     let apply = method == Method::PATCH && ct == "application/apply-patch+yaml";
     let manager = match q.get("fieldManager") {
         Some(m) if m.chars().count() > 128 => return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes")),
@@ -502,15 +521,43 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
     };
     let reply = |r: Result<(Value, Vec<String>), ApiError>| -> Result<Resp, ApiError> {
         let (obj, warnings) = r?;
-        let body = if scale { scale_of(&obj) } else { obj };
+        let body = if scale { scale_of(rt, &obj) } else { obj };
         Ok(with_warnings(json_response(200, &body), &warnings))
     };
     let ns = ns.as_deref();
+    let resp = verb(state, rt, ns, name, sub, method, scale, apply, body, ct, ctype, q, opts, prefix, accept, reply).await;
+    // Every answer from a deprecated version carries its warning.
+    match rt.custom.as_ref().and_then(|c| c.deprecation.clone()) {
+        Some(w) => resp.map(|r| with_warnings(r, &[w])),
+        None => resp,
+    }
+}
+
+/// Serves one verb on a resource (or its `scale`, `binding`, `eviction`).
+#[allow(clippy::too_many_arguments)]
+async fn verb(
+    state: &State,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: Option<&str>,
+    sub: Option<&str>,
+    method: Method,
+    scale: bool,
+    apply: bool,
+    body: Bytes,
+    ct: String,
+    ctype: String,
+    q: HashMap<String, String>,
+    opts: WriteOptions,
+    prefix: String,
+    accept: String,
+    reply: impl Fn(Result<(Value, Vec<String>), ApiError>) -> Result<Resp, ApiError>,
+) -> Result<Resp, ApiError> {
     match (method, name) {
         (Method::GET, Some(name)) if scale => {
             let kv =
                 state.store.get(&rt.key(ns, name)).await.map_err(|e| crate::respond::store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-            Ok(json_response(200, &scale_of(&with_rv(&kv.value, kv.mod_revision)?)))
+            Ok(json_response(200, &scale_of(rt, &with_rv(&kv.value, kv.mod_revision)?)))
         }
         (Method::PUT | Method::PATCH, Some(name)) if scale => reply(write_scale(state, rt, ns, name, &body, &ct, &opts).await),
         (Method::POST, Some(name)) if sub == Some("binding") => {
@@ -523,7 +570,7 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         (Method::GET, Some(name)) => crate::read::get(state, rt, ns, name, &q, &accept).await,
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return crate::watch::watch(state, rt, prefix, &q, &accept).await;
+                return crate::watch::watch(state, rt.clone(), prefix, &q, &accept).await;
             }
             crate::read::list(state, rt, prefix, &q, &accept).await
         }
@@ -720,7 +767,7 @@ async fn write_scale(
         ns,
         name,
         |cur| {
-            let mut sc = scale_of(cur);
+            let mut sc = scale_of(rt, cur);
             if is_patch {
                 // A Scale has no list fields: strategic merge is a merge patch.
                 apply_patch(&mut sc, ct, &body_v)?;
@@ -741,7 +788,7 @@ async fn write_scale(
                 ));
             }
             let mut n = cur.clone();
-            n["spec"]["replicas"] = json!(replicas);
+            set_pointer(&mut n, &scale_paths(rt).0, json!(replicas));
             if let Some(m) = n["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
@@ -789,25 +836,53 @@ async fn bind(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, bo
     Ok(())
 }
 
-/// The `autoscaling/v1` `Scale` view of a scalable object.
-fn scale_of(obj: &Value) -> Value {
-    // A ReplicationController's selector is a plain map of labels.
-    let selector = match obj.pointer("/spec/selector") {
-        Some(s) if obj.get("kind").and_then(Value::as_str) == Some("ReplicationController") => {
-            LabelSelector::from_label_selector(&json!({"matchLabels": s})).ok()
-        }
-        Some(s) => LabelSelector::from_label_selector(s).ok(),
-        None => None,
+/// Where a scalable type keeps its desired and current replicas and its
+/// selector (JSON pointers): a CRD's `scale` subresource names them.
+fn scale_paths(rt: &ResourceType) -> (String, String, Option<String>) {
+    match rt.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(p) => (p.spec_replicas.clone(), p.status_replicas.clone(), p.label_selector.clone()),
+        None => ("/spec/replicas".into(), "/status/replicas".into(), None),
     }
-    .map(|s| s.to_string())
-    .unwrap_or_default();
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
+    let mut at = obj;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, p) in parts.iter().enumerate() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        if i + 1 == parts.len() {
+            at[*p] = value;
+            return;
+        }
+        at = &mut at[*p];
+    }
+}
+
+/// The `autoscaling/v1` `Scale` view of a scalable object.
+fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+    let (spec, status, selector_path) = scale_paths(rt);
+    let selector = match selector_path {
+        // A custom resource's selector is kept serialized already.
+        Some(p) => obj.pointer(&p).and_then(Value::as_str).unwrap_or_default().to_string(),
+        None => match obj.pointer("/spec/selector") {
+            // A ReplicationController's selector is a plain map of labels.
+            Some(s) if rt.kind == "ReplicationController" => LabelSelector::from_label_selector(&json!({"matchLabels": s})).ok(),
+            Some(s) if rt.custom.is_none() => LabelSelector::from_label_selector(s).ok(),
+            _ => None,
+        }
+        .map(|s| s.to_string())
+        .unwrap_or_default(),
+    };
     let meta = &obj["metadata"];
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
                      "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
-        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+        "spec": {"replicas": obj.pointer(&spec).cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer(&status).cloned().unwrap_or(json!(0)), "selector": selector},
     })
 }
 

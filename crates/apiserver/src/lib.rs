@@ -15,6 +15,7 @@ mod auth;
 mod authz;
 mod cache;
 mod component_status;
+mod crd;
 mod discovery;
 pub mod encryption;
 mod eviction;
@@ -238,6 +239,7 @@ impl ApiServer {
             api_audiences: vec![cfg.service_account_issuer.clone()],
             authorizer: authz::Authorizer::new(cfg.authorization_modes.clone()),
             auditor: cfg.audit.as_ref().map(audit::Auditor::start).transpose()?,
+            crds: crd::CustomResources::default(),
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as
@@ -298,6 +300,7 @@ impl ApiServer {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         tokio::spawn(compactor(self.state.store.clone(), self.state.cache.clone(), self.compaction_interval, self.shutdown.subscribe()));
+        tokio::spawn(crd::status::run(self.state.clone()));
         if let Some((store, config, status)) = &self.encryption {
             tokio::spawn(store.clone().follow(config.clone(), status.clone(), self.shutdown.subscribe()));
         }

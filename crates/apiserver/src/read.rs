@@ -34,11 +34,21 @@ pub(crate) fn include_object(q: &HashMap<String, String>) -> Result<table::Inclu
     }
 }
 
+/// A Table of objects of one type: the built-in columns of its kind, or a
+/// CRD's printer columns.
+pub(crate) fn table_of(rt: &ResourceType, objects: &[&Value], include: table::IncludeObject, rv: &str, continue_token: Option<&str>) -> Value {
+    match &rt.custom {
+        Some(c) => skiff_api::apiextensions::table(&c.columns, objects, include, rv, continue_token),
+        None => table::table(rt.kind, objects, include, rv, continue_token, chrono::Utc::now()),
+    }
+}
+
 pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let obj = with_rv(&kv.value, kv.mod_revision)?;
+    let mut obj = with_rv(&kv.value, kv.mod_revision)?;
+    crate::crd::to_served(rt, &mut obj);
     if wants_table(accept) {
-        return Ok(json_response(200, &table::table(rt.kind, &[&obj], include_object(q)?, &kv.mod_revision.to_string(), None, chrono::Utc::now())));
+        return Ok(json_response(200, &table_of(rt, &[&obj], include_object(q)?, &kv.mod_revision.to_string(), None)));
     }
     if wants_metadata(accept) {
         return Ok(json_response(200, &table::partial_metadata(&obj)));
@@ -102,7 +112,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
                                 return Ok(crate::respond::protobuf_response(200, Bytes::from(body)));
                             }
                         }
-                        Page { rev: snap.rev, items: snap.items.iter().map(|o| o.json.clone()).collect(), next }
+                        Page { rev: snap.rev, items: snap.items.iter().map(|o| crate::crd::served_bytes(rt, &o.json)).collect(), next }
                     }
                     // A consistent read the cache cannot serve in time is
                     // served by the store, as kube-apiserver falls back to etcd.
@@ -116,7 +126,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
     if wants_table(accept) {
         let objs: Vec<Value> = page.items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect();
         let refs: Vec<&Value> = objs.iter().collect();
-        return Ok(json_response(200, &table::table(rt.kind, &refs, include_object(q)?, &page.rev.to_string(), page.next.as_deref(), chrono::Utc::now())));
+        return Ok(json_response(200, &table_of(rt, &refs, include_object(q)?, &page.rev.to_string(), page.next.as_deref())));
     }
     // Items are spliced in as stored JSON, not re-serialized.
     let mut meta = json!({"resourceVersion": page.rev.to_string()});
@@ -168,7 +178,8 @@ async fn from_store(
             e => store_err(rt, "", e),
         })?;
         for kv in &page.items {
-            let obj = with_rv(&kv.value, kv.mod_revision)?;
+            let mut obj = with_rv(&kv.value, kv.mod_revision)?;
+            crate::crd::to_served(rt, &mut obj);
             if labels.matches(&obj) && fields.matches(&obj) {
                 items.push(Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?));
             }

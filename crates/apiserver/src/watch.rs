@@ -25,7 +25,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What one watcher asked for.
 struct Request {
-    rt: &'static ResourceType,
+    rt: ResourceType,
     labels: LabelSelector,
     fields: FieldSelector,
     /// A Table per event, its row carrying this much of the object.
@@ -65,7 +65,9 @@ impl Request {
         if let Some(include) = self.table {
             let o = obj.object();
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let t = table::table(self.rt.kind, &[&o], include, &rv, None, chrono::Utc::now());
+            let mut o = o;
+            crate::crd::to_served(&self.rt, &mut o);
+            let t = crate::read::table_of(&self.rt, &[&o], include, &rv, None);
             return event_line(ty, &t);
         }
         if self.metadata {
@@ -76,7 +78,7 @@ impl Request {
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\",\"object\":");
-        out.extend_from_slice(&obj.json);
+        out.extend_from_slice(&crate::crd::served_bytes(&self.rt, &obj.json));
         out.extend_from_slice(b"}\n");
         Bytes::from(out)
     }
@@ -127,7 +129,7 @@ pub(crate) fn cache_error(e: CacheError) -> ApiError {
 }
 
 /// Serves `?watch=true` on a collection.
-pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: String, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
+pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
@@ -163,7 +165,7 @@ pub(crate) async fn watch(state: &State, rt: &'static ResourceType, prefix: Stri
         None => Some(rv_num),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let sub = match state.cache.subscribe(rt, &prefix, from) {
+    let sub = match state.cache.subscribe(&req.rt, &prefix, from) {
         Ok(s) => s,
         Err(CacheError::TooOld { requested, floor }) => {
             // As Kubernetes does: 200, then one ERROR event carrying a 410.

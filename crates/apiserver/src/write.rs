@@ -1,6 +1,5 @@
 //! Writes: create, update (put, patch, subresources) and delete.
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use skiff_api::{defaults, managed, validation, ApiError, ResourceType};
 use skiff_store::StoreError;
@@ -60,10 +59,23 @@ fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value, validation: Fi
         (rt.normalize)(obj).map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", rt.kind, rt.version, rt.kind)))?;
     let mut unknown = Vec::new();
     unknown_fields(&input, &v, "", &mut unknown);
+    // A custom resource keeps what its schema declares (kube's pruning).
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        skiff_api::apiextensions::schema::prune(&mut v, schema, "", true, &mut unknown);
+    }
     if !unknown.is_empty() {
         let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
         match validation {
-            FieldValidation::Strict => return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", ")))),
+            FieldValidation::Strict => {
+                // kube's transformDecodeError wording.
+                return Err(ApiError::bad_request(format!(
+                    "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                    rt.kind,
+                    rt.version,
+                    rt.kind,
+                    list.join(", ")
+                )));
+            }
             FieldValidation::Warn => warnings.extend(list),
             FieldValidation::Ignore => {}
         }
@@ -140,6 +152,9 @@ const CAS_RETRIES: usize = 16;
 
 /// `POST` a new object.
 pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, obj: Value, opts: &WriteOptions) -> Result<Resp, ApiError> {
+    if rt.custom.as_ref().is_some_and(|c| c.terminating) {
+        return Err(ApiError::method_not_allowed_because("create not allowed while custom resource definition is terminating"));
+    }
     let mut warnings = Vec::new();
     let mut obj = normalize(rt, ns, obj, opts.validation, &mut warnings)?;
     if rt.namespaced && ns.is_none() {
@@ -181,7 +196,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if rt.kind == "Secret" {
         secret_string_data(&mut obj);
     }
-    defaults::apply(rt.kind, &mut obj);
+    defaults::apply_for(rt, &mut obj);
     if rt.kind == "Job" {
         crate::admission::job(&mut obj);
     }
@@ -218,7 +233,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if opts.dry_run {
         return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
-    let kv = state.store.create(&rt.key(ns, &name), Bytes::from(obj.to_string())).await.map_err(|e| store_err(rt, &name, e))?;
+    let kv = state.store.create(&rt.key(ns, &name), crate::crd::storage_json(rt, &obj)).await.map_err(|e| store_err(rt, &name, e))?;
     obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     Ok(with_warnings(json_response(201, &obj), &warnings))
 }
@@ -307,7 +322,8 @@ async fn update_once(
     let mut warnings = Vec::new();
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let old = with_rv(&kv.value, kv.mod_revision)?;
+    let mut old = with_rv(&kv.value, kv.mod_revision)?;
+    crate::crd::to_served(rt, &mut old);
     let proposed = make(&old)?;
     let precondition = proposed.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()).map(String::from);
     if let Some(rv) = &precondition {
@@ -345,7 +361,7 @@ async fn update_once(
     if rt.kind == "Secret" {
         secret_string_data(&mut new);
     }
-    defaults::apply(rt.kind, &mut new);
+    defaults::apply_for(rt, &mut new);
     crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &new)?;
     let errs = validation::validate(rt, &new, Some(&old));
     if !errs.is_empty() {
@@ -394,7 +410,7 @@ async fn update_once(
         new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         return Ok((new, warnings));
     }
-    let kv = state.store.update(&key, Bytes::from(new.to_string()), kv.mod_revision).await.map_err(|e| match (e, &precondition) {
+    let kv = state.store.update(&key, crate::crd::storage_json(rt, &new), kv.mod_revision).await.map_err(|e| match (e, &precondition) {
         (StoreError::Conflict { .. }, None) => Retry::Lost,
         (e, _) => Retry::Fail(store_err(rt, name, e)),
     })?;
@@ -490,6 +506,7 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
     let mut obj = with_rv(&kv.value, kv.mod_revision)?;
+    crate::crd::to_served(rt, &mut obj);
     if let Some(uid) = &opts.uid {
         let have = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         if uid != have {
@@ -504,6 +521,15 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
                 &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision),
             )
             .into());
+        }
+    }
+    // A CRD's objects go before it does (kube's REST Delete adds this).
+    let is_crd = rt.group == skiff_api::apiextensions::GROUP && rt.kind == "CustomResourceDefinition";
+    if is_crd && skiff_api::apiextensions::condition(&obj, "Established") {
+        let mut fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        if !fins.iter().any(|f| f == skiff_api::apiextensions::CLEANUP_FINALIZER) {
+            fins.push(json!(skiff_api::apiextensions::CLEANUP_FINALIZER));
+            obj["metadata"]["finalizers"] = json!(fins);
         }
     }
     let policy_finalizer = match opts.propagation.as_deref() {
@@ -561,7 +587,7 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
-        let kv = state.store.update(&key, Bytes::from(obj.to_string()), kv.mod_revision).await.map_err(|e| cas(rt, name, e))?;
+        let kv = state.store.update(&key, crate::crd::storage_json(rt, &obj), kv.mod_revision).await.map_err(|e| cas(rt, name, e))?;
         obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     }
     Ok((false, obj))

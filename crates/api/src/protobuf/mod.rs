@@ -39,6 +39,13 @@ const FIELDS_V1: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1";
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 const RAW_EXTENSION: &str = "io.k8s.apimachinery.pkg.runtime.RawExtension";
+// A CRD schema's JSON values and its unions, whose JSON is one of their
+// fields' forms, not an object of fields.
+const EXT_JSON: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON";
+const SCHEMA_PROPS: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps";
+const PROPS_OR_ARRAY: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray";
+const PROPS_OR_BOOL: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool";
+const PROPS_OR_STRINGS: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray";
 
 /// The definition of an object's kind, from its `apiVersion` and `kind`.
 pub fn definition(api_version: &str, kind: &str) -> Option<&'static str> {
@@ -93,7 +100,7 @@ fn message(b: &[u8], def: &str, depth: usize) -> Result<Option<Value>, String> {
     if depth > MAX_DEPTH {
         return Err(format!("protobuf body nests deeper than {MAX_DEPTH} messages"));
     }
-    if let Some(v) = special(b, def)? {
+    if let Some(v) = special(b, def, depth)? {
         return Ok(v);
     }
     let Some(schema) = MESSAGES.get(def) else {
@@ -203,7 +210,7 @@ fn fields(b: &[u8]) -> Result<Vec<RawField<'_>>, String> {
 
 /// The types whose JSON is not an object of their fields; `None` for the
 /// others.
-fn special(b: &[u8], def: &str) -> Result<Option<Option<Value>>, String> {
+fn special(b: &[u8], def: &str, depth: usize) -> Result<Option<Option<Value>>, String> {
     let get_int = |fs: &[RawField<'_>], n: u32| fs.iter().rev().find(|f| f.0 == n).map(|f| f.1).unwrap_or(0);
     let get_bytes = |fs: &[RawField<'_>], n: u32| fs.iter().rev().find(|f| f.0 == n).map(|f| f.2.to_vec()).unwrap_or_default();
     Ok(Some(match def {
@@ -226,6 +233,29 @@ fn special(b: &[u8], def: &str) -> Result<Option<Option<Value>>, String> {
                 Some(json!(wire::string(&get_bytes(&fs, 3))?))
             } else {
                 Some(json!(get_int(&fs, 2) as i64 as i32))
+            }
+        }
+        EXT_JSON => {
+            let raw = get_bytes(&fields(b)?, 1);
+            if raw.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_slice(&raw).map_err(|e| format!("JSON value: {e}"))?)
+            }
+        }
+        PROPS_OR_ARRAY | PROPS_OR_BOOL | PROPS_OR_STRINGS => {
+            let fs = fields(b)?;
+            let schema_field = if def == PROPS_OR_BOOL { 2 } else { 1 };
+            let schema = fs.iter().rev().find(|f| f.0 == schema_field).map(|f| message(f.2, SCHEMA_PROPS, depth + 1)).transpose()?.flatten();
+            match def {
+                PROPS_OR_ARRAY if fs.iter().any(|f| f.0 == 2) => Some(Value::Array(
+                    fs.iter().filter(|f| f.0 == 2).map(|f| message(f.2, SCHEMA_PROPS, depth + 1).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?,
+                )),
+                PROPS_OR_STRINGS if fs.iter().any(|f| f.0 == 2) => {
+                    Some(Value::Array(fs.iter().filter(|f| f.0 == 2).map(|f| wire::string(f.2).map(Value::String)).collect::<Result<_, _>>()?))
+                }
+                PROPS_OR_BOOL if schema.is_none() => Some(json!(get_int(&fs, 1) != 0)),
+                _ => schema,
             }
         }
         RAW_EXTENSION | FIELDS_V1 => {
@@ -453,7 +483,19 @@ fn encode_value(w: &mut Writer, n: u32, ty: &Type, v: &Value) {
                         inner.varint_field(2, other.as_i64().unwrap_or(0) as u64);
                     }
                 },
-                RAW_EXTENSION | FIELDS_V1 => inner.bytes(1, v.to_string().as_bytes()),
+                RAW_EXTENSION | FIELDS_V1 | EXT_JSON => inner.bytes(1, v.to_string().as_bytes()),
+                PROPS_OR_ARRAY | PROPS_OR_STRINGS => match v {
+                    Value::Array(items) if *def == PROPS_OR_STRINGS => items.iter().for_each(|i| inner.bytes(2, i.as_str().unwrap_or_default().as_bytes())),
+                    Value::Array(items) => items.iter().for_each(|i| encode_value(&mut inner, 2, &Type::Message(SCHEMA_PROPS), i)),
+                    other => encode_value(&mut inner, 1, &Type::Message(SCHEMA_PROPS), other),
+                },
+                PROPS_OR_BOOL => match v {
+                    Value::Bool(b) => inner.varint_field(1, u64::from(*b)),
+                    other => {
+                        inner.varint_field(1, 1);
+                        encode_value(&mut inner, 2, &Type::Message(SCHEMA_PROPS), other);
+                    }
+                },
                 _ => encode_message(&mut inner, v, def),
             }
             w.bytes(n, &inner.into_inner());

@@ -40,9 +40,64 @@ const KINDS: &[(&str, &str, &str, &str, bool)] = &[
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
 ];
 
-fn api_resource(i: usize) -> ApiResource {
-    let (g, v, k, plural, _) = KINDS[i];
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
+/// How often discovery is read again for new kinds (kube's GC resyncs
+/// its monitors as often); a dependent naming an owner of an unknown kind
+/// makes it read at once.
+const REDISCOVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One kind the collector follows.
+#[derive(Clone)]
+struct Kind {
+    ar: ApiResource,
+    namespaced: bool,
+}
+
+impl Kind {
+    fn api_version(&self) -> &str {
+        &self.ar.api_version
+    }
+}
+
+/// The kinds followed: the built-in ones, then those discovery adds
+/// (custom resources), append-only so a node's index stays valid.
+#[derive(Clone, Default)]
+struct Kinds(Vec<Kind>);
+
+impl Kinds {
+    fn builtin() -> Self {
+        Self(
+            KINDS
+                .iter()
+                .map(|(g, v, k, plural, namespaced)| Kind { ar: ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural), namespaced: *namespaced })
+                .collect(),
+        )
+    }
+
+    fn find(&self, api_version: &str, kind: &str) -> Option<usize> {
+        self.0.iter().position(|k| k.ar.kind == kind && k.api_version() == api_version)
+    }
+}
+
+/// Custom kinds discovery lists that the collector does not follow yet:
+/// deletable, listable and watchable ones of groups that are not built in.
+async fn discover(client: &kube::Client, known: &Kinds) -> Result<Vec<Kind>, kube::Error> {
+    use kube::discovery::{verbs, Discovery, Scope};
+    // The built-in groups' kinds that own or are owned are in KINDS.
+    let builtin: HashSet<&str> = skiff_api::registry::group_versions().into_iter().map(|(g, _)| g).collect();
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut out = Vec::new();
+    for group in discovery.groups() {
+        if builtin.contains(group.name()) {
+            continue;
+        }
+        for (ar, caps) in group.recommended_resources() {
+            let usable = [verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v));
+            if usable && known.find(&ar.api_version, &ar.kind).is_none() {
+                out.push(Kind { ar, namespaced: caps.scope == Scope::Namespaced });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One object in the graph.
@@ -105,29 +160,62 @@ enum Work {
     VerifyOwner { uid: String, node: Node, owner: OwnerReference },
 }
 
+/// A kind's metadata informer and its feed, tagged with the kind's index.
+fn follow(
+    client: &kube::Client,
+    i: usize,
+    kind: &Kind,
+    shutdown: &watch::Receiver<bool>,
+) -> (std::sync::Arc<Informer<PartialObjectMeta<DynamicObject>>>, futures::stream::BoxStream<'static, (usize, Change<PartialObjectMeta<DynamicObject>>)>) {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.ar);
+    let inf = Informer::start_with(api, kind.ar.clone(), watcher::Config::default(), shutdown.clone());
+    let feed = inf.changes().map(move |c| (i, c)).boxed();
+    (inf, feed)
+}
+
 /// Runs the collector until shutdown.
 pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
     // Metadata only: the graph needs owners, finalizers and names. The
     // informers' feeds are merged into one, each change tagged with its kind.
-    let informers: Vec<_> = (0..KINDS.len())
-        .map(|i| {
-            let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &api_resource(i));
-            Informer::start_with(api, api_resource(i), watcher::Config::default(), shutdown.clone())
-        })
-        .collect();
-    let mut rx = futures::stream::select_all(informers.iter().enumerate().map(|(i, inf)| inf.changes().map(move |c| (i, c)).boxed()));
+    let mut kinds = Kinds::builtin();
+    let mut informers = Vec::new();
+    let mut rx = futures::stream::SelectAll::new();
+    for (i, k) in kinds.0.iter().enumerate() {
+        let (inf, feed) = follow(&client, i, k, &shutdown);
+        informers.push(inf);
+        rx.push(feed);
+    }
     let mut graph = Graph::default();
     let mut synced: HashSet<usize> = HashSet::new();
+    let mut rediscover = tokio::time::interval(REDISCOVERY);
+    let mut unknown_owner = false;
     loop {
         let (kind, ev) = tokio::select! {
             m = rx.next() => match m { Some(m) => m, None => break },
+            _ = rediscover.tick() => {
+                unknown_owner = false;
+                match discover(&client, &kinds).await {
+                    Ok(new) => {
+                        for k in new {
+                            let i = kinds.0.len();
+                            tracing::debug!(kind = %k.ar.kind, api_version = %k.ar.api_version, "garbage collector follows a new kind");
+                            let (inf, feed) = follow(&client, i, &k, &shutdown);
+                            informers.push(inf);
+                            rx.push(feed);
+                            kinds.0.push(k);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "garbage collector discovery failed"),
+                }
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         let mut work = Vec::new();
         match ev {
             Change::Synced => {
                 synced.insert(kind);
-                if synced.len() == KINDS.len() {
+                if synced.len() == kinds.0.len() {
                     // Everything known: look for dependents of owners that are gone.
                     let uids: Vec<String> = graph.nodes.keys().cloned().collect();
                     for uid in uids {
@@ -148,9 +236,14 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
                 // Owners before and after: one that lost this dependent may now be done.
                 let mut owners: Vec<String> = node.owners.iter().map(|o| o.uid.clone()).collect();
                 owners.extend(graph.nodes.get(&uid).into_iter().flat_map(|n| n.owners.iter().map(|o| o.uid.clone())));
+                // An owner of a kind not followed yet: look at discovery now.
+                if !unknown_owner && node.owners.iter().any(|o| kinds.find(&o.api_version, &o.kind).is_none()) {
+                    unknown_owner = true;
+                    rediscover.reset_immediately();
+                }
                 graph.upsert(uid.clone(), node);
                 attend(&mut graph, &uid, &mut work);
-                if synced.len() == KINDS.len() {
+                if synced.len() == kinds.0.len() {
                     absent_owners(&graph, &uid, &mut work);
                 }
                 for o in owners {
@@ -170,9 +263,9 @@ pub async fn run(client: kube::Client, mut shutdown: watch::Receiver<bool>) {
             }
         }
         for w in work {
-            let client = client.clone();
+            let (client, kinds) = (client.clone(), kinds.clone());
             tokio::spawn(async move {
-                if let Err(e) = perform(&client, w).await {
+                if let Err(e) = perform(&client, &kinds, w).await {
                     tracing::debug!(error = %e, "gc action failed");
                 }
             });
@@ -232,15 +325,15 @@ fn attend(graph: &mut Graph, uid: &str, work: &mut Vec<Work>) {
     }
 }
 
-fn api_for(client: &kube::Client, node: &Node) -> Api<DynamicObject> {
-    let ar = api_resource(node.kind);
-    match (&node.namespace, KINDS[node.kind].4) {
-        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
-        _ => Api::all_with(client.clone(), &ar),
+fn api_for(client: &kube::Client, kinds: &Kinds, node: &Node) -> Api<DynamicObject> {
+    let kind = &kinds.0[node.kind];
+    match (&node.namespace, kind.namespaced) {
+        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &kind.ar),
+        _ => Api::all_with(client.clone(), &kind.ar),
     }
 }
 
-async fn perform(client: &kube::Client, w: Work) -> Result<(), kube::Error> {
+async fn perform(client: &kube::Client, kinds: &Kinds, w: Work) -> Result<(), kube::Error> {
     let ok = |r: Result<(), kube::Error>| match r {
         Err(e) if crate::util::is_not_found(&e) || crate::util::is_conflict(&e) => Ok(()),
         other => other,
@@ -255,16 +348,16 @@ async fn perform(client: &kube::Client, w: Work) -> Result<(), kube::Error> {
                 preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
                 ..Default::default()
             };
-            ok(api_for(client, &node).delete(&node.name, &dp).await.map(|_| ()))
+            ok(api_for(client, kinds, &node).delete(&node.name, &dp).await.map(|_| ()))
         }
         Work::Unlink { node, owner } => {
             let refs: Vec<&OwnerReference> = node.owners.iter().filter(|o| o.uid != owner).collect();
             // No owners left is no `ownerReferences` at all, as Kubernetes stores it.
             let p = if refs.is_empty() { json!({"metadata": {"ownerReferences": null}}) } else { json!({"metadata": {"ownerReferences": refs}}) };
-            ok(api_for(client, &node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&p)).await.map(|_| ()))
+            ok(api_for(client, kinds, &node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&p)).await.map(|_| ()))
         }
         Work::Unfinalize { uid, node, finalizer } => {
-            let api = api_for(client, &node);
+            let api = api_for(client, kinds, &node);
             // Read-modify-write guarded by resourceVersion (and the uid: a
             // new object of the same name is not ours to touch).
             let Some(mut cur) = api.get_opt(&node.name).await? else { return Ok(()) };
@@ -277,22 +370,19 @@ async fn perform(client: &kube::Client, w: Work) -> Result<(), kube::Error> {
             ok(api.replace(&node.name, &Default::default(), &cur).await.map(|_| ()))
         }
         Work::VerifyOwner { uid, node, owner } => {
-            let Some(i) = KINDS
-                .iter()
-                .position(|(g, v, k, _, _)| *k == owner.kind && (if g.is_empty() { v.to_string() } else { format!("{g}/{v}") }) == owner.api_version)
-            else {
+            let Some(i) = kinds.find(&owner.api_version, &owner.kind) else {
                 return Ok(());
             };
             let owner_node = Node { kind: i, namespace: node.namespace.clone(), name: owner.name.clone(), owners: vec![], deleting: false, finalizers: vec![] };
-            let live = api_for(client, &owner_node).get_opt(&owner.name).await?;
+            let live = api_for(client, kinds, &owner_node).get_opt(&owner.name).await?;
             if live.is_some_and(|o| o.metadata.uid.as_deref() == Some(owner.uid.as_str())) {
                 return Ok(());
             }
             let others = node.owners.iter().any(|o| o.uid != owner.uid);
             if others {
-                Box::pin(perform(client, Work::Unlink { node, owner: owner.uid })).await
+                Box::pin(perform(client, kinds, Work::Unlink { node, owner: owner.uid })).await
             } else {
-                Box::pin(perform(client, Work::Delete { uid, node, propagation: "Background" })).await
+                Box::pin(perform(client, kinds, Work::Delete { uid, node, propagation: "Background" })).await
             }
         }
     }

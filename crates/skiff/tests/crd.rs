@@ -1,0 +1,190 @@
+//! End to end: CustomResourceDefinitions with the real kubectl. A CRD is
+//! served as soon as it is Established; its objects are validated against
+//! its schema (kube's messages), pruned, defaulted, printed with its
+//! columns, scaled, served in every version, collected when their owner
+//! goes, and deleted with their CRD.
+
+mod common;
+
+use common::{kubectl, manifest, ok, wait_for};
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd], categories: [all]}
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    deprecated: true
+    deprecationWarning: example.com/v1beta1 Widget is old; use example.com/v1
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Color, type: string, jsonPath: .spec.color}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: A widget made to order.
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [color]
+            properties:
+              replicas: {type: integer, minimum: 0, default: 1}
+              color: {type: string, enum: [red, green, blue], description: The colour of the widget.}
+              size: {type: string, pattern: '^[0-9]+(cm|m)$'}
+              tags: {type: array, maxItems: 2, items: {type: string}}
+              extra: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+              conditions:
+                type: array
+                items: {type: object, properties: {type: {type: string}, status: {type: string}}}
+"#;
+
+#[test]
+fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_with_their_crd() {
+    let s = common::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(&s, &["apply", "--server-side", "-f", &manifest(&dir, "crd.yaml", WIDGETS)]);
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "20s", "crd/widgets.example.com"]);
+    let status = ok(&s, &["get", "crd", "widgets.example.com", "-o", "jsonpath={.status.acceptedNames.kind} {.status.storedVersions}"]);
+    assert_eq!(status, r#"Widget ["v1"]"#);
+    let resources = ok(&s, &["api-resources", "--api-group", "example.com"]);
+    assert!(resources.contains("widgets") && resources.contains("wd") && resources.contains("Widget"), "{resources}");
+
+    // Unknown fields: refused under kubectl's strict validation, pruned
+    // otherwise (but kept under preserve-unknown-fields).
+    let w1 = manifest(&dir, "w1.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {color: red, bogus: 1, extra: {any: {thing: 1}}}\n");
+    let (success, _, err) = kubectl(&s, &["apply", "-f", &w1]);
+    assert!(!success && err.contains(r#"Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus""#), "{err}");
+    let (success, _, err) = kubectl(&s, &["apply", "--validate=false", "-f", &w1]);
+    assert!(success, "{err}");
+    let spec = ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.spec}"]);
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("spec json");
+    assert_eq!(spec, serde_json::json!({"color": "red", "replicas": 1, "extra": {"any": {"thing": 1}}}), "pruned and defaulted");
+    assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.metadata.generation}"]), "1");
+
+    // Schema validation with kube's field paths and wording.
+    let bad = manifest(&dir, "bad.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {color: pink, replicas: -1, size: big, tags: [a, b, c]}\n");
+    let (success, _, err) = kubectl(&s, &["create", "-f", &bad]);
+    assert!(!success, "an invalid widget was stored");
+    for want in [
+        r#"The Widget "bad" is invalid"#,
+        r#"spec.color: Unsupported value: "pink": supported values: "red", "green", "blue""#,
+        "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0",
+        r#"spec.size: Invalid value: "big": spec.size in body should match '^[0-9]+(cm|m)$'"#,
+        "spec.tags: Too many: 3: must have at most 2 items",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    let (success, _, err) = kubectl(&s, &["create", "-f", &manifest(&dir, "nocolor.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: nocolor}\nspec: {}\n")]);
+    assert!(!success && err.contains("spec.color: Required value"), "{err}");
+    let (found, _, _) = kubectl(&s, &["get", "widget", "bad"]);
+    assert!(!found, "nothing half-written is stored");
+
+    // Strategic merge patch does not apply to custom resources (415);
+    // merge patch does, and bumps the generation; status does not.
+    let (success, _, err) = kubectl(&s, &["patch", "widget", "w1", "-p", r#"{"spec":{"color":"blue"}}"#]);
+    assert!(!success && err.contains("application/strategic-merge-patch+json is not supported"), "{err}");
+    ok(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"color":"blue"}}"#]);
+    ok(&s, &["patch", "widget", "w1", "--subresource", "status", "--type", "merge", "-p", r#"{"status":{"replicas":1,"selector":"app=w1","conditions":[{"type":"Ready","status":"True"}]}}"#]);
+    assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.metadata.generation} {.status.replicas}"]), "2 1");
+    // The main resource leaves status alone.
+    ok(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"status":{"replicas":7}}"#]);
+    assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.status.replicas}"]), "1");
+
+    // The scale subresource, through the CRD's paths.
+    ok(&s, &["scale", "widget", "w1", "--replicas", "3"]);
+    assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]), "3");
+    let scale = ok(&s, &["get", "--raw", "/apis/example.com/v1/namespaces/default/widgets/w1/scale"]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("scale json");
+    assert_eq!((scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some(3), Some("app=w1")), "{scale}");
+
+    // The CRD's printer columns, also in `kubectl get all` (category all).
+    let table = ok(&s, &["get", "wd"]);
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], vec!["NAME", "REPLICAS", "COLOR", "READY"], "{table}");
+    assert_eq!(lines[1], vec!["w1", "3", "blue", "True"], "{table}");
+    let all = ok(&s, &["get", "all"]);
+    assert!(all.contains("widget.example.com/w1"), "{all}");
+
+    // The other version: the same object, with its apiVersion, and the
+    // deprecation warning.
+    let (success, out, err) = kubectl(&s, &["get", "widgets.v1beta1.example.com", "w1", "-o", "jsonpath={.apiVersion} {.spec.color}"]);
+    assert!(success, "{err}");
+    assert_eq!(out, "example.com/v1beta1 blue");
+    assert!(err.contains("example.com/v1beta1 Widget is old; use example.com/v1"), "{err}");
+
+    // kubectl explain reads the CRD's OpenAPI document.
+    let explain = ok(&s, &["explain", "widget.spec.color"]);
+    assert!(explain.contains("The colour of the widget."), "{explain}");
+
+    // Watches see custom resources change.
+    let watch = std::process::Command::new(common::kubectl_bin())
+        .args(["--kubeconfig", &s.kubeconfig.display().to_string(), "get", "widgets", "--watch-only", "-o", "name", "--request-timeout", "8s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ok(&s, &["create", "-f", &manifest(&dir, "w2.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {color: green}\n")]);
+    let out = watch.wait_with_output().expect("watch output");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("widget.example.com/w2"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The garbage collector follows custom kinds: a ConfigMap owned by a
+    // widget goes with it.
+    let uid = ok(&s, &["get", "widget", "w2", "-o", "jsonpath={.metadata.uid}"]);
+    let owned = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w2-config\n  ownerReferences: [{{apiVersion: example.com/v1, kind: Widget, name: w2, uid: {uid}}}]\ndata: {{a: b}}\n"
+    );
+    ok(&s, &["create", "-f", &manifest(&dir, "owned.yaml", &owned)]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ok(&s, &["delete", "widget", "w2"]);
+    wait_for(&s, 40, |s| !kubectl(s, &["get", "configmap", "w2-config"]).0);
+
+    // A second CRD may not take names the first holds.
+    let clash = WIDGETS.replace("widgets.example.com", "gadgets.example.com").replace("plural: widgets, singular: widget, kind: Widget", "plural: gadgets, singular: gadget, kind: Gadget");
+    ok(&s, &["apply", "-f", &manifest(&dir, "clash.yaml", &clash)]);
+    wait_for(&s, 10, |s| {
+        kubectl(s, &["get", "crd", "gadgets.example.com", "-o", "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].message}"]).1 == r#""wd" is already in use"#
+    });
+    let (served, _, _) = kubectl(&s, &["get", "--raw", "/apis/example.com/v1/gadgets"]);
+    assert!(!served, "a CRD whose names are not accepted is not served");
+
+    // Objects in a namespace go with it.
+    ok(&s, &["create", "namespace", "shop"]);
+    ok(&s, &["-n", "shop", "create", "-f", &manifest(&dir, "w3.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w3}\nspec: {color: red}\n")]);
+    ok(&s, &["delete", "namespace", "shop", "--timeout", "60s"]);
+    let left = ok(&s, &["get", "--raw", "/apis/example.com/v1/widgets"]);
+    assert!(!left.contains("\"w3\""), "{left}");
+
+    // Deleting the CRD deletes every widget, then the CRD, then the API.
+    ok(&s, &["delete", "crd", "widgets.example.com", "--timeout", "60s"]);
+    // (kubectl's discovery cache may still name the type: then the list is a 404.)
+    let (served, _, err) = kubectl(&s, &["get", "widgets"]);
+    assert!(!served && (err.contains("the server doesn't have a resource type \"widgets\"") || err.contains("the server could not find the requested resource")), "{err}");
+    let (served, _, _) = kubectl(&s, &["get", "--raw", "/apis/example.com/v1/widgets"]);
+    assert!(!served, "the API of a deleted CRD is gone");
+    ok(&s, &["apply", "-f", &manifest(&dir, "again.yaml", WIDGETS)]);
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "20s", "crd/widgets.example.com"]);
+    let fresh = ok(&s, &["get", "widgets", "-o", "name"]);
+    assert_eq!(fresh.trim(), "", "objects of a deleted CRD do not come back with a new one");
+}
