@@ -188,3 +188,69 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     let fresh = ok(&s, &["get", "widgets", "-o", "name"]);
     assert_eq!(fresh.trim(), "", "objects of a deleted CRD do not come back with a new one");
 }
+
+/// kopf (the Python operator framework, from PyPI) runs an operator over a
+/// CRD against skiff: its create, update and delete handlers fire, it
+/// patches their results into the status subresource, adopts what it
+/// makes (the garbage collector removes it with its owner), and keeps its
+/// peering object's status, with its own peering CRDs.
+#[test]
+fn a_kopf_operator_handles_its_custom_resources() {
+    let have = std::process::Command::new("python3").args(["-c", "import kopf, kubernetes"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and python3 with `kopf` and `kubernetes` (pip install kopf kubernetes) is missing");
+        eprintln!("skipping: needs python3 with kopf (pip install kopf)");
+        return;
+    }
+    let s = common::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    ok(&s, &["apply", "-f", &here.join("kopf_crds.yaml").display().to_string()]);
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "20s", "crd", "--all"]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "peering.yaml", "apiVersion: kopf.dev/v1\nkind: KopfPeering\nmetadata: {name: default, namespace: default}\n")]);
+
+    struct Operator(std::process::Child);
+    impl Drop for Operator {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log = dir.path().join("operator.log");
+    let operator = Operator(
+        std::process::Command::new("python3")
+            .args(["-m", "kopf", "run", "--verbose", "-n", "default", "--peering", "default"])
+            .arg(here.join("kopf_operator.py"))
+            .env("KUBECONFIG", &s.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            // kopf logs to stderr.
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("run kopf"),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Its peering: the operator announces itself in the KopfPeering's status.
+    wait_for(&s, 30, |s| kubectl(s, &["get", "kopfpeering", "default", "-o", "jsonpath={.status}"]).1.contains("lastseen"));
+
+    ok(&s, &["create", "-f", &manifest(&dir, "g1.yaml", "apiVersion: demo.skiff.dev/v1\nkind: Greeting\nmetadata: {name: g1}\nspec: {name: world}\n")]);
+    wait_for(&s, 30, |s| kubectl(s, &["get", "configmap", "greeting-g1", "-o", "jsonpath={.data.text}"]).1 == "hello, world");
+    wait_for(&s, 30, |s| kubectl(s, &["get", "greeting", "g1", "-o", "jsonpath={.status.create_fn.message}"]).1 == "hello, world");
+    let table = ok(&s, &["get", "gr"]);
+    assert!(table.contains("hello, world"), "the CRD's column shows the status kopf wrote: {table}");
+    let finalizers = ok(&s, &["get", "greeting", "g1", "-o", "jsonpath={.metadata.finalizers}"]);
+    assert!(finalizers.contains("kopf.zalando.org/KopfFinalizerMarker"), "{finalizers}");
+
+    ok(&s, &["patch", "greeting", "g1", "--type", "merge", "-p", r#"{"spec":{"salutation":"hi"}}"#]);
+    wait_for(&s, 30, |s| kubectl(s, &["get", "configmap", "greeting-g1", "-o", "jsonpath={.data.text}"]).1 == "hi, world");
+    wait_for(&s, 30, |s| kubectl(s, &["get", "greeting", "g1", "-o", "jsonpath={.status.update_fn.message}"]).1 == "hi, world");
+
+    ok(&s, &["delete", "greeting", "g1", "--timeout", "30s"]);
+    assert_eq!(ok(&s, &["get", "configmap", "farewell-g1", "-o", "jsonpath={.data.text}"]), "goodbye, g1", "the delete handler ran before the object went");
+    wait_for(&s, 40, |s| !kubectl(s, &["get", "configmap", "greeting-g1"]).0);
+    let text = log_text();
+    for want in ["Creation is processed: 1 succeeded; 0 failed", "Updating is processed: 1 succeeded; 0 failed", "Deletion is processed: 1 succeeded; 0 failed"] {
+        assert!(text.contains(want), "missing {want:?} in the operator's log:\n{text}");
+    }
+    drop(operator);
+}
