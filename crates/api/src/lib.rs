@@ -7,6 +7,7 @@
 
 pub mod apiextensions;
 pub mod autoscaling;
+pub mod cel;
 pub mod cidr;
 pub mod defaults;
 pub mod error;

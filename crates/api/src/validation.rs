@@ -198,6 +198,10 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
     if let Some(custom) = &rt.custom {
         if let Some(s) = &custom.schema {
             crate::apiextensions::schema::validate(obj, s, "", &mut errs);
+            // CEL rules see well-typed values only, as in kube.
+            if errs.is_empty() {
+                crate::apiextensions::schema::validate_rules(obj, old, s, "", &mut errs);
+            }
         }
         return errs;
     }

@@ -44,6 +44,11 @@ spec:
             type: object
             description: What the widget should be.
             required: [color]
+            x-kubernetes-validations:
+            - rule: "self.replicas <= 5 || self.color == 'red'"
+              messageExpression: "'only red widgets may have ' + string(self.replicas) + ' replicas'"
+            - rule: "oldSelf.color != 'blue' || self.color == 'blue'"
+              message: a blue widget stays blue
             properties:
               replicas: {type: integer, minimum: 0, default: 1}
               color: {type: string, enum: [red, green, blue], description: The colour of the widget.}
@@ -101,6 +106,10 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     let (found, _, _) = kubectl(&s, &["get", "widget", "bad"]);
     assert!(!found, "nothing half-written is stored");
 
+    // CEL rules, with their messages; transition rules on updates.
+    let (success, _, err) = kubectl(&s, &["create", "-f", &manifest(&dir, "many.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: many}\nspec: {color: green, replicas: 6}\n")]);
+    assert!(!success && err.contains(r#"spec: Invalid value: "object": only red widgets may have 6 replicas"#), "{err}");
+
     // Strategic merge patch does not apply to custom resources (415);
     // merge patch does, and bumps the generation; status does not.
     let (success, _, err) = kubectl(&s, &["patch", "widget", "w1", "-p", r#"{"spec":{"color":"blue"}}"#]);
@@ -108,6 +117,8 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     ok(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"color":"blue"}}"#]);
     ok(&s, &["patch", "widget", "w1", "--subresource", "status", "--type", "merge", "-p", r#"{"status":{"replicas":1,"selector":"app=w1","conditions":[{"type":"Ready","status":"True"}]}}"#]);
     assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.metadata.generation} {.status.replicas}"]), "2 1");
+    let (success, _, err) = kubectl(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"color":"green"}}"#]);
+    assert!(!success && err.contains(r#"spec: Invalid value: "object": a blue widget stays blue"#), "{err}");
     // The main resource leaves status alone.
     ok(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"status":{"replicas":7}}"#]);
     assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.status.replicas}"]), "1");

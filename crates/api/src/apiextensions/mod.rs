@@ -375,6 +375,19 @@ fn structural(s: &Value, path: &str, root: bool, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::invalid(format!("{path}.pattern"), p, "must be a valid regular expression"));
         }
     }
+    if let Some(rules) = s["x-kubernetes-validations"].as_array() {
+        for (i, rule) in rules.iter().enumerate() {
+            let p = format!("{path}.x-kubernetes-validations[{i}]");
+            for (field, expr) in [("rule", rule["rule"].as_str()), ("messageExpression", rule["messageExpression"].as_str())] {
+                if let Some(Err(e)) = expr.map(crate::cel::compile) {
+                    errs.push(FieldError::invalid(format!("{p}.{field}"), expr.unwrap_or_default(), e));
+                }
+            }
+            if rule["rule"].as_str().is_none_or(str::is_empty) {
+                errs.push(FieldError::required(format!("{p}.rule"), ""));
+            }
+        }
+    }
     if s.get("properties").is_some() && s.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false)) {
         errs.push(FieldError::forbidden(format!("{path}.additionalProperties"), "additionalProperties and properties are mutual exclusive"));
     }

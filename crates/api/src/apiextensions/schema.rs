@@ -382,6 +382,85 @@ fn object(map: &Map<String, Value>, s: &Value, path: &str, errs: &mut Vec<FieldE
     }
 }
 
+/// Evaluates the schema's CEL rules (`x-kubernetes-validations`) over a
+/// custom resource: each rule sees its node as `self` and, on updates, the
+/// node's old value as `oldSelf` (transition rules, those that read
+/// `oldSelf`, run only where there is an old value). A failing rule is
+/// reported at its node (or its `fieldPath`) with its `message`,
+/// `messageExpression`, or `failed rule: RULE`, as kube reports them.
+pub fn validate_rules(v: &Value, old: Option<&Value>, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if v.is_null() {
+        return;
+    }
+    if let Some(rules) = s.get("x-kubernetes-validations").and_then(Value::as_array) {
+        for rule in rules {
+            let Some(expr) = rule.get("rule").and_then(Value::as_str) else { continue };
+            let transition = crate::cel::references(expr, "oldSelf");
+            if transition && old.is_none() && rule.get("optionalOldSelf") != Some(&Value::Bool(true)) {
+                continue;
+            }
+            let null = Value::Null;
+            let vars: Vec<(&str, &Value)> = if transition { vec![("self", v), ("oldSelf", old.unwrap_or(&null))] } else { vec![("self", v)] };
+            let field = match rule.get("fieldPath").and_then(Value::as_str) {
+                Some(fp) => format!("{path}{fp}"),
+                None => path.to_string(),
+            };
+            let shown = s.get("type").and_then(Value::as_str).unwrap_or(type_name(v)).to_string();
+            match crate::cel::eval_bool(expr, &vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = rule
+                        .get("messageExpression")
+                        .and_then(Value::as_str)
+                        .and_then(|m| crate::cel::eval_string(m, &vars).ok())
+                        .filter(|m| !m.trim().is_empty())
+                        .or_else(|| rule.get("message").and_then(Value::as_str).map(String::from))
+                        .unwrap_or_else(|| format!("failed rule: {expr}"));
+                    errs.push(match rule.get("reason").and_then(Value::as_str) {
+                        Some("FieldValueForbidden") => FieldError::forbidden(field, message),
+                        Some("FieldValueRequired") => FieldError::required(field, message),
+                        Some("FieldValueDuplicate") => FieldError { detail: message, ..FieldError::duplicate(field, shown) },
+                        _ => FieldError::invalid(field, shown, message),
+                    });
+                }
+                Err(e) => errs.push(FieldError::invalid(field, shown, format!("expression '{expr}' resulted in error: {e}"))),
+            }
+        }
+    }
+    match v {
+        Value::Object(map) => {
+            for (key, item) in map {
+                if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                if let Some(ps) = property_schema(s, key) {
+                    validate_rules(item, old.and_then(|o| o.get(key)), ps, &child(path, key), errs);
+                }
+            }
+        }
+        Value::Array(items) => {
+            let Some(is) = s.get("items") else { return };
+            // Old items are known only where a list's items have keys.
+            let keys: Vec<&str> = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let map_list = s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") && !keys.is_empty();
+            let set_list = s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set");
+            for (i, item) in items.iter().enumerate() {
+                let old_item = old.and_then(Value::as_array).and_then(|olds| {
+                    if map_list {
+                        olds.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k)))
+                    } else if set_list {
+                        olds.iter().find(|o| *o == item)
+                    } else {
+                        None
+                    }
+                });
+                validate_rules(item, old_item, is, &format!("{path}[{i}]"), errs);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,5 +522,29 @@ mod tests {
         let mut errs = Vec::new();
         validate(&json!({"spec": {}}), &schema(), "", &mut errs);
         assert_eq!(errs[0].to_string(), "spec.size: Required value");
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cel_rules_report_their_messages_and_transition_rules_need_the_old_value() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.replicas <= self.max", "messageExpression": "'replicas ' + string(self.replicas) + ' over ' + string(self.max)"},
+                {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+                {"rule": "self.replicas >= 0", "fieldPath": ".replicas", "reason": "FieldValueForbidden"}],
+            "properties": {"replicas": {"type": "integer"}, "max": {"type": "integer"}, "mode": {"type": "string"}}}}});
+        let mut errs = Vec::new();
+        validate_rules(&json!({"spec": {"replicas": 7, "max": 5, "mode": "a"}}), None, &s, "", &mut errs);
+        assert_eq!(errs.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["spec: Invalid value: \"object\": replicas 7 over 5".to_string()]);
+        let mut errs = Vec::new();
+        let old = json!({"spec": {"replicas": 1, "max": 5, "mode": "a"}});
+        validate_rules(&json!({"spec": {"replicas": -1, "max": 5, "mode": "b"}}), Some(&old), &s, "", &mut errs);
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec!["spec: Invalid value: \"object\": mode is immutable".to_string(), "spec.replicas: Forbidden: failed rule: self.replicas >= 0".to_string()]);
     }
 }

@@ -1,0 +1,92 @@
+//! CEL, the expression language Kubernetes evaluates in CRD validation
+//! rules (`x-kubernetes-validations`), admission webhooks' `matchConditions`
+//! and ValidatingAdmissionPolicies, on the maintained `cel` crate with its
+//! strings, lists and math extensions (kube's CEL libraries that clients
+//! use most).
+//!
+//! Programs are compiled once per expression and kept (a bounded cache).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+
+/// Expressions kept compiled; past this the cache starts over.
+const CACHE: usize = 4096;
+
+fn env() -> &'static Arc<cel::Env> {
+    static ENV: OnceLock<Arc<cel::Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        for ext in [cel::extensions::strings, cel::extensions::lists, cel::extensions::math] {
+            // A declaration clash would only lose that extension.
+            let _ = env.add_extension(ext);
+        }
+        Arc::new(env)
+    })
+}
+
+/// Compiles an expression (once), or says why it does not compile.
+pub fn compile(expr: &str) -> Result<Arc<cel::Program>, String> {
+    static PROGRAMS: OnceLock<Mutex<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
+    let programs = PROGRAMS.get_or_init(Default::default);
+    if let Some(p) = programs.lock().ok().and_then(|m| m.get(expr).cloned()) {
+        return Ok(p);
+    }
+    let p = Arc::new(env().compile(expr).map_err(|e| format!("compilation failed: {e}"))?);
+    if let Ok(mut m) = programs.lock() {
+        if m.len() >= CACHE {
+            m.clear();
+        }
+        m.insert(expr.to_string(), p.clone());
+    }
+    Ok(p)
+}
+
+/// Whether an expression reads `name` (a transition rule reads `oldSelf`).
+pub fn references(expr: &str, name: &str) -> bool {
+    compile(expr).is_ok_and(|p| p.references().has_variable(name))
+}
+
+/// Evaluates an expression with JSON variables.
+pub fn eval(expr: &str, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
+    let program = compile(expr)?;
+    let mut ctx = cel::Context::with_env(env().clone());
+    for (name, v) in vars {
+        let value = cel::to_value(v).map_err(|e| e.to_string())?;
+        ctx.add_variable_from_value(*name, value);
+    }
+    program.execute(&ctx).map_err(|e| e.to_string())
+}
+
+/// Evaluates an expression that must give a bool.
+pub fn eval_bool(expr: &str, vars: &[(&str, &Value)]) -> Result<bool, String> {
+    match eval(expr, vars)? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("expected a bool, got {:?}", other.type_of())),
+    }
+}
+
+/// Evaluates an expression that must give a string (`messageExpression`).
+pub fn eval_string(expr: &str, vars: &[(&str, &Value)]) -> Result<String, String> {
+    match eval(expr, vars)? {
+        cel::Value::String(s) => Ok(s.to_string()),
+        other => Err(format!("expected a string, got {:?}", other.type_of())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rules_see_their_variables() {
+        let v = json!({"replicas": 2, "max": 5, "name": "abc", "tags": ["x"]});
+        assert_eq!(eval_bool("self.replicas <= self.max && self.name.startsWith('a') && size(self.tags) < 3", &[("self", &v)]), Ok(true));
+        assert_eq!(eval_bool("has(self.missing)", &[("self", &v)]), Ok(false));
+        assert_eq!(eval_string("'max is ' + string(self.max)", &[("self", &v)]).as_deref(), Ok("max is 5"));
+        assert!(compile("self.replicas <=").unwrap_err().contains("compilation failed"));
+        assert!(references("self.x == oldSelf.x", "oldSelf") && !references("self.x > 1", "oldSelf"));
+    }
+}
