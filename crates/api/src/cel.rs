@@ -59,6 +59,12 @@ pub fn eval(expr: &str, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
     program.execute(&ctx).map_err(|e| e.to_string())
 }
 
+/// Evaluates an expression to a JSON value (ValidatingAdmissionPolicy
+/// `variables`).
+pub fn eval_json(expr: &str, vars: &[(&str, &Value)]) -> Result<Value, String> {
+    eval(expr, vars)?.json().map_err(|e| e.to_string())
+}
+
 /// Evaluates an expression that must give a bool.
 pub fn eval_bool(expr: &str, vars: &[(&str, &Value)]) -> Result<bool, String> {
     match eval(expr, vars)? {

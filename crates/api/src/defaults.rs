@@ -33,8 +33,12 @@ pub fn apply_for(rt: &crate::ResourceType, obj: &mut Value) {
 
 /// Applies the defaults of `kind` to an object about to be stored.
 pub fn apply(kind: &str, obj: &mut Value) {
-    if kind == "CustomResourceDefinition" {
-        crate::apiextensions::defaults(obj);
+    match kind {
+        "CustomResourceDefinition" => crate::apiextensions::defaults(obj),
+        "MutatingWebhookConfiguration" => crate::admissionregistration::webhook_defaults(obj, true),
+        "ValidatingWebhookConfiguration" => crate::admissionregistration::webhook_defaults(obj, false),
+        "ValidatingAdmissionPolicy" => crate::admissionregistration::policy_defaults(obj),
+        _ => {}
     }
     let Some(o) = obj.as_object_mut() else { return };
     // Go's `Status` fields are structs, never omitted: kube-apiserver

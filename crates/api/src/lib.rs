@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admissionregistration;
 pub mod apiextensions;
 pub mod autoscaling;
 pub mod cel;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core};
 use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
 use k8s_openapi::api::{autoscaling::v2 as autoscaling, networking::v1 as networking, node::v1 as node};
+use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
@@ -168,6 +169,10 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
     resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, ["csr"], [], status: true, scale: false),
     resource!(apiextensions::CustomResourceDefinition, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, ["crd", "crds"], ["api-extensions"], status: true, scale: false),
+    resource!(admissionregistration::MutatingWebhookConfiguration, "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", "MutatingWebhookConfiguration", false, [], ["api-extensions"], status: false, scale: false),
+    resource!(admissionregistration::ValidatingWebhookConfiguration, "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration", "ValidatingWebhookConfiguration", false, [], ["api-extensions"], status: false, scale: false),
+    resource!(admissionregistration::ValidatingAdmissionPolicy, "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, [], ["api-extensions"], status: true, scale: false),
+    resource!(admissionregistration::ValidatingAdmissionPolicyBinding, "admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", false, [], ["api-extensions"], status: false, scale: false),
     resource!(rbac::ClusterRole, "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], [], status: false, scale: false),
     resource!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], [], status: false, scale: false),
     resource!(rbac::Role, "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], [], status: false, scale: false),

@@ -243,6 +243,9 @@ fn columns(kind: &str) -> Vec<Col> {
             c("ServiceAccounts", "string", 1),
         ],
         "CustomResourceDefinition" => vec![c("Name", "string", 0), c("Created At", "date", 0)],
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => vec![c("Name", "string", 0), c("Webhooks", "integer", 0), c("Age", "string", 0)],
+        "ValidatingAdmissionPolicy" => vec![c("Name", "string", 0), c("Validations", "integer", 0), c("ParamKind", "string", 0), c("Age", "string", 0)],
+        "ValidatingAdmissionPolicyBinding" => vec![c("Name", "string", 0), c("PolicyName", "string", 0), c("ParamRef", "string", 0), c("Age", "string", 0)],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
 }
@@ -728,6 +731,21 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             json!(created),
         ],
         "CustomResourceDefinition" => vec![name, o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            vec![name, json!(g("/webhooks").and_then(Value::as_array).map_or(0, Vec::len)), json!(created)]
+        }
+        "ValidatingAdmissionPolicy" => {
+            let param = g("/spec/paramKind").map(|p| format!("{}/{}", s(p.get("apiVersion")), s(p.get("kind")))).unwrap_or_else(|| "<unset>".into());
+            vec![name, json!(g("/spec/validations").and_then(Value::as_array).map_or(0, Vec::len)), json!(param), json!(created)]
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            let param = g("/spec/paramRef").map(|p| {
+                let ns = s(p.get("namespace"));
+                let n = s(p.get("name"));
+                if ns.is_empty() { n } else { format!("{ns}/{n}") }
+            });
+            vec![name, json!(s(g("/spec/policyName"))), json!(param.unwrap_or_else(|| "<unset>".into())), json!(created)]
+        }
         _ => vec![name, json!(created)],
     }
 }

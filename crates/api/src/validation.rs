@@ -208,6 +208,9 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
     let spec = obj.get("spec");
     match rt.kind {
         "CustomResourceDefinition" => crate::apiextensions::validate(obj, old, &mut errs),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => crate::admissionregistration::validate_webhooks(obj, &mut errs),
+        "ValidatingAdmissionPolicy" => crate::admissionregistration::validate_policy(obj, &mut errs),
+        "ValidatingAdmissionPolicyBinding" => crate::admissionregistration::validate_binding(obj, &mut errs),
         "Pod" => {
             if let Some(spec) = spec {
                 pod_spec("spec", spec, &mut errs, &["Always", "OnFailure", "Never"]);

@@ -13,8 +13,12 @@ use skiff_api::{ApiError, FieldError, ResourceType};
 
 use crate::handler::State;
 
+pub(crate) mod policy;
 pub(crate) mod quota;
+pub(crate) mod webhook;
+use skiff_api::admissionregistration::Operation;
 use skiff_api::rbac::UserInfo;
+pub(crate) use webhook::Request;
 
 /// Addresses at the start of the service range that are never handed out
 /// at random: `.1` is the `kubernetes` Service's, `.10` the cluster DNS's.
@@ -29,37 +33,83 @@ pub(crate) struct Asker<'a> {
     pub(crate) warnings: std::cell::RefCell<Vec<String>>,
 }
 
-/// One admission plugin: it may change the object (mutating plugins), or
-/// refuse it; it sees who asks.
+/// One built-in admission plugin: it may change the object (mutating
+/// plugins), or refuse it; it sees who asks. They look at creates.
 type Plugin = fn(&State, &ResourceType, &str, &mut Value, &Asker) -> Result<(), ApiError>;
 
-/// The mutating admission plugins, in kube-apiserver's order.
-const MUTATING: &[(&str, Plugin)] = &[
-    ("LimitRanger", |state, rt, name, obj, _| quota::limit_ranger(state, rt, name, obj)),
-    ("ServiceAccount", service_account),
-    ("Priority", priority),
-    ("DefaultTolerationSeconds", default_toleration_seconds),
-    ("DefaultStorageClass", default_storage_class),
-    ("StorageObjectInUseProtection", storage_object_in_use_protection),
-    ("RuntimeClass", runtime_class),
-    ("DefaultIngressClass", default_ingress_class),
+/// One link of the admission chain.
+enum Step {
+    /// A built-in plugin.
+    Plugin(Plugin),
+    /// The mutating admission webhooks.
+    MutatingWebhooks,
+    /// The ValidatingAdmissionPolicies (CEL) and their bindings.
+    Policies,
+    /// The validating admission webhooks.
+    ValidatingWebhooks,
+}
+
+/// The mutating links, in kube-apiserver's order.
+const MUTATING: &[(&str, Step)] = &[
+    ("LimitRanger", Step::Plugin(|state, rt, name, obj, _| quota::limit_ranger(state, rt, name, obj))),
+    ("ServiceAccount", Step::Plugin(service_account)),
+    ("Priority", Step::Plugin(priority)),
+    ("DefaultTolerationSeconds", Step::Plugin(default_toleration_seconds)),
+    ("DefaultStorageClass", Step::Plugin(default_storage_class)),
+    ("StorageObjectInUseProtection", Step::Plugin(storage_object_in_use_protection)),
+    ("RuntimeClass", Step::Plugin(runtime_class)),
+    ("DefaultIngressClass", Step::Plugin(default_ingress_class)),
+    ("MutatingAdmissionWebhook", Step::MutatingWebhooks),
 ];
 
-/// The validating admission plugins, in kube-apiserver's order.
-const VALIDATING: &[(&str, Plugin)] = &[
-    ("NodeRestriction", node_restriction),
-    ("PodSecurity", pod_security),
-    ("ResourceQuota", |state, rt, name, obj, _| quota::resource_quota(state, rt, name, obj)),
+/// The validating links, in kube-apiserver's order.
+const VALIDATING: &[(&str, Step)] = &[
+    ("NodeRestriction", Step::Plugin(node_restriction)),
+    ("PodSecurity", Step::Plugin(pod_security)),
+    ("ValidatingAdmissionPolicy", Step::Policies),
+    ("ValidatingAdmissionWebhook", Step::ValidatingWebhooks),
+    ("ResourceQuota", Step::Plugin(|state, rt, name, obj, _| quota::resource_quota(state, rt, name, obj))),
 ];
 
-/// Runs the admission chain on an object about to be created by `user`:
-/// the mutating plugins, then the validating ones. Returns the warnings.
-pub(crate) fn admit(state: &State, rt: &ResourceType, name: &str, obj: &mut Value, user: &UserInfo) -> Result<Vec<String>, ApiError> {
-    let asker = Asker { user, warnings: std::cell::RefCell::new(Vec::new()) };
-    for (plugin, admit) in MUTATING.iter().chain(VALIDATING) {
-        admit(state, rt, name, obj, &asker).inspect_err(|_| tracing::debug!(plugin, kind = rt.kind, name, "refused by admission"))?;
-    }
+/// Runs one built-in plugin, with the warnings it has.
+fn run_plugin(state: &State, plugin: Plugin, name: &str, req: &Request<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let asker = Asker { user: req.user, warnings: std::cell::RefCell::new(Vec::new()) };
+    plugin(state, req.rt, req.name, obj, &asker).inspect_err(|_| tracing::debug!(plugin = name, kind = req.rt.kind, name = req.name, "refused by admission"))?;
     Ok(asker.warnings.into_inner())
+}
+
+/// Runs the links of one phase on an object about to be written.
+async fn run(state: &State, steps: &[(&str, Step)], req: &Request<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let mut warnings = Vec::new();
+    for (name, step) in steps {
+        match step {
+            Step::Plugin(p) if req.operation == Operation::Create => warnings.extend(run_plugin(state, *p, name, req, obj)?),
+            Step::Plugin(_) => {}
+            Step::MutatingWebhooks => warnings.extend(webhook::mutate(state, req, obj).await?),
+            Step::Policies => warnings.extend(policy::validate(state, req, Some(obj))?),
+            Step::ValidatingWebhooks => warnings.extend(webhook::validate(state, req, Some(obj)).await?),
+        }
+    }
+    Ok(warnings)
+}
+
+/// The mutating half of the chain, before the object is validated.
+/// Returns the warnings.
+pub(crate) async fn mutate(state: &State, req: &Request<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    run(state, MUTATING, req, obj).await
+}
+
+/// The validating half, after the object is validated.
+pub(crate) async fn validate(state: &State, req: &Request<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    run(state, VALIDATING, req, obj).await
+}
+
+/// What a delete passes: the policies and validating webhooks, with the
+/// object as `oldObject`.
+pub(crate) async fn validate_delete(state: &State, req: &Request<'_>) -> Result<Vec<String>, ApiError> {
+    let mut warnings = policy::validate(state, req, None)?;
+    warnings.extend(webhook::validate(state, req, None).await?);
+    Ok(warnings)
 }
 
 /// PodSecurity: a namespace's `pod-security.kubernetes.io/enforce` level

@@ -62,6 +62,8 @@ pub(crate) struct State {
     pub(crate) auditor: Option<crate::audit::Auditor>,
     /// The custom resource types the CRDs serve.
     pub(crate) crds: crate::crd::CustomResources,
+    /// Connections to admission webhooks.
+    pub(crate) webhooks: crate::admission::webhook::WebhookClient,
 }
 
 /// Creates the namespaces every cluster has.
@@ -606,11 +608,12 @@ async fn verb(
             )
         }
         (Method::DELETE, Some(name)) => {
-            let del = DeleteOptions::parse(&body, &q)?;
+            let mut del = DeleteOptions::parse(&body, &q)?;
+            del.user = opts.user.clone();
             let (gone, obj) = crate::write::delete(state, rt, ns, name, &del).await?;
             Ok(json_response(200, &deleted_body(rt, gone, obj)))
         }
-        (Method::DELETE, None) => delete_collection(state, rt, ns, &prefix, &body, &q).await,
+        (Method::DELETE, None) => delete_collection(state, rt, ns, &prefix, &body, &q, &opts.user).await,
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }
@@ -664,10 +667,12 @@ async fn delete_collection(
     prefix: &str,
     body: &[u8],
     q: &HashMap<String, String>,
+    user: &UserInfo,
 ) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
-    let del = DeleteOptions::parse(body, q)?;
+    let mut del = DeleteOptions::parse(body, q)?;
+    del.user = user.clone();
     state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
     let snap = state.cache.list(rt, prefix, &labels, &fields, 0);
     let mut items = Vec::new();

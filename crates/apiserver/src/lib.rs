@@ -240,6 +240,7 @@ impl ApiServer {
             authorizer: authz::Authorizer::new(cfg.authorization_modes.clone()),
             auditor: cfg.audit.as_ref().map(audit::Auditor::start).transpose()?,
             crds: crd::CustomResources::default(),
+            webhooks: Default::default(),
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as

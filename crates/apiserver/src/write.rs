@@ -1,6 +1,7 @@
 //! Writes: create, update (put, patch, subresources) and delete.
 
 use serde_json::{json, Value};
+use skiff_api::admissionregistration::Operation;
 use skiff_api::{defaults, managed, validation, ApiError, ResourceType};
 use skiff_store::StoreError;
 
@@ -211,7 +212,17 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if quota_ns.is_some() {
         state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
     }
-    warnings.extend(crate::admission::admit(state, rt, &name, &mut obj, &opts.user)?);
+    let request = crate::admission::Request {
+        rt,
+        operation: Operation::Create,
+        subresource: "",
+        name: &name,
+        namespace: ns,
+        old: None,
+        user: &opts.user,
+        dry_run: opts.dry_run,
+    };
+    warnings.extend(crate::admission::mutate(state, &request, &mut obj).await?);
     crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &obj)?;
     if rt.kind == "Pod" {
         let qos = defaults::qos_class(&obj["spec"]);
@@ -221,6 +232,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if !errs.is_empty() {
         return Err(ApiError::invalid(rt, &name, errs));
     }
+    warnings.extend(crate::admission::validate(state, &request, &mut obj).await?);
     ensure_namespace(state, ns).await?;
     // Held until the Service is stored, so concurrent creates never share an IP.
     let _allocating = if rt.kind == "Service" && !opts.dry_run { Some(state.allocations.lock().await) } else { None };
@@ -362,10 +374,34 @@ async fn update_once(
         secret_string_data(&mut new);
     }
     defaults::apply_for(rt, &mut new);
+    // Server-made writes (bindings, the CRD controllers') and writes that
+    // finish a deletion are not admitted again.
+    let request = crate::admission::Request {
+        rt,
+        operation: Operation::Update,
+        subresource: match opts.scope {
+            Scope::Status => "status",
+            Scope::Finalize => "finalize",
+            Scope::EphemeralContainers => "ephemeralcontainers",
+            Scope::Main | Scope::All => "",
+        },
+        name,
+        namespace: ns,
+        old: Some(&old),
+        user: &opts.user,
+        dry_run: opts.dry_run,
+    };
+    let admitted = opts.scope != Scope::All;
+    if admitted {
+        warnings.extend(crate::admission::mutate(state, &request, &mut new).await?);
+    }
     crate::authz::escalation::check(&state.authorizer, &state.cache, &opts.user, rt, ns, &new)?;
     let errs = validation::validate(rt, &new, Some(&old));
     if !errs.is_empty() {
         return Err(ApiError::invalid(rt, name, errs).into());
+    }
+    if admitted {
+        warnings.extend(crate::admission::validate(state, &request, &mut new).await?);
     }
     let spec_of = |v: &Value| {
         let mut c = v.clone();
@@ -438,6 +474,8 @@ pub(crate) struct DeleteOptions {
     pub(crate) resource_version: Option<String>,
     /// `dryRun: ["All"]`.
     pub(crate) dry_run: bool,
+    /// Who deletes (admission sees it).
+    pub(crate) user: skiff_api::rbac::UserInfo,
 }
 
 impl DeleteOptions {
@@ -458,6 +496,7 @@ impl DeleteOptions {
             uid: v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
             resource_version: v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
             dry_run: v.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")),
+            user: Default::default(),
         };
         if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) && o.propagation.is_none() {
             o.propagation = Some("Orphan".into());
@@ -531,6 +570,19 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
             fins.push(json!(skiff_api::apiextensions::CLEANUP_FINALIZER));
             obj["metadata"]["finalizers"] = json!(fins);
         }
+    }
+    if obj.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+        let request = crate::admission::Request {
+            rt,
+            operation: Operation::Delete,
+            subresource: "",
+            name,
+            namespace: ns,
+            old: Some(&obj),
+            user: &opts.user,
+            dry_run: opts.dry_run,
+        };
+        crate::admission::validate_delete(state, &request).await?;
     }
     let policy_finalizer = match opts.propagation.as_deref() {
         Some("Foreground") => Some("foregroundDeletion"),

@@ -280,6 +280,18 @@ pub fn client_tls_from(ca_pem: &str, slot: Arc<CertSlot>) -> Result<Arc<rustls::
     Ok(Arc::new(cfg))
 }
 
+/// A TLS client configuration that trusts only the CAs in `ca_pem` and
+/// presents no certificate (the API server calling admission webhooks).
+pub fn trusting(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// A certificate and its key that TLS configurations built with
 /// [`server_tls_from`] and [`client_tls_from`] present, replaceable while
 /// they are in use: new handshakes present the new pair.

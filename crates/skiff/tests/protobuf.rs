@@ -254,6 +254,41 @@ fn samples() -> Vec<(&'static str, Value)> {
             "spec": {"request": skiff_api::base64(skiff_pki::new_request_for("pb", Some("g")).expect("csr").0.as_bytes()),
                      "signerName": "example.com/pb", "usages": ["client auth"], "expirationSeconds": 3600}}),
         ),
+        // Admission configurations that select nothing (the samples after
+        // them are created with them in place).
+        (
+            "apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {},
+            "webhooks": [{"name": "m.pb.skiff.test", "clientConfig": {"url": "https://127.0.0.1:1/m", "caBundle": "AAEC"},
+                "rules": [{"operations": ["CREATE"], "apiGroups": ["nothing.test"], "apiVersions": ["v1"], "resources": ["things"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {"never": "x"}}, "failurePolicy": "Ignore", "sideEffects": "None",
+                "admissionReviewVersions": ["v1"], "timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded",
+                "matchConditions": [{"name": "always", "expression": "true"}]}]}),
+        ),
+        (
+            "apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {},
+            "webhooks": [{"name": "v.pb.skiff.test", "clientConfig": {"service": {"namespace": "default", "name": "hooks", "port": 8443, "path": "/v"}},
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["nothing.test"], "apiVersions": ["*"], "resources": ["things/status"]}],
+                "objectSelector": {"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}, "failurePolicy": "Ignore",
+                "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1", "v1beta1"]}]}),
+        ),
+        (
+            "apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {},
+            "spec": {"failurePolicy": "Ignore", "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["nothing.test"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["things"]}]},
+                "variables": [{"name": "n", "expression": "object.metadata.name"}],
+                "validations": [{"expression": "variables.n != ''", "message": "named", "reason": "Forbidden"}],
+                "auditAnnotations": [{"key": "k", "valueExpression": "'v'"}]}}),
+        ),
+        (
+            "apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {},
+            "spec": {"policyName": "nothing", "validationActions": ["Deny", "Audit"],
+                "paramRef": {"name": "p", "namespace": "default", "parameterNotFoundAction": "Allow"},
+                "matchResources": {"namespaceSelector": {"matchLabels": {"a": "b"}}}}}),
+        ),
         (
             "apis/rbac.authorization.k8s.io/v1/clusterroles",
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"labels": {"a": "b"}},
