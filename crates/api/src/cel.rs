@@ -7,7 +7,7 @@
 //! Programs are compiled once per expression and kept (a bounded cache).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde_json::Value;
 
@@ -28,13 +28,14 @@ fn env() -> &'static Arc<cel::Env> {
 
 /// Compiles an expression (once), or says why it does not compile.
 pub fn compile(expr: &str) -> Result<Arc<cel::Program>, String> {
-    static PROGRAMS: OnceLock<Mutex<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
+    // Read-mostly: every request reads, only a new expression writes.
+    static PROGRAMS: OnceLock<RwLock<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
     let programs = PROGRAMS.get_or_init(Default::default);
-    if let Some(p) = programs.lock().ok().and_then(|m| m.get(expr).cloned()) {
+    if let Some(p) = programs.read().ok().and_then(|m| m.get(expr).cloned()) {
         return Ok(p);
     }
     let p = Arc::new(env().compile(expr).map_err(|e| format!("compilation failed: {e}"))?);
-    if let Ok(mut m) = programs.lock() {
+    if let Ok(mut m) = programs.write() {
         if m.len() >= CACHE {
             m.clear();
         }

@@ -243,7 +243,7 @@ fn string(text: &str, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
         // Patterns were compiled when the CRD was validated; one that
         // does not compile matches nothing.
-        if !regex::Regex::new(pattern).is_ok_and(|re| re.is_match(text)) {
+        if !compiled(pattern).is_some_and(|re| re.is_match(text)) {
             errs.push(FieldError::invalid(path, text, format!("{} should match '{pattern}'", in_body(path))));
         }
     }
@@ -252,6 +252,25 @@ fn string(text: &str, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::invalid(path, text, format!("{} must be of type {format}: {text:?}", in_body(path))));
         }
     }
+}
+
+/// A schema's `pattern`, compiled once (a bounded cache).
+fn compiled(pattern: &str) -> Option<regex::Regex> {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static PATTERNS: OnceLock<RwLock<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(Default::default);
+    if let Some(re) = patterns.read().ok().and_then(|m| m.get(pattern).cloned()) {
+        return re;
+    }
+    let re = regex::Regex::new(pattern).ok();
+    if let Ok(mut m) = patterns.write() {
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(pattern.to_string(), re.clone());
+    }
+    re
 }
 
 /// The string formats kube-apiserver checks for custom resources (those it
