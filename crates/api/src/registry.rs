@@ -10,6 +10,7 @@ use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy:
 use k8s_openapi::api::{autoscaling::v2 as autoscaling, networking::v1 as networking, node::v1 as node};
 use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 
 /// Decodes a JSON value into the resource's Rust type and back: the round
 /// trip checks every field's type and drops what the type does not know.
@@ -169,6 +170,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(scheduling::PriorityClass, "scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, ["pc"], [], status: false, scale: false),
     resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, ["csr"], [], status: true, scale: false),
     resource!(apiextensions::CustomResourceDefinition, "apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, ["crd", "crds"], ["api-extensions"], status: true, scale: false),
+    resource!(apiregistration::APIService, "apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", false, [], ["api-extensions"], status: true, scale: false),
     resource!(admissionregistration::MutatingWebhookConfiguration, "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", "MutatingWebhookConfiguration", false, [], ["api-extensions"], status: false, scale: false),
     resource!(admissionregistration::ValidatingWebhookConfiguration, "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration", "ValidatingWebhookConfiguration", false, [], ["api-extensions"], status: false, scale: false),
     resource!(admissionregistration::ValidatingAdmissionPolicy, "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, [], ["api-extensions"], status: true, scale: false),

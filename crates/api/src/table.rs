@@ -243,6 +243,7 @@ fn columns(kind: &str) -> Vec<Col> {
             c("ServiceAccounts", "string", 1),
         ],
         "CustomResourceDefinition" => vec![c("Name", "string", 0), c("Created At", "date", 0)],
+        "APIService" => vec![c("Name", "string", 0), c("Service", "string", 0), c("Available", "string", 0), c("Age", "string", 0)],
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => vec![c("Name", "string", 0), c("Webhooks", "integer", 0), c("Age", "string", 0)],
         "ValidatingAdmissionPolicy" => vec![c("Name", "string", 0), c("Validations", "integer", 0), c("ParamKind", "string", 0), c("Age", "string", 0)],
         "ValidatingAdmissionPolicyBinding" => vec![c("Name", "string", 0), c("PolicyName", "string", 0), c("ParamRef", "string", 0), c("Age", "string", 0)],
@@ -731,6 +732,19 @@ fn cells(kind: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             json!(created),
         ],
         "CustomResourceDefinition" => vec![name, o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
+        "APIService" => {
+            let service = match g("/spec/service").filter(|s| !s.is_null()) {
+                Some(svc) => format!("{}/{}", s(svc.get("namespace")), s(svc.get("name"))),
+                None => "Local".to_string(),
+            };
+            let cond = g("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Available")).cloned();
+            let available = match cond {
+                Some(c) if c["status"] == "True" => "True".to_string(),
+                Some(c) => format!("{} ({})", s(c.get("status")), s(c.get("reason"))),
+                None => "Unknown".to_string(),
+            };
+            vec![name, json!(service), json!(available), json!(created)]
+        }
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
             vec![name, json!(g("/webhooks").and_then(Value::as_array).map_or(0, Vec::len)), json!(created)]
         }

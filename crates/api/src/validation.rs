@@ -211,6 +211,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => crate::admissionregistration::validate_webhooks(obj, &mut errs),
         "ValidatingAdmissionPolicy" => crate::admissionregistration::validate_policy(obj, &mut errs),
         "ValidatingAdmissionPolicyBinding" => crate::admissionregistration::validate_binding(obj, &mut errs),
+        "APIService" => crate::apiregistration::validate(obj, &mut errs),
         "Pod" => {
             if let Some(spec) = spec {
                 pod_spec("spec", spec, &mut errs, &["Always", "OnFailure", "Never"]);

@@ -291,9 +291,42 @@ fn discovery_group(served: &Served, group: &str) -> Value {
     json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
 }
 
+/// Aggregated discovery groups of the versions other servers serve, from
+/// the resource lists their backends last answered.
+fn remote_groups(remote: &[crate::aggregator::RemoteVersion]) -> Vec<Value> {
+    let mut by_group: Vec<(&str, Vec<Value>)> = Vec::new();
+    for r in remote {
+        let list = r.resources.as_ref().and_then(|d| d["resources"].as_array()).cloned().unwrap_or_default();
+        let resources: Vec<Value> = list
+            .iter()
+            .filter(|x| !x["name"].as_str().unwrap_or_default().contains('/'))
+            .map(|x| {
+                let name = x["name"].as_str().unwrap_or_default();
+                let subs: Vec<Value> = list
+                    .iter()
+                    .filter_map(|s| {
+                        let (parent, sub) = s["name"].as_str()?.split_once('/')?;
+                        (parent == name).then(|| json!({"subresource": sub, "responseKind": {"group": r.group, "version": r.version, "kind": s["kind"]}, "verbs": s["verbs"]}))
+                    })
+                    .collect();
+                json!({"resource": name, "responseKind": {"group": r.group, "version": r.version, "kind": x["kind"]},
+                    "scope": if x["namespaced"] == true { "Namespaced" } else { "Cluster" }, "singularResource": x["singularName"],
+                    "verbs": x["verbs"], "shortNames": x.get("shortNames").cloned().unwrap_or(json!([])), "categories": x.get("categories").cloned().unwrap_or(json!([])),
+                    "subresources": subs})
+            })
+            .collect();
+        let version = json!({"version": r.version, "resources": resources, "freshness": "Current"});
+        match by_group.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, vs)) => vs.push(version),
+            None => by_group.push((&r.group, vec![version])),
+        }
+    }
+    by_group.into_iter().map(|(g, versions)| json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})).collect()
+}
+
 /// Serves the discovery and OpenAPI paths, or `None` for other paths;
 /// `custom`: the custom resource types served now.
-pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot) -> Option<Result<Resp, ApiError>> {
+pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot, remote: &[crate::aggregator::RemoteVersion]) -> Option<Result<Resp, ApiError>> {
     let served = Served::new(custom);
     let aggregated = |groups: Vec<Value>, version: &str| {
         let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": groups});
@@ -321,7 +354,8 @@ pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot) 
             match aggregated_version(accept) {
                 Some(v) => {
                     let mut groups: Vec<Value> = names.into_iter().map(|g| discovery_group(&served, g)).collect();
-                    groups.extend(answered_groups().into_iter().map(|(g, ver)| {
+                    groups.extend(remote_groups(remote));
+                    groups.extend(answered_groups().into_iter().filter(|(g, _)| !remote.iter().any(|r| r.group == *g)).map(|(g, ver)| {
                         let resources: Vec<Value> = ANSWERED
                             .iter()
                             .filter(|a| a.group == g)
@@ -343,23 +377,36 @@ pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot) 
                             json!({"name": g, "preferredVersion": versions.first().cloned(), "versions": versions})
                         })
                         .collect();
-                    groups.extend(answered_groups().into_iter().map(|(g, v)| {
+                    groups.extend(answered_groups().into_iter().filter(|(g, _)| !remote.iter().any(|r| r.group == *g)).map(|(g, v)| {
                         let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                         json!({"name": g, "versions": [gv], "preferredVersion": gv})
                     }));
+                    let mut remote_names: Vec<&str> = Vec::new();
+                    for r in remote {
+                        if !remote_names.contains(&r.group.as_str()) {
+                            remote_names.push(&r.group);
+                        }
+                    }
+                    for g in remote_names {
+                        let versions: Vec<Value> = remote.iter().filter(|r| r.group == g).map(|r| json!({"groupVersion": format!("{g}/{}", r.version), "version": r.version})).collect();
+                        groups.push(json!({"name": g, "preferredVersion": versions.first().cloned(), "versions": versions}));
+                    }
                     json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
                 }
             }
         }
         ["api", v] => return Some(resource_list_of(&served, "", v)),
         ["apis", g] => {
-            let versions: Vec<Value> = served
-                .group_versions()
-                .into_iter()
-                .chain(answered_groups())
-                .filter(|(gg, _)| gg == g)
-                .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
+            let mut versions: Vec<Value> = remote.iter().filter(|r| r.group == *g).map(|r| json!({"groupVersion": format!("{g}/{}", r.version), "version": r.version})).collect();
+            if versions.is_empty() {
+                versions = served
+                    .group_versions()
+                    .into_iter()
+                    .chain(answered_groups())
+                    .filter(|(gg, _)| gg == g)
+                    .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                    .collect();
+            }
             let Some(pref) = versions.first().cloned() else { return Some(Err(ApiError::no_such_path())) };
             json_response(200, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": versions, "preferredVersion": pref}))
         }

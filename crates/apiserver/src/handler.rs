@@ -64,6 +64,8 @@ pub(crate) struct State {
     pub(crate) crds: crate::crd::CustomResources,
     /// Connections to admission webhooks.
     pub(crate) webhooks: crate::admission::webhook::WebhookClient,
+    /// What the aggregator knows of the servers APIServices name.
+    pub(crate) aggregator: crate::aggregator::Aggregator,
 }
 
 /// Creates the namespaces every cluster has.
@@ -334,6 +336,12 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET;
     let accept = header(&req, "accept");
+    // A group version another server serves (an APIService with a Service).
+    if let ["apis", g, v, ..] = segs.as_slice() {
+        if let Some(svc) = crate::aggregator::remote(state, g, v) {
+            return crate::aggregator::proxy(state, &svc, req, user).await;
+        }
+    }
     match segs.as_slice() {
         ["version"] if is_get => {
             return Ok(json_response(
@@ -347,8 +355,10 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         ["livez"] | ["readyz"] | ["healthz"] if is_get => return Ok(text(200, "ok".to_string())),
         ["metrics"] if is_get => return Ok(text(200, state.metrics.render(state.store.current_revision()))),
         _ if is_get => {
-            let custom = if matches!(segs.first(), Some(&"api" | &"apis" | &"openapi")) { state.crds.snapshot(&state.cache) } else { Default::default() };
-            if let Some(r) = crate::discovery::serve(&segs, &accept, &custom) {
+            let discovery_path = matches!(segs.first(), Some(&"api" | &"apis" | &"openapi"));
+            let custom = if discovery_path { state.crds.snapshot(&state.cache) } else { Default::default() };
+            let remote = if discovery_path { crate::aggregator::remote_versions(state) } else { Vec::new() };
+            if let Some(r) = crate::discovery::serve(&segs, &accept, &custom, &remote) {
                 return r;
             }
         }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod aggregator;
 mod audit;
 mod auth;
 mod authz;
@@ -241,6 +242,7 @@ impl ApiServer {
             auditor: cfg.audit.as_ref().map(audit::Auditor::start).transpose()?,
             crds: crd::CustomResources::default(),
             webhooks: Default::default(),
+            aggregator: Default::default(),
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as
@@ -251,6 +253,7 @@ impl ApiServer {
             Some(cfg.bind_address).filter(|a| !a.is_loopback())
         };
         handler::bootstrap(&state, local_addr.port(), advertise).await?;
+        aggregator::bootstrap(&state).await?;
         authz::policy::reconcile(&state).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
         let server = format!("https://{host}:{}", local_addr.port());
@@ -302,6 +305,7 @@ impl ApiServer {
         tokio::pin!(shutdown);
         tokio::spawn(compactor(self.state.store.clone(), self.state.cache.clone(), self.compaction_interval, self.shutdown.subscribe()));
         tokio::spawn(crd::status::run(self.state.clone()));
+        tokio::spawn(aggregator::run(self.state.clone()));
         if let Some((store, config, status)) = &self.encryption {
             tokio::spawn(store.clone().follow(config.clone(), status.clone(), self.shutdown.subscribe()));
         }

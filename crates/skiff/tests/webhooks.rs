@@ -238,3 +238,106 @@ spec:
     let (success, _, err) = kubectl(&s, &["apply", "-f", &manifest(&dir, "bad.yaml", bad)]);
     assert!(!success && err.contains("spec.validations[0].expression") && err.contains("compilation failed"), "{err}");
 }
+
+/// API aggregation: an APIService sends its group version to the test's
+/// extension server (Python, HTTPS, trusting the front-proxy certificate by
+/// the CA `extension-apiserver-authentication` names), which kubectl then
+/// discovers and lists through skiff, as the requester; when the server
+/// goes, the APIService turns unavailable and requests get 503.
+#[test]
+fn an_apiservice_proxies_its_group_to_an_extension_server() {
+    if !python_ready() {
+        return;
+    }
+    let s = common::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The local APIServices, one per built-in group version.
+    let local = ok(&s, &["get", "apiservices"]);
+    assert!(local.lines().any(|l| l.starts_with("v1.apps ") && l.contains("Local") && l.contains("True")), "{local}");
+    assert!(local.contains("v1beta1.metrics.k8s.io"), "{local}");
+
+    let client_ca = ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-client-ca-file}"]);
+    let allowed = ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-allowed-names}"]);
+    let allowed: Vec<String> = serde_json::from_str(&allowed).expect("allowed names");
+    std::fs::write(dir.path().join("client-ca.crt"), client_ca).expect("client ca");
+    let pki = skiff_pki::ClusterPki::load_or_create(dir.path().join("wardle-ca")).expect("a CA");
+    let pair = pki.issue_server("wardle", &["wardle.wardle.svc".to_string(), "127.0.0.1".to_string()]).expect("serving certificate");
+    let (cert, key, port_file) = (dir.path().join("w.crt"), dir.path().join("w.key"), dir.path().join("w.port"));
+    std::fs::write(&cert, &pair.cert_pem).expect("cert");
+    std::fs::write(&key, &pair.key_pem).expect("key");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/aggregated_server.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(&cert)
+        .arg(&key)
+        .arg(dir.path().join("client-ca.crt"))
+        .arg(&allowed[0])
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut server = HookServer { child, port: 0, ca_bundle: String::new() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port: u16 = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the extension server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    server.port = port;
+    let manifests = format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: wardle}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: wardle, namespace: wardle}}
+spec:
+  ports: [{{port: 443, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: wardle-1, namespace: wardle, labels: {{kubernetes.io/service-name: wardle}}}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+ports: [{{name: "", port: {port}, protocol: TCP}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1.wardle.skiff.test}}
+spec:
+  group: wardle.skiff.test
+  version: v1
+  service: {{namespace: wardle, name: wardle, port: 443}}
+  caBundle: {ca}
+  groupPriorityMinimum: 2000
+  versionPriority: 200
+"#,
+        ca = skiff_api::base64(pki.ca_cert_pem().as_bytes())
+    );
+    ok(&s, &["apply", "-f", &manifest(&dir, "wardle.yaml", &manifests)]);
+    common::wait_for(&s, 30, |s| kubectl(s, &["get", "apiservice", "v1.wardle.skiff.test", "-o", "jsonpath={.status.conditions[0].status}"]).1 == "True");
+    let row = ok(&s, &["get", "apiservice", "v1.wardle.skiff.test"]);
+    assert!(row.contains("wardle/wardle") && row.contains("True"), "{row}");
+
+    // Discovery and requests go through skiff to the extension server, as the requester.
+    let list = ok(&s, &["get", "flunders"]);
+    assert!(list.contains("flunder-1"), "{list}");
+    let who = ok(&s, &["get", "fl", "flunder-2", "-o", "jsonpath={.metadata.annotations.remote-user} {.metadata.annotations.remote-groups}"]);
+    assert!(who.starts_with("admin ") && who.contains("system:masters") && who.contains("system:authenticated"), "{who}");
+    let raw = ok(&s, &["get", "--raw", "/apis/wardle.skiff.test/v1"]);
+    assert!(raw.contains("\"flunders\""), "{raw}");
+    let groups = ok(&s, &["api-versions"]);
+    assert!(groups.lines().any(|l| l == "wardle.skiff.test/v1"), "{groups}");
+
+    // The extension server goes away.
+    drop(server);
+    common::wait_for(&s, 40, |s| {
+        kubectl(s, &["get", "apiservice", "v1.wardle.skiff.test", "-o", "jsonpath={.status.conditions[0].reason}"]).1 == "FailedDiscoveryCheck"
+    });
+    let (success, _, err) = kubectl(&s, &["get", "--raw", "/apis/wardle.skiff.test/v1/namespaces/default/flunders"]);
+    assert!(!success && (err.contains("ServiceUnavailable") || err.contains("error trying to reach service")), "{err}");
+}

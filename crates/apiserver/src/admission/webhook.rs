@@ -211,7 +211,15 @@ async fn endpoint(state: &State, cc: &Value) -> Result<Endpoint, CallError> {
     let path = svc["path"].as_str().unwrap_or("/").to_string();
     let server_name = format!("{name}.{ns}.svc");
     let url = format!("https://{server_name}:{port}{path}");
-    let unreachable = |why: &str| CallError(format!("Post \"{url}\": {why}"));
+    let addr = service_address(state, ns, name, port).map_err(|why| CallError(format!("Post \"{url}\": {why}")))?;
+    Ok(Endpoint { addr, server_name, path, url })
+}
+
+/// A ready endpoint of a Service's port (kube-apiserver's endpoint
+/// routing, which k3s turns on): where webhooks and aggregated APIs are
+/// dialed.
+pub(crate) fn service_address(state: &State, ns: &str, name: &str, port: i64) -> Result<SocketAddr, String> {
+    let unreachable = |why: &str| why.to_string();
     let services = skiff_api::registry::find("", "v1", "services").ok_or_else(|| unreachable("no services"))?;
     let service = state
         .cache
@@ -235,7 +243,7 @@ async fn endpoint(state: &State, cc: &Value) -> Result<Endpoint, CallError> {
         let Some(port_number) = port_number.and_then(|p| u16::try_from(p).ok()) else { continue };
         let ready = slice["endpoints"].as_array().into_iter().flatten().filter(|e| e.pointer("/conditions/ready") != Some(&Value::Bool(false)));
         if let Some(ip) = ready.flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default()).find_map(|a| a.as_str().and_then(|s| s.parse().ok())) {
-            return Ok(Endpoint { addr: SocketAddr::new(ip, port_number), server_name, path, url });
+            return Ok(SocketAddr::new(ip, port_number));
         }
     }
     Err(unreachable(&format!("no endpoints available for service \"{name}\"")))
