@@ -119,7 +119,7 @@ async fn connect(
     let s = &svc["spec"]["service"];
     let (ns, name) = (s["namespace"].as_str().unwrap_or_default(), s["name"].as_str().unwrap_or_default());
     let port = s["port"].as_i64().unwrap_or(443);
-    let addr = crate::admission::webhook::service_address(state, ns, name, port)?;
+    let addr = crate::admission::webhook::service_address(&state.cache, ns, name, port)?;
     let tls = tls_for(state, svc)?;
     let server_name = format!("{name}.{ns}.svc");
     let dial = async {

@@ -63,7 +63,7 @@ pub(crate) struct State {
     /// The custom resource types the CRDs serve.
     pub(crate) crds: crate::crd::CustomResources,
     /// Connections to admission webhooks.
-    pub(crate) webhooks: crate::admission::webhook::WebhookClient,
+    pub(crate) webhooks: Arc<crate::admission::webhook::WebhookClient>,
     /// What the aggregator knows of the servers APIServices name.
     pub(crate) aggregator: crate::aggregator::Aggregator,
 }

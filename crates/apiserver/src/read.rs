@@ -45,8 +45,7 @@ pub(crate) fn table_of(rt: &ResourceType, objects: &[&Value], include: table::In
 
 pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let mut obj = with_rv(&kv.value, kv.mod_revision)?;
-    crate::crd::to_served(rt, &mut obj);
+    let obj = crate::crd::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
     if wants_table(accept) {
         return Ok(json_response(200, &table_of(rt, &[&obj], include_object(q)?, &kv.mod_revision.to_string(), None)));
     }
@@ -112,7 +111,8 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
                                 return Ok(crate::respond::protobuf_response(200, Bytes::from(body)));
                             }
                         }
-                        Page { rev: snap.rev, items: snap.items.iter().map(|o| crate::crd::served_bytes(rt, &o.json)).collect(), next }
+                        let items = crate::crd::served_bytes(state, rt, snap.items.iter().map(|o| o.json.clone()).collect()).await?;
+                        Page { rev: snap.rev, items, next }
                     }
                     // A consistent read the cache cannot serve in time is
                     // served by the store, as kube-apiserver falls back to etcd.
@@ -178,8 +178,7 @@ async fn from_store(
             e => store_err(rt, "", e),
         })?;
         for kv in &page.items {
-            let mut obj = with_rv(&kv.value, kv.mod_revision)?;
-            crate::crd::to_served(rt, &mut obj);
+            let obj = with_rv(&kv.value, kv.mod_revision)?;
             if labels.matches(&obj) && fields.matches(&obj) {
                 items.push(Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?));
             }
@@ -193,5 +192,6 @@ async fn from_store(
             break;
         }
     }
+    let items = crate::crd::served_bytes(state, rt, items).await?;
     Ok(Page { rev, items, next })
 }

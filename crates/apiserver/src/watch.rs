@@ -26,6 +26,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// What one watcher asked for.
 struct Request {
     rt: ResourceType,
+    /// Converts custom resources stored in another version.
+    converter: Option<crate::crd::Converter>,
     labels: LabelSelector,
     fields: FieldSelector,
     /// A Table per event, its row carrying this much of the object.
@@ -55,30 +57,47 @@ impl Request {
         }
     }
 
-    /// One line of the stream.
-    fn line(&self, ty: &str, obj: &Cached) -> Bytes {
-        if self.protobuf {
+    /// One line of the stream, the object in the watched version. A
+    /// conversion that fails ends the stream with an ERROR event.
+    async fn line(&self, ty: &str, obj: &Cached) -> Bytes {
+        let Some(conv) = &self.converter else { return self.line_of(ty, obj, None) };
+        match conv.served_bytes(&self.rt, vec![obj.json.clone()]).await {
+            Ok(mut v) => {
+                let json = v.pop().unwrap_or_else(|| obj.json.clone());
+                if json == obj.json {
+                    self.line_of(ty, obj, None)
+                } else {
+                    self.line_of(ty, obj, Some(json))
+                }
+            }
+            Err(e) => event_line("ERROR", &e.to_status()),
+        }
+    }
+
+    /// One line of the stream, with the object's JSON in the watched
+    /// version when it had to be converted.
+    fn line_of(&self, ty: &str, obj: &Cached, converted: Option<Bytes>) -> Bytes {
+        if self.protobuf && converted.is_none() {
             if let Some(frame) = obj.protobuf().and_then(|env| skiff_api::protobuf::watch_frame(ty, &env)) {
                 return Bytes::from(frame);
             }
         }
+        let json = converted.unwrap_or_else(|| obj.json.clone());
         if let Some(include) = self.table {
-            let o = obj.object();
+            let o: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let mut o = o;
-            crate::crd::to_served(&self.rt, &mut o);
             let t = crate::read::table_of(&self.rt, &[&o], include, &rv, None);
             return event_line(ty, &t);
         }
         if self.metadata {
-            return event_line(ty, &table::partial_metadata(&obj.object()));
+            return event_line(ty, &table::partial_metadata(&serde_json::from_slice(&json).unwrap_or(Value::Null)));
         }
         // The cached JSON is spliced in as is: no re-serialization per watcher.
         let mut out = Vec::with_capacity(obj.json.len() + 32);
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\",\"object\":");
-        out.extend_from_slice(&crate::crd::served_bytes(&self.rt, &obj.json));
+        out.extend_from_slice(&json);
         out.extend_from_slice(b"}\n");
         Bytes::from(out)
     }
@@ -141,8 +160,10 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
     if send_initial.is_some() && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::new(422, "Invalid", "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string()));
     }
+    let converter = rt.custom.is_some().then(|| crate::crd::Converter::of(state));
     let req = Request {
         rt,
+        converter,
         labels,
         fields,
         table: if crate::read::wants_table(accept) { Some(crate::read::include_object(q)?) } else { None },
@@ -183,7 +204,7 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
         tokio::pin!(deadline);
         let mut last = sub.rev;
         for obj in sub.initial.iter().filter(|o| o.matches(&req.labels, &req.fields)) {
-            if tx.send(req.line("ADDED", obj)).await.is_err() {
+            if tx.send(req.line("ADDED", obj).await).await.is_err() {
                 return;
             }
         }
@@ -193,7 +214,7 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
         for ev in &sub.replay {
             last = ev.rev;
             if let Some((ty, obj)) = req.view(ev) {
-                if tx.send(req.line(ty, obj)).await.is_err() {
+                if tx.send(req.line(ty, obj).await).await.is_err() {
                     return;
                 }
             }
@@ -206,7 +227,7 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
                     Ok(Message::Event(ev)) => {
                         last = ev.rev;
                         if let Some((ty, obj)) = req.view(&ev) {
-                            if tx.send(req.line(ty, obj)).await.is_err() {
+                            if tx.send(req.line(ty, obj).await).await.is_err() {
                                 return;
                             }
                         }
@@ -249,7 +270,7 @@ async fn send_bookmark(
             Ok(Message::Event(ev)) => {
                 *last = ev.rev;
                 if let Some((ty, obj)) = req.view(&ev) {
-                    if tx.send(req.line(ty, obj)).await.is_err() {
+                    if tx.send(req.line(ty, obj).await).await.is_err() {
                         return false;
                     }
                 }

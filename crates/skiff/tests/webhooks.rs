@@ -341,3 +341,87 @@ spec:
     let (success, _, err) = kubectl(&s, &["get", "--raw", "/apis/wardle.skiff.test/v1/namespaces/default/flunders"]);
     assert!(!success && (err.contains("ServiceUnavailable") || err.contains("error trying to reach service")), "{err}");
 }
+
+/// A CRD with two versions of different shape, converted by the test's
+/// conversion webhook: objects are stored in the storage version whichever
+/// version they were written in, and read in whichever version is asked
+/// for, in gets, lists and watches; without the webhook, reads in the
+/// other version fail with kube's message.
+#[test]
+fn a_conversion_webhook_converts_between_crd_versions() {
+    if !python_ready() {
+        return;
+    }
+    let s = common::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut hooks = hook_server(dir.path());
+    let crd = format!(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: shapes.convert.skiff.test}}
+spec:
+  group: convert.skiff.test
+  scope: Namespaced
+  names: {{plural: shapes, singular: shape, kind: Shape}}
+  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1]
+      clientConfig: {{url: "https://127.0.0.1:{port}/convert", caBundle: {ca}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{size: {{type: string}}}}}}
+  - name: v2
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              length: {{type: object, properties: {{value: {{type: integer}}, unit: {{type: string}}}}}}
+"#,
+        port = hooks.port,
+        ca = hooks.ca_bundle
+    );
+    ok(&s, &["apply", "-f", &manifest(&dir, "crd.yaml", &crd)]);
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "20s", "crd/shapes.convert.skiff.test"]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "a.yaml", "apiVersion: convert.skiff.test/v1\nkind: Shape\nmetadata: {name: a}\nspec: {size: 10cm}\n")]);
+    ok(&s, &["apply", "-f", &manifest(&dir, "b.yaml", "apiVersion: convert.skiff.test/v2\nkind: Shape\nmetadata: {name: b}\nspec: {length: {value: 3, unit: m}}\n")]);
+
+    // Each read in the version asked for, whatever it was written in.
+    let v2 = ok(&s, &["get", "shapes.v2.convert.skiff.test", "a", "-o", "jsonpath={.apiVersion} {.spec.length.value}{.spec.length.unit}"]);
+    assert_eq!(v2, "convert.skiff.test/v2 10cm");
+    let v1 = ok(&s, &["get", "shapes.v1.convert.skiff.test", "b", "-o", "jsonpath={.apiVersion} {.spec.size}"]);
+    assert_eq!(v1, "convert.skiff.test/v1 3m", "stored in v1");
+    let list = ok(&s, &["get", "--raw", "/apis/convert.skiff.test/v2/namespaces/default/shapes"]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("list");
+    let units: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|i| i.pointer("/spec/length/unit").and_then(|u| u.as_str())).collect();
+    assert_eq!(units, vec!["cm", "m"], "{list}");
+    // A watch in v2 sees a v1 write converted.
+    let watch = Command::new(common::kubectl_bin())
+        .args(["--kubeconfig", &s.kubeconfig.display().to_string(), "get", "shapes.v2.convert.skiff.test", "--watch-only", "-o", "jsonpath={.spec.length.value}{\"\\n\"}", "--request-timeout", "8s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(&s, &["patch", "shapes.v1.convert.skiff.test", "a", "--type", "merge", "-p", r#"{"spec":{"size":"42cm"}}"#]);
+    let out = watch.wait_with_output().expect("watch output");
+    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "42"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Without the webhook, reads in the other version fail.
+    let _ = hooks.child.kill();
+    let _ = hooks.child.wait();
+    let (success, _, err) = kubectl(&s, &["get", "shapes.v2.convert.skiff.test", "a"]);
+    assert!(!success && err.contains("conversion webhook for convert.skiff.test/v2, Kind=Shape failed"), "{err}");
+    assert_eq!(ok(&s, &["get", "shapes.v1.convert.skiff.test", "a", "-o", "jsonpath={.spec.size}"]), "42cm", "the storage version needs no webhook");
+}

@@ -24,6 +24,7 @@ use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{ApiError, ResourceType};
 use tokio_rustls::rustls;
 
+use crate::cache::WatchCache;
 use crate::handler::State;
 
 /// Idle connections kept per webhook endpoint.
@@ -118,7 +119,7 @@ struct Endpoint {
 struct CallError(String);
 
 impl WebhookClient {
-    fn tls_for(&self, state: &State, ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, CallError> {
+    fn tls_for(&self, cluster_ca: &str, ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, CallError> {
         let key = ca_bundle.unwrap_or("").to_string();
         if let Some(cfg) = self.tls.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(cfg);
@@ -126,7 +127,7 @@ impl WebhookClient {
         // Without a caBundle the cluster CA is trusted.
         let pem = match ca_bundle {
             Some(b) => String::from_utf8(skiff_api::unbase64(b).unwrap_or_default()).map_err(|e| CallError(format!("caBundle: {e}")))?,
-            None => state.join.pki.ca_cert_pem().to_string(),
+            None => cluster_ca.to_string(),
         };
         let cfg = skiff_pki::trusting(&pem).map_err(|e| CallError(format!("caBundle: {e}")))?;
         if let Ok(mut m) = self.tls.lock() {
@@ -137,14 +138,14 @@ impl WebhookClient {
 
     /// POSTs a review and reads the answer, on a kept connection when
     /// there is one.
-    async fn post(&self, state: &State, ep: &Endpoint, ca_bundle: Option<&str>, body: Bytes, timeout: Duration) -> Result<Value, CallError> {
+    async fn post(&self, cluster_ca: &str, ep: &Endpoint, ca_bundle: Option<&str>, body: Bytes, timeout: Duration) -> Result<Value, CallError> {
         let key = (ep.addr, ep.server_name.clone(), ca_bundle.unwrap_or("").to_string());
         let pooled = self.idle.lock().ok().and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
         let call = async {
             let mut sender = match pooled.filter(|s| s.is_ready()) {
                 Some(s) => s,
                 None => {
-                    let tls = self.tls_for(state, ca_bundle)?;
+                    let tls = self.tls_for(cluster_ca, ca_bundle)?;
                     let tcp = tokio::net::TcpStream::connect(ep.addr).await.map_err(|e| CallError(format!("dial tcp {}: connect: {e}", ep.addr)))?;
                     let _ = tcp.set_nodelay(true);
                     let name = rustls::pki_types::ServerName::try_from(ep.server_name.clone()).map_err(|e| CallError(e.to_string()))?;
@@ -186,7 +187,7 @@ impl WebhookClient {
 }
 
 /// Where a webhook's `clientConfig` points.
-async fn endpoint(state: &State, cc: &Value) -> Result<Endpoint, CallError> {
+async fn endpoint(cache: &WatchCache, cc: &Value) -> Result<Endpoint, CallError> {
     if let Some(u) = cc.get("url").and_then(Value::as_str) {
         let parsed = url::Url::parse(u).map_err(|e| CallError(format!("url: {e}")))?;
         let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
@@ -211,18 +212,17 @@ async fn endpoint(state: &State, cc: &Value) -> Result<Endpoint, CallError> {
     let path = svc["path"].as_str().unwrap_or("/").to_string();
     let server_name = format!("{name}.{ns}.svc");
     let url = format!("https://{server_name}:{port}{path}");
-    let addr = service_address(state, ns, name, port).map_err(|why| CallError(format!("Post \"{url}\": {why}")))?;
+    let addr = service_address(cache, ns, name, port).map_err(|why| CallError(format!("Post \"{url}\": {why}")))?;
     Ok(Endpoint { addr, server_name, path, url })
 }
 
 /// A ready endpoint of a Service's port (kube-apiserver's endpoint
 /// routing, which k3s turns on): where webhooks and aggregated APIs are
 /// dialed.
-pub(crate) fn service_address(state: &State, ns: &str, name: &str, port: i64) -> Result<SocketAddr, String> {
+pub(crate) fn service_address(cache: &WatchCache, ns: &str, name: &str, port: i64) -> Result<SocketAddr, String> {
     let unreachable = |why: &str| why.to_string();
     let services = skiff_api::registry::find("", "v1", "services").ok_or_else(|| unreachable("no services"))?;
-    let service = state
-        .cache
+    let service = cache
         .list(services, &services.key(Some(ns), name), &LabelSelector::default(), &FieldSelector::default(), 0)
         .items
         .iter()
@@ -233,7 +233,7 @@ pub(crate) fn service_address(state: &State, ns: &str, name: &str, port: i64) ->
     let Some(sport) = sport else { return Err(unreachable(&format!("no service port {port} found for service \"{name}\""))) };
     let slices = skiff_api::registry::find("discovery.k8s.io", "v1", "endpointslices").ok_or_else(|| unreachable("no endpointslices"))?;
     let selector = LabelSelector::parse(&format!("kubernetes.io/service-name={name}")).map_err(|e| unreachable(&e))?;
-    let snap = state.cache.list(slices, &format!("{}{ns}/", slices.key_prefix()), &selector, &FieldSelector::default(), 0);
+    let snap = cache.list(slices, &format!("{}{ns}/", slices.key_prefix()), &selector, &FieldSelector::default(), 0);
     for slice in snap.items.iter().map(|c| c.object()) {
         let port_number = slice["ports"]
             .as_array()
@@ -247,6 +247,16 @@ pub(crate) fn service_address(state: &State, ns: &str, name: &str, port: i64) ->
         }
     }
     Err(unreachable(&format!("no endpoints available for service \"{name}\"")))
+}
+
+impl WebhookClient {
+    /// Sends a review (an AdmissionReview or ConversionReview) to the
+    /// server a `clientConfig` names; its answer, or why there is none.
+    pub(crate) async fn review(&self, cache: &WatchCache, cluster_ca: &str, client_config: &Value, review: &Value, timeout: Duration) -> Result<Value, String> {
+        let ep = endpoint(cache, client_config).await.map_err(|CallError(e)| e)?;
+        let ca = client_config.get("caBundle").and_then(Value::as_str).filter(|c| !c.is_empty());
+        self.post(cluster_ca, &ep, ca, Bytes::from(review.to_string()), timeout).await.map_err(|CallError(e)| e)
+    }
 }
 
 /// Whether the namespace and object selectors of a webhook or policy
@@ -330,14 +340,14 @@ async fn call(state: &State, hook: &Value, req: &Request<'_>, object: Option<&Va
     if req.dry_run && !matches!(hook["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")) {
         return Err(ApiError::bad_request(format!("admission webhook {name:?} does not support dry run")));
     }
-    let ep = match endpoint(state, &hook["clientConfig"]).await {
+    let ep = match endpoint(&state.cache, &hook["clientConfig"]).await {
         Ok(ep) => ep,
         Err(CallError(e)) => return failed(format!("failed to call webhook: {e}")),
     };
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
     let timeout = Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30));
     let ca = hook.pointer("/clientConfig/caBundle").and_then(Value::as_str).filter(|c| !c.is_empty());
-    let answer = match state.webhooks.post(state, &ep, ca, Bytes::from(review.to_string()), timeout).await {
+    let answer = match state.webhooks.post(state.join.pki.ca_cert_pem(), &ep, ca, Bytes::from(review.to_string()), timeout).await {
         Ok(a) => a,
         Err(CallError(e)) => return failed(format!("failed to call webhook: {e}")),
     };

@@ -5,7 +5,9 @@ CA), AdmissionReview v1, keep-alive connections.
              warns about every object it sees
   /mutate    adds the label mutated-by=webhook by JSONPatch to objects
              labelled mutate=true
-  /allow     allows everything, doing nothing (the overhead benchmark)
+  /convert   converts Shapes (convert.skiff.test) between v1, whose
+             spec.size is "10cm", and v2, whose spec.length is
+             {value: 10, unit: cm}: a ConversionReview v1
 
 Usage: webhook_server.py CERT KEY PORT_FILE
 """
@@ -24,8 +26,30 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def convert(self, review):
+        request = review["request"]
+        want = request["desiredAPIVersion"]
+        out = []
+        for obj in request["objects"]:
+            obj = dict(obj)
+            spec = dict(obj.get("spec") or {})
+            if want.endswith("/v2") and "size" in spec:
+                size = spec.pop("size")
+                digits = "".join(c for c in size if c.isdigit())
+                spec["length"] = {"value": int(digits), "unit": size[len(digits):]}
+            elif want.endswith("/v1") and "length" in spec:
+                length = spec.pop("length")
+                spec["size"] = f"{length['value']}{length['unit']}"
+            obj["spec"] = spec
+            obj["apiVersion"] = want
+            out.append(obj)
+        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+                "response": {"uid": request["uid"], "convertedObjects": out, "result": {"status": "Success"}}}
+
     def do_POST(self):
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if review.get("kind") == "ConversionReview":
+            return self.reply(self.convert(review))
         request = review["request"]
         obj = request.get("object") or request.get("oldObject") or {}
         labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -41,7 +65,10 @@ class Handler(BaseHTTPRequestHandler):
                 patch = [{"op": "add", "path": "/metadata/labels/mutated-by", "value": "webhook"}]
                 response["patchType"] = "JSONPatch"
                 response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
+        self.reply({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+
+    def reply(self, answer):
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
