@@ -149,3 +149,140 @@ mod tests {
         assert!(e.iter().any(|e| e.contains("spec.maxReplicas") && e.contains("`minReplicas`")), "{e:?}");
     }
 }
+
+/// Where `autoscaling/v1` keeps what it has no field for, as kube does.
+const METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/metrics";
+const CURRENT_METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
+const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
+const BEHAVIOR_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/behavior";
+
+fn is_cpu_utilization(m: &Value) -> bool {
+    m["type"] == "Resource" && m.pointer("/resource/name") == Some(&json!("cpu")) && m.pointer("/resource/target/type") == Some(&json!("Utilization"))
+}
+
+/// An `autoscaling/v2` HPA as `autoscaling/v1` shows it: the CPU
+/// utilization target in `targetCPUUtilizationPercentage`, the other
+/// metrics, the conditions and the behavior in annotations.
+pub fn v2_to_v1(mut obj: Value) -> Value {
+    let spec = obj.get("spec").cloned().unwrap_or(json!({}));
+    let status = obj.get("status").cloned();
+    let metrics = spec["metrics"].as_array().cloned().unwrap_or_default();
+    let (cpu, other): (Vec<Value>, Vec<Value>) = metrics.into_iter().partition(is_cpu_utilization);
+    let mut v1 = json!({"scaleTargetRef": spec["scaleTargetRef"], "maxReplicas": spec["maxReplicas"]});
+    if let Some(m) = spec.get("minReplicas") {
+        v1["minReplicas"] = m.clone();
+    }
+    if let Some(u) = cpu.first().and_then(|m| m.pointer("/resource/target/averageUtilization")) {
+        v1["targetCPUUtilizationPercentage"] = u.clone();
+    }
+    let mut notes = serde_json::Map::new();
+    if !other.is_empty() {
+        notes.insert(METRICS_ANNOTATION.into(), json!(json!(other).to_string()));
+    }
+    if let Some(b) = spec.get("behavior").filter(|b| !b.is_null()) {
+        notes.insert(BEHAVIOR_ANNOTATION.into(), json!(b.to_string()));
+    }
+    if let Some(st) = &status {
+        let mut s1 = json!({"currentReplicas": st.get("currentReplicas").cloned().unwrap_or(json!(0)), "desiredReplicas": st.get("desiredReplicas").cloned().unwrap_or(json!(0))});
+        for f in ["observedGeneration", "lastScaleTime"] {
+            if let Some(v) = st.get(f) {
+                s1[f] = v.clone();
+            }
+        }
+        let current = st["currentMetrics"].as_array().cloned().unwrap_or_default();
+        if let Some(u) = current.iter().find(|m| m["type"] == "Resource" && m.pointer("/resource/name") == Some(&json!("cpu"))).and_then(|m| m.pointer("/resource/current/averageUtilization")) {
+            s1["currentCPUUtilizationPercentage"] = u.clone();
+        }
+        if !current.is_empty() {
+            notes.insert(CURRENT_METRICS_ANNOTATION.into(), json!(json!(current).to_string()));
+        }
+        if let Some(c) = st.get("conditions").filter(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+            notes.insert(CONDITIONS_ANNOTATION.into(), json!(c.to_string()));
+        }
+        obj["status"] = s1;
+    }
+    if !notes.is_empty() {
+        let ann = obj["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+        let mut ann = ann;
+        ann.extend(notes);
+        obj["metadata"]["annotations"] = Value::Object(ann);
+    }
+    obj["spec"] = v1;
+    obj["apiVersion"] = json!("autoscaling/v1");
+    obj
+}
+
+/// An `autoscaling/v1` HPA in `autoscaling/v2`: its CPU target becomes a
+/// Resource metric, the annotations v1 keeps turn back into fields.
+pub fn v1_to_v2(mut obj: Value) -> Value {
+    let spec = obj.get("spec").cloned().unwrap_or(json!({}));
+    let mut ann = obj["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    let take = |ann: &mut serde_json::Map<String, Value>, k: &str| -> Option<Value> { ann.remove(k).and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok())) };
+    let mut metrics: Vec<Value> = Vec::new();
+    if let Some(u) = spec.get("targetCPUUtilizationPercentage").filter(|u| !u.is_null()) {
+        metrics.push(json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": u}}}));
+    }
+    if let Some(Value::Array(other)) = take(&mut ann, METRICS_ANNOTATION) {
+        metrics.extend(other);
+    }
+    let mut v2 = json!({"scaleTargetRef": spec["scaleTargetRef"], "maxReplicas": spec["maxReplicas"]});
+    if let Some(m) = spec.get("minReplicas") {
+        v2["minReplicas"] = m.clone();
+    }
+    if !metrics.is_empty() {
+        v2["metrics"] = json!(metrics);
+    }
+    if let Some(b) = take(&mut ann, BEHAVIOR_ANNOTATION) {
+        v2["behavior"] = b;
+    }
+    let current = take(&mut ann, CURRENT_METRICS_ANNOTATION);
+    let conditions = take(&mut ann, CONDITIONS_ANNOTATION);
+    if let Some(st) = obj.get("status").cloned().filter(|s| s.is_object()) {
+        let mut s2 = json!({"currentReplicas": st.get("currentReplicas").cloned().unwrap_or(json!(0)), "desiredReplicas": st.get("desiredReplicas").cloned().unwrap_or(json!(0))});
+        for f in ["observedGeneration", "lastScaleTime"] {
+            if let Some(v) = st.get(f) {
+                s2[f] = v.clone();
+            }
+        }
+        if let Some(c) = current {
+            s2["currentMetrics"] = c;
+        } else if let Some(u) = st.get("currentCPUUtilizationPercentage") {
+            s2["currentMetrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": u}}}]);
+        }
+        if let Some(c) = conditions {
+            s2["conditions"] = c;
+        }
+        obj["status"] = s2;
+    }
+    if ann.is_empty() {
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("annotations");
+        }
+    } else {
+        obj["metadata"]["annotations"] = Value::Object(ann);
+    }
+    obj["spec"] = v2;
+    obj["apiVersion"] = json!("autoscaling/v2");
+    obj
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+
+    #[test]
+    fn v2_round_trips_through_v1() {
+        let v2 = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "minReplicas": 2, "maxReplicas": 5,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}},
+                            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}},
+            "status": {"currentReplicas": 2, "desiredReplicas": 3, "conditions": [{"type": "AbleToScale", "status": "True"}],
+                "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 90}}}]}});
+        let v1 = v2_to_v1(v2.clone());
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70);
+        assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 90);
+        assert!(v1["metadata"]["annotations"][METRICS_ANNOTATION].as_str().is_some_and(|m| m.contains("memory")));
+        assert_eq!(v1_to_v2(v1), v2);
+    }
+}

@@ -21,6 +21,13 @@ fn child<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<S
 /// Applies the defaults of a resource type's objects: its kind's, or a
 /// custom resource's schema defaults.
 pub fn apply_for(rt: &crate::ResourceType, obj: &mut Value) {
+    if let Some(c) = rt.conversion {
+        // Defaulted in the stored version, as kube defaults after converting.
+        let mut stored = (c.to_storage)(std::mem::take(obj));
+        apply(rt.kind, &mut stored);
+        *obj = (c.to_served)(stored);
+        return;
+    }
     match &rt.custom {
         Some(custom) => {
             if let Some(s) = &custom.schema {

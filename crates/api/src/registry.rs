@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core};
 use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage};
+use k8s_openapi::api::autoscaling::v1 as autoscaling_v1;
 use k8s_openapi::api::{autoscaling::v2 as autoscaling, networking::v1 as networking, node::v1 as node};
 use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
@@ -51,7 +52,24 @@ pub struct ResourceType {
     /// What a CustomResourceDefinition says of this version (`None` for
     /// the built-in types).
     pub custom: Option<std::sync::Arc<crate::apiextensions::CustomVersion>>,
+    /// How a built-in type served in another version than it is stored in
+    /// converts (`autoscaling/v1` HorizontalPodAutoscalers).
+    pub conversion: Option<&'static Conversion>,
 }
+
+/// A built-in conversion between a served version and the stored one.
+#[derive(Debug)]
+pub struct Conversion {
+    /// The version objects are stored in.
+    pub storage_version: &'static str,
+    /// Stored → served.
+    pub to_served: fn(Value) -> Value,
+    /// Served → stored.
+    pub to_storage: fn(Value) -> Value,
+}
+
+/// `autoscaling/v1` HorizontalPodAutoscalers are stored as `autoscaling/v2`.
+static HPA_V1: Conversion = Conversion { storage_version: "v2", to_served: crate::autoscaling::v2_to_v1, to_storage: crate::autoscaling::v1_to_v2 };
 
 impl ResourceType {
     /// `group/version`, or just `version` for the core group.
@@ -111,6 +129,10 @@ fn schema_name<T: schemars::JsonSchema>() -> String {
 macro_rules! resource {
     ($ty:ty, $group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr,
      [$($short:expr),*], [$($cat:expr),*], status: $status:expr, scale: $scale:expr) => {
+        resource!($ty, $group, $version, $plural, $singular, $kind, $ns, [$($short),*], [$($cat),*], status: $status, scale: $scale, conversion: None)
+    };
+    ($ty:ty, $group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr,
+     [$($short:expr),*], [$($cat:expr),*], status: $status:expr, scale: $scale:expr, conversion: $conversion:expr) => {
         ResourceType {
             group: $group,
             version: $version,
@@ -126,6 +148,7 @@ macro_rules! resource {
             schema: schema::<$ty>,
             schema_name: schema_name::<$ty>,
             custom: None,
+            conversion: $conversion,
         }
     };
 }
@@ -162,6 +185,7 @@ pub static RESOURCES: &[ResourceType] = &[
     resource!(storage::CSINode, "storage.k8s.io", "v1", "csinodes", "csinode", "CSINode", false, [], [], status: false, scale: false),
     resource!(storage::VolumeAttachment, "storage.k8s.io", "v1", "volumeattachments", "volumeattachment", "VolumeAttachment", false, [], [], status: true, scale: false),
     resource!(autoscaling::HorizontalPodAutoscaler, "autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, ["hpa"], ["all"], status: true, scale: false),
+    resource!(autoscaling_v1::HorizontalPodAutoscaler, "autoscaling", "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, ["hpa"], ["all"], status: true, scale: false, conversion: Some(&HPA_V1)),
     resource!(networking::Ingress, "networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, ["ing"], [], status: true, scale: false),
     resource!(networking::IngressClass, "networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, [], [], status: false, scale: false),
     resource!(networking::NetworkPolicy, "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, ["netpol"], [], status: false, scale: false),

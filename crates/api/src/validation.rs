@@ -193,6 +193,15 @@ fn certificate_signing_request(obj: &Value, errs: &mut Vec<FieldError>) {
 
 /// Checks a new object (`old = None`) or an update of `old`.
 pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    if let Some(c) = rt.conversion {
+        // Checked in the stored version.
+        let stored = (c.to_storage)(obj.clone());
+        let old = old.map(|o| (c.to_storage)(o.clone()));
+        let storage = crate::registry::find(rt.group, c.storage_version, rt.plural).unwrap_or(rt);
+        if !std::ptr::eq(storage, rt) {
+            return validate(storage, &stored, old.as_ref());
+        }
+    }
     let mut errs = Vec::new();
     validate_metadata(rt, obj, &mut errs);
     if let Some(custom) = &rt.custom {

@@ -37,9 +37,21 @@ pub(crate) fn include_object(q: &HashMap<String, String>) -> Result<table::Inclu
 /// A Table of objects of one type: the built-in columns of its kind, or a
 /// CRD's printer columns.
 pub(crate) fn table_of(rt: &ResourceType, objects: &[&Value], include: table::IncludeObject, rv: &str, continue_token: Option<&str>) -> Value {
-    match &rt.custom {
-        Some(c) => skiff_api::apiextensions::table(&c.columns, objects, include, rv, continue_token),
-        None => table::table(rt.kind, objects, include, rv, continue_token, chrono::Utc::now()),
+    match (&rt.custom, rt.conversion) {
+        (Some(c), _) => skiff_api::apiextensions::table(&c.columns, objects, include, rv, continue_token),
+        // Columns are computed from the stored version's fields.
+        (None, Some(c)) => {
+            let stored: Vec<Value> = objects.iter().map(|o| (c.to_storage)((*o).clone())).collect();
+            let mut t = table::table(rt.kind, &stored.iter().collect::<Vec<_>>(), include, rv, continue_token, chrono::Utc::now());
+            // Rows carry the object as served.
+            if include == table::IncludeObject::Object {
+                for (row, o) in t["rows"].as_array_mut().into_iter().flatten().zip(objects) {
+                    row["object"] = (*o).clone();
+                }
+            }
+            t
+        }
+        (None, None) => table::table(rt.kind, objects, include, rv, continue_token, chrono::Utc::now()),
     }
 }
 

@@ -160,7 +160,7 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
     if send_initial.is_some() && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::new(422, "Invalid", "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string()));
     }
-    let converter = rt.custom.is_some().then(|| crate::crd::Converter::of(state));
+    let converter = crate::crd::converts(&rt).then(|| crate::crd::Converter::of(state));
     let req = Request {
         rt,
         converter,

@@ -532,6 +532,22 @@ fn ingresses_network_policies_runtime_classes_hpas_and_csi_objects_apply_print_a
     );
     let (_, _, err) = kubectl(&s, &["create", "-f", &worse]);
     assert!(err.contains("spec.maxReplicas: Invalid value: 3: must be greater than or equal to `minReplicas`"), "{err}");
+    // autoscaling/v1: stored as v2, each read in the version asked for.
+    let v1 = manifest(
+        &dir,
+        "v1.yaml",
+        "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: old}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, maxReplicas: 4, targetCPUUtilizationPercentage: 60}\n",
+    );
+    ok(&s, &["apply", "-f", &v1]);
+    let as_v2 = ok(&s, &["get", "horizontalpodautoscalers.v2.autoscaling", "old", "-o", "jsonpath={.spec.minReplicas} {.spec.metrics[0].resource.target.averageUtilization}"]);
+    assert_eq!(as_v2, "1 60", "defaulted and converted");
+    let as_v1 = ok(&s, &["get", "horizontalpodautoscalers.v1.autoscaling", "old", "-o", "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage}"]);
+    assert_eq!(as_v1, "autoscaling/v1 60");
+    ok(&s, &["patch", "horizontalpodautoscalers.v1.autoscaling", "old", "--type=merge", "-p", r#"{"spec":{"targetCPUUtilizationPercentage":75}}"#]);
+    let row = ok(&s, &["get", "hpa", "old", "--no-headers"]);
+    assert!(row.contains("cpu: <unknown>/75%"), "{row}");
+    let (_, _, err) = kubectl(&s, &["patch", "horizontalpodautoscalers.v1.autoscaling", "old", "--type=merge", "-p", r#"{"spec":{"maxReplicas":0}}"#]);
+    assert!(err.contains("spec.maxReplicas: Invalid value: 0: must be greater than 0"), "{err}");
     let (_, _, err) = kubectl(&s, &["patch", "ingressclass", "nginx", "--type=merge", "-p", r#"{"spec":{"controller":"example.com/other"}}"#]);
     assert!(err.contains("spec.controller: Invalid value") && err.contains("field is immutable"), "{err}");
     assert!(!kubectl(&s, &["get", "ingress", "bad"]).0, "nothing stored");

@@ -211,6 +211,12 @@ fn samples() -> Vec<(&'static str, Value)> {
                      "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0, "selectPolicy": "Min", "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}),
         ),
         (
+            "apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+            json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "minReplicas": 2, "maxReplicas": 4,
+                     "targetCPUUtilizationPercentage": 60}}),
+        ),
+        (
             "apis/networking.k8s.io/v1/namespaces/default/ingresses",
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {},
             "spec": {"ingressClassName": "c", "tls": [{"hosts": ["a.example.com"], "secretName": "s"}],

@@ -163,6 +163,7 @@ pub fn served_types(crd: &Value) -> Vec<ResourceType> {
                 schema: no_schema,
                 schema_name: no_schema_name,
                 custom: Some(Arc::new(custom)),
+                conversion: None,
             })
         })
         .collect();

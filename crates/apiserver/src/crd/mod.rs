@@ -88,6 +88,12 @@ pub(crate) struct Converter {
     ca: Arc<str>,
 }
 
+/// Whether objects of this type may be stored in another version than
+/// the one served: custom resources, and built-in types with a conversion.
+pub(crate) fn converts(rt: &ResourceType) -> bool {
+    rt.custom.is_some() || rt.conversion.is_some()
+}
+
 /// How long a conversion webhook may take.
 const CONVERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -100,11 +106,18 @@ impl Converter {
     /// `objs` in `to` (an apiVersion of `rt`'s group); those already in it
     /// are left as they are.
     pub(crate) async fn convert(&self, rt: &ResourceType, mut objs: Vec<Value>, to: &str) -> Result<Vec<Value>, ApiError> {
-        let Some(custom) = &rt.custom else { return Ok(objs) };
         let need: Vec<usize> = (0..objs.len()).filter(|i| objs[*i].get("apiVersion").and_then(Value::as_str) != Some(to)).collect();
         if need.is_empty() {
             return Ok(objs);
         }
+        if let Some(c) = rt.conversion {
+            let f = if to == rt.api_version() { c.to_served } else { c.to_storage };
+            for i in need {
+                objs[i] = f(std::mem::take(&mut objs[i]));
+            }
+            return Ok(objs);
+        }
+        let Some(custom) = &rt.custom else { return Ok(objs) };
         let Some(cc) = custom.conversion.as_ref().and_then(|c| c.pointer("/webhook/clientConfig")) else {
             for i in need {
                 objs[i]["apiVersion"] = json!(to);
@@ -159,7 +172,7 @@ impl Converter {
 
     /// Stored JSON of objects (lists, watches) in `rt`'s version.
     pub(crate) async fn served_bytes(&self, rt: &ResourceType, items: Vec<Bytes>) -> Result<Vec<Bytes>, ApiError> {
-        if rt.custom.is_none() {
+        if !converts(rt) {
             return Ok(items);
         }
         // Stored JSON is compact serde_json: an object already in the
@@ -176,9 +189,10 @@ impl Converter {
 
     /// An object's JSON as it is stored: in the storage version.
     pub(crate) async fn stored(&self, rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
-        match rt.custom.as_ref().filter(|c| c.storage_version != rt.version) {
-            Some(c) => {
-                let to = format!("{}/{}", rt.group, c.storage_version);
+        let storage = rt.custom.as_ref().map(|c| c.storage_version.as_str()).or(rt.conversion.map(|c| c.storage_version));
+        match storage.filter(|v| *v != rt.version) {
+            Some(v) => {
+                let to = format!("{}/{v}", rt.group);
                 let out = self.convert(rt, vec![obj.clone()], &to).await?;
                 Ok(Bytes::from(out.first().cloned().unwrap_or(Value::Null).to_string()))
             }
@@ -189,7 +203,7 @@ impl Converter {
 
 /// An object as `rt`'s version shows it (custom resources are converted).
 pub(crate) async fn served(state: &crate::handler::State, rt: &ResourceType, obj: Value) -> Result<Value, ApiError> {
-    if rt.custom.is_none() {
+    if !converts(rt) {
         return Ok(obj);
     }
     Converter::of(state).served(rt, obj).await
@@ -197,7 +211,7 @@ pub(crate) async fn served(state: &crate::handler::State, rt: &ResourceType, obj
 
 /// Stored JSON of objects in `rt`'s version.
 pub(crate) async fn served_bytes(state: &crate::handler::State, rt: &ResourceType, items: Vec<Bytes>) -> Result<Vec<Bytes>, ApiError> {
-    if rt.custom.is_none() {
+    if !converts(rt) {
         return Ok(items);
     }
     Converter::of(state).served_bytes(rt, items).await
@@ -205,7 +219,7 @@ pub(crate) async fn served_bytes(state: &crate::handler::State, rt: &ResourceTyp
 
 /// An object's JSON as it is stored.
 pub(crate) async fn stored(state: &crate::handler::State, rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
-    if rt.custom.is_none() {
+    if !converts(rt) {
         return Ok(Bytes::from(obj.to_string()));
     }
     Converter::of(state).stored(rt, obj).await
