@@ -181,7 +181,10 @@ async fn main() -> anyhow::Result<()> {
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
             "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Fail"}]
     }))?;
-    let vwc = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration"), "validatingwebhookconfigurations");
+    let vwc = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration"),
+        "validatingwebhookconfigurations",
+    );
     Api::<DynamicObject>::all_with(c.clone(), &vwc).create(&PostParams::default(), &config).await?;
     // Until the configuration is in the server's cache, creates pass without it.
     while own.lock().map(|v| v.is_empty()).unwrap_or(true) {

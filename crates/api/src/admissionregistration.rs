@@ -310,7 +310,10 @@ mod tests {
         let mut errs = Vec::new();
         validate_webhooks(&obj, &mut errs);
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&"webhooks[0].name: Invalid value: \"deny\": should be a domain with at least three segments separated by dots".to_string()), "{text:?}");
+        assert!(
+            text.contains(&"webhooks[0].name: Invalid value: \"deny\": should be a domain with at least three segments separated by dots".to_string()),
+            "{text:?}"
+        );
         assert!(text.contains(&"webhooks[0].clientConfig.url: Invalid value: \"http://x\": 'https' is the only allowed URL scheme".to_string()), "{text:?}");
         assert!(text.iter().any(|t| t.starts_with("webhooks[0].sideEffects: Required value")), "{text:?}");
         assert!(text.iter().any(|t| t.starts_with("webhooks[0].rules[0].operations[0]: Unsupported value: \"MAKE\"")), "{text:?}");

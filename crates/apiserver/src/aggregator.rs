@@ -65,7 +65,14 @@ fn is_remote(svc: &Value) -> bool {
 pub(crate) fn remote(state: &State, group: &str, version: &str) -> Option<Value> {
     let rt = apiservices()?;
     let key = rt.key(None, &name_of(group, version));
-    state.cache.list(rt, &key, &LabelSelector::default(), &FieldSelector::default(), 0).items.iter().find(|c| c.key == key).map(|c| c.object()).filter(is_remote)
+    state
+        .cache
+        .list(rt, &key, &LabelSelector::default(), &FieldSelector::default(), 0)
+        .items
+        .iter()
+        .find(|c| c.key == key)
+        .map(|c| c.object())
+        .filter(is_remote)
 }
 
 /// One group version served by another server, for discovery.
@@ -83,7 +90,9 @@ pub(crate) struct RemoteVersion {
 pub(crate) fn remote_versions(state: &State) -> Vec<RemoteVersion> {
     let mut svcs: Vec<Value> = all(state).into_iter().filter(|s| is_remote(s) && available(s)).collect();
     let prio = |s: &Value, f: &str| s.pointer(&format!("/spec/{f}")).and_then(Value::as_i64).unwrap_or(0);
-    svcs.sort_by(|a, b| prio(b, "groupPriorityMinimum").cmp(&prio(a, "groupPriorityMinimum")).then(prio(b, "versionPriority").cmp(&prio(a, "versionPriority"))));
+    svcs.sort_by(|a, b| {
+        prio(b, "groupPriorityMinimum").cmp(&prio(a, "groupPriorityMinimum")).then(prio(b, "versionPriority").cmp(&prio(a, "versionPriority")))
+    });
     let docs = state.aggregator.discovery.read().map(|d| d.clone()).unwrap_or_default();
     svcs.iter()
         .map(|s| {
@@ -112,10 +121,7 @@ fn tls_for(state: &State, svc: &Value) -> Result<Arc<rustls::ClientConfig>, Stri
 }
 
 /// A connection to the backend of a remote APIService.
-async fn connect(
-    state: &State,
-    svc: &Value,
-) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
+async fn connect(state: &State, svc: &Value) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
     let s = &svc["spec"]["service"];
     let (ns, name) = (s["namespace"].as_str().unwrap_or_default(), s["name"].as_str().unwrap_or_default());
     let port = s["port"].as_i64().unwrap_or(443);
@@ -186,7 +192,8 @@ pub(crate) async fn proxy(state: &State, svc: &Value, req: hyper::Request<ReqBod
 
 /// Asks a backend for its discovery: `Ok(resource list)` when it answers.
 async fn check(state: &State, svc: &Value) -> Result<Value, (&'static str, String)> {
-    let (g, v) = (svc.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(), svc.pointer("/spec/version").and_then(Value::as_str).unwrap_or_default());
+    let (g, v) =
+        (svc.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(), svc.pointer("/spec/version").and_then(Value::as_str).unwrap_or_default());
     let (mut sender, base) = connect(state, svc).await.map_err(|e| {
         let reason = if e.contains("not found") {
             "ServiceNotFound"
@@ -205,7 +212,10 @@ async fn check(state: &State, svc: &Value) -> Result<Value, (&'static str, Strin
         .header("X-Remote-Group", "system:masters")
         .body(Full::new(Bytes::new()))
         .map_err(|e| failed(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await.map_err(|_| failed("timeout".into()))?.map_err(|e| failed(e.to_string()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| failed("timeout".into()))?
+        .map_err(|e| failed(e.to_string()))?;
     let code = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| failed(e.to_string()))?.to_bytes();
     if !code.is_success() {

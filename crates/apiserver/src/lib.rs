@@ -16,6 +16,7 @@ mod auth;
 mod authz;
 mod cache;
 mod component_status;
+mod convert;
 mod crd;
 mod discovery;
 pub mod encryption;

@@ -57,7 +57,7 @@ pub(crate) fn table_of(rt: &ResourceType, objects: &[&Value], include: table::In
 
 pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let kv = state.store.get(&rt.key(ns, name)).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let obj = crate::crd::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
+    let obj = crate::convert::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
     if wants_table(accept) {
         return Ok(json_response(200, &table_of(rt, &[&obj], include_object(q)?, &kv.mod_revision.to_string(), None)));
     }
@@ -123,7 +123,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
                                 return Ok(crate::respond::protobuf_response(200, Bytes::from(body)));
                             }
                         }
-                        let items = crate::crd::served_bytes(state, rt, snap.items.iter().map(|o| o.json.clone()).collect()).await?;
+                        let items = crate::convert::served_bytes(state, rt, snap.items.iter().map(|o| o.json.clone()).collect()).await?;
                         Page { rev: snap.rev, items, next }
                     }
                     // A consistent read the cache cannot serve in time is
@@ -204,6 +204,6 @@ async fn from_store(
             break;
         }
     }
-    let items = crate::crd::served_bytes(state, rt, items).await?;
+    let items = crate::convert::served_bytes(state, rt, items).await?;
     Ok(Page { rev, items, next })
 }

@@ -27,7 +27,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 struct Request {
     rt: ResourceType,
     /// Converts custom resources stored in another version.
-    converter: Option<crate::crd::Converter>,
+    converter: Option<crate::convert::Converter>,
     labels: LabelSelector,
     fields: FieldSelector,
     /// A Table per event, its row carrying this much of the object.
@@ -160,7 +160,7 @@ pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &H
     if send_initial.is_some() && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
         return Err(ApiError::new(422, "Invalid", "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string()));
     }
-    let converter = crate::crd::converts(&rt).then(|| crate::crd::Converter::of(state));
+    let converter = crate::convert::converts(&rt).then(|| crate::convert::Converter::of(state));
     let req = Request {
         rt,
         converter,

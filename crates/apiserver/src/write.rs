@@ -245,7 +245,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     if opts.dry_run {
         return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
-    let stored = crate::crd::stored(state, rt, &obj).await?;
+    let stored = crate::convert::stored(state, rt, &obj).await?;
     let kv = state.store.create(&rt.key(ns, &name), stored).await.map_err(|e| store_err(rt, &name, e))?;
     obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     Ok(with_warnings(json_response(201, &obj), &warnings))
@@ -335,7 +335,7 @@ async fn update_once(
     let mut warnings = Vec::new();
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let old = crate::crd::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
+    let old = crate::convert::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
     let proposed = make(&old)?;
     let precondition = proposed.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()).map(String::from);
     if let Some(rv) = &precondition {
@@ -446,7 +446,7 @@ async fn update_once(
         new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         return Ok((new, warnings));
     }
-    let stored = crate::crd::stored(state, rt, &new).await?;
+    let stored = crate::convert::stored(state, rt, &new).await?;
     let kv = state.store.update(&key, stored, kv.mod_revision).await.map_err(|e| match (e, &precondition) {
         (StoreError::Conflict { .. }, None) => Retry::Lost,
         (e, _) => Retry::Fail(store_err(rt, name, e)),
@@ -545,7 +545,7 @@ pub(crate) async fn delete(state: &State, rt: &ResourceType, ns: Option<&str>, n
 async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<(bool, Value), Retry> {
     let key = rt.key(ns, name);
     let kv = state.store.get(&key).await.map_err(|e| store_err(rt, name, e))?.ok_or_else(|| ApiError::not_found(rt, name))?;
-    let mut obj = crate::crd::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
+    let mut obj = crate::convert::served(state, rt, with_rv(&kv.value, kv.mod_revision)?).await?;
     if let Some(uid) = &opts.uid {
         let have = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         if uid != have {
@@ -639,7 +639,7 @@ async fn delete_once(state: &State, rt: &ResourceType, ns: Option<&str>, name: &
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
-        let stored = crate::crd::stored(state, rt, &obj).await?;
+        let stored = crate::convert::stored(state, rt, &obj).await?;
         let kv = state.store.update(&key, stored, kv.mod_revision).await.map_err(|e| cas(rt, name, e))?;
         obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     }

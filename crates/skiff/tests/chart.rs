@@ -222,7 +222,15 @@ fn a_chart_shaped_manifest_applies_shows_and_deletes_cleanly() {
     assert_eq!(out.lines().count(), TEMPLATES.matches("\nkind: ").count(), "one line per object: {out}");
 
     let all = ok(&s, &["-n", "shop", "get", "all"]);
-    for want in ["deployment.apps/web", "service/web", "statefulset.apps/db", "daemonset.apps/agent", "job.batch/migrate", "cronjob.batch/report", "horizontalpodautoscaler.autoscaling/web"] {
+    for want in [
+        "deployment.apps/web",
+        "service/web",
+        "statefulset.apps/db",
+        "daemonset.apps/agent",
+        "job.batch/migrate",
+        "cronjob.batch/report",
+        "horizontalpodautoscaler.autoscaling/web",
+    ] {
         assert!(all.contains(want), "missing {want} in kubectl get all:\n{all}");
     }
     for (kind, name) in [
@@ -258,7 +266,8 @@ fn a_chart_shaped_manifest_applies_shows_and_deletes_cleanly() {
     assert_eq!(ok(&s, &["-n", "shop", "get", "backup", "nightly", "-o", "jsonpath={.spec.retain}"]), "7");
     assert!(ok(&s, &["-n", "shop", "get", "bk"]).contains("0 2 * * *"));
     wait_for(&s, 30, |s| kubectl(s, &["-n", "shop", "get", "pods", "-l", "app=web", "-o", "name"]).1.lines().count() == 2);
-    let pod = ok(&s, &["-n", "shop", "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].spec.priority} {.items[0].spec.containers[0].resources.limits.cpu}"]);
+    let pod =
+        ok(&s, &["-n", "shop", "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].spec.priority} {.items[0].spec.containers[0].resources.limits.cpu}"]);
     assert_eq!(pod, "100000 200m");
     // Applying again changes nothing.
     let again = ok(&s, &["apply", "--server-side", "--field-manager", "helm", "-f", &templates]);
@@ -269,7 +278,12 @@ fn a_chart_shaped_manifest_applies_shows_and_deletes_cleanly() {
     ok(&s, &["delete", "-f", &crds, "--timeout", "60s"]);
     let (exists, _, _) = kubectl(&s, &["get", "namespace", "shop"]);
     assert!(!exists, "the namespace is gone");
-    for (kind, name) in [("priorityclass", "shop-high"), ("clusterrole", "shop-backups"), ("validatingwebhookconfiguration", "shop-backups"), ("crd", "backups.shop.skiff.test")] {
+    for (kind, name) in [
+        ("priorityclass", "shop-high"),
+        ("clusterrole", "shop-backups"),
+        ("validatingwebhookconfiguration", "shop-backups"),
+        ("crd", "backups.shop.skiff.test"),
+    ] {
         let (exists, _, _) = kubectl(&s, &["get", kind, name]);
         assert!(!exists, "{kind}/{name} is still there");
     }

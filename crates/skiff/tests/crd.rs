@@ -78,7 +78,8 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
 
     // Unknown fields: refused under kubectl's strict validation, pruned
     // otherwise (but kept under preserve-unknown-fields).
-    let w1 = manifest(&dir, "w1.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {color: red, bogus: 1, extra: {any: {thing: 1}}}\n");
+    let w1 =
+        manifest(&dir, "w1.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {color: red, bogus: 1, extra: {any: {thing: 1}}}\n");
     let (success, _, err) = kubectl(&s, &["apply", "-f", &w1]);
     assert!(!success && err.contains(r#"Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus""#), "{err}");
     let (success, _, err) = kubectl(&s, &["apply", "--validate=false", "-f", &w1]);
@@ -89,7 +90,11 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.metadata.generation}"]), "1");
 
     // Schema validation with kube's field paths and wording.
-    let bad = manifest(&dir, "bad.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {color: pink, replicas: -1, size: big, tags: [a, b, c]}\n");
+    let bad = manifest(
+        &dir,
+        "bad.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {color: pink, replicas: -1, size: big, tags: [a, b, c]}\n",
+    );
     let (success, _, err) = kubectl(&s, &["create", "-f", &bad]);
     assert!(!success, "an invalid widget was stored");
     for want in [
@@ -101,13 +106,21 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     ] {
         assert!(err.contains(want), "missing {want:?} in {err}");
     }
-    let (success, _, err) = kubectl(&s, &["create", "-f", &manifest(&dir, "nocolor.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: nocolor}\nspec: {}\n")]);
+    let (success, _, err) =
+        kubectl(&s, &["create", "-f", &manifest(&dir, "nocolor.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: nocolor}\nspec: {}\n")]);
     assert!(!success && err.contains("spec.color: Required value"), "{err}");
     let (found, _, _) = kubectl(&s, &["get", "widget", "bad"]);
     assert!(!found, "nothing half-written is stored");
 
     // CEL rules, with their messages; transition rules on updates.
-    let (success, _, err) = kubectl(&s, &["create", "-f", &manifest(&dir, "many.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: many}\nspec: {color: green, replicas: 6}\n")]);
+    let (success, _, err) = kubectl(
+        &s,
+        &[
+            "create",
+            "-f",
+            &manifest(&dir, "many.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: many}\nspec: {color: green, replicas: 6}\n"),
+        ],
+    );
     assert!(!success && err.contains(r#"spec: Invalid value: "object": only red widgets may have 6 replicas"#), "{err}");
 
     // Strategic merge patch does not apply to custom resources (415);
@@ -115,7 +128,20 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     let (success, _, err) = kubectl(&s, &["patch", "widget", "w1", "-p", r#"{"spec":{"color":"blue"}}"#]);
     assert!(!success && err.contains("application/strategic-merge-patch+json is not supported"), "{err}");
     ok(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"color":"blue"}}"#]);
-    ok(&s, &["patch", "widget", "w1", "--subresource", "status", "--type", "merge", "-p", r#"{"status":{"replicas":1,"selector":"app=w1","conditions":[{"type":"Ready","status":"True"}]}}"#]);
+    ok(
+        &s,
+        &[
+            "patch",
+            "widget",
+            "w1",
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"replicas":1,"selector":"app=w1","conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ],
+    );
     assert_eq!(ok(&s, &["get", "widget", "w1", "-o", "jsonpath={.metadata.generation} {.status.replicas}"]), "2 1");
     let (success, _, err) = kubectl(&s, &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"color":"green"}}"#]);
     assert!(!success && err.contains(r#"spec: Invalid value: "object": a blue widget stays blue"#), "{err}");
@@ -172,10 +198,13 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     wait_for(&s, 40, |s| !kubectl(s, &["get", "configmap", "w2-config"]).0);
 
     // A second CRD may not take names the first holds.
-    let clash = WIDGETS.replace("widgets.example.com", "gadgets.example.com").replace("plural: widgets, singular: widget, kind: Widget", "plural: gadgets, singular: gadget, kind: Gadget");
+    let clash = WIDGETS
+        .replace("widgets.example.com", "gadgets.example.com")
+        .replace("plural: widgets, singular: widget, kind: Widget", "plural: gadgets, singular: gadget, kind: Gadget");
     ok(&s, &["apply", "-f", &manifest(&dir, "clash.yaml", &clash)]);
     wait_for(&s, 10, |s| {
-        kubectl(s, &["get", "crd", "gadgets.example.com", "-o", "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].message}"]).1 == r#""wd" is already in use"#
+        kubectl(s, &["get", "crd", "gadgets.example.com", "-o", "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].message}"]).1
+            == r#""wd" is already in use"#
     });
     let (served, _, _) = kubectl(&s, &["get", "--raw", "/apis/example.com/v1/gadgets"]);
     assert!(!served, "a CRD whose names are not accepted is not served");
@@ -191,7 +220,10 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     ok(&s, &["delete", "crd", "widgets.example.com", "--timeout", "60s"]);
     // (kubectl's discovery cache may still name the type: then the list is a 404.)
     let (served, _, err) = kubectl(&s, &["get", "widgets"]);
-    assert!(!served && (err.contains("the server doesn't have a resource type \"widgets\"") || err.contains("the server could not find the requested resource")), "{err}");
+    assert!(
+        !served && (err.contains("the server doesn't have a resource type \"widgets\"") || err.contains("the server could not find the requested resource")),
+        "{err}"
+    );
     let (served, _, _) = kubectl(&s, &["get", "--raw", "/apis/example.com/v1/widgets"]);
     assert!(!served, "the API of a deleted CRD is gone");
     ok(&s, &["apply", "-f", &manifest(&dir, "again.yaml", WIDGETS)]);
@@ -260,7 +292,8 @@ fn a_kopf_operator_handles_its_custom_resources() {
     assert_eq!(ok(&s, &["get", "configmap", "farewell-g1", "-o", "jsonpath={.data.text}"]), "goodbye, g1", "the delete handler ran before the object went");
     wait_for(&s, 40, |s| !kubectl(s, &["get", "configmap", "greeting-g1"]).0);
     let text = log_text();
-    for want in ["Creation is processed: 1 succeeded; 0 failed", "Updating is processed: 1 succeeded; 0 failed", "Deletion is processed: 1 succeeded; 0 failed"] {
+    for want in ["Creation is processed: 1 succeeded; 0 failed", "Updating is processed: 1 succeeded; 0 failed", "Deletion is processed: 1 succeeded; 0 failed"]
+    {
         assert!(text.contains(want), "missing {want:?} in the operator's log:\n{text}");
     }
     drop(operator);

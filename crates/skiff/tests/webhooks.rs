@@ -56,7 +56,11 @@ fn hook_server(dir: &Path) -> HookServer {
 }
 
 fn configmap(dir: &tempfile::TempDir, name: &str, ns: &str, labels: &str) -> String {
-    manifest(dir, &format!("{ns}-{name}.yaml"), &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\ndata: {{a: b}}\n"))
+    manifest(
+        dir,
+        &format!("{ns}-{name}.yaml"),
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\ndata: {{a: b}}\n"),
+    )
 }
 
 #[test]
@@ -125,7 +129,16 @@ webhooks:
     ok(&s, &["apply", "-f", &manifest(&dir, "configs.yaml", &configs)]);
     let table = ok(&s, &["get", "validatingwebhookconfigurations"]);
     assert!(table.contains("WEBHOOKS") && table.contains("test-validate"), "{table}");
-    let defaulted = ok(&s, &["get", "mutatingwebhookconfiguration", "test-mutate", "-o", "jsonpath={.webhooks[0].failurePolicy} {.webhooks[0].reinvocationPolicy} {.webhooks[0].timeoutSeconds}"]);
+    let defaulted = ok(
+        &s,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "test-mutate",
+            "-o",
+            "jsonpath={.webhooks[0].failurePolicy} {.webhooks[0].reinvocationPolicy} {.webhooks[0].timeoutSeconds}",
+        ],
+    );
     assert_eq!(defaulted, "Fail Never 10");
 
     // Denied, with the webhook's message and code.
@@ -229,7 +242,12 @@ spec:
     // A Warn binding warns and lets through.
     let (success, _, err) = kubectl(&s, &["create", "deployment", "api", "--image=busybox", "--replicas=1"]);
     assert!(success, "{err}");
-    assert!(err.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'named.skiff.test' with binding 'named-binding': deployments should be named web-*"), "{err}");
+    assert!(
+        err.contains(
+            "Warning: Validation failed for ValidatingAdmissionPolicy 'named.skiff.test' with binding 'named-binding': deployments should be named web-*"
+        ),
+        "{err}"
+    );
     // The params changed: the limit follows.
     ok(&s, &["patch", "configmap", "limits", "--type", "merge", "-p", r#"{"data":{"maxReplicas":"10"}}"#]);
     ok(&s, &["patch", "deployment", "web-a", "--type", "merge", "-p", r#"{"spec":{"replicas":4}}"#]);
@@ -256,8 +274,10 @@ fn an_apiservice_proxies_its_group_to_an_extension_server() {
     assert!(local.lines().any(|l| l.starts_with("v1.apps ") && l.contains("Local") && l.contains("True")), "{local}");
     assert!(local.contains("v1beta1.metrics.k8s.io"), "{local}");
 
-    let client_ca = ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-client-ca-file}"]);
-    let allowed = ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-allowed-names}"]);
+    let client_ca =
+        ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-client-ca-file}"]);
+    let allowed =
+        ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-allowed-names}"]);
     let allowed: Vec<String> = serde_json::from_str(&allowed).expect("allowed names");
     std::fs::write(dir.path().join("client-ca.crt"), client_ca).expect("client ca");
     let pki = skiff_pki::ClusterPki::load_or_create(dir.path().join("wardle-ca")).expect("a CA");
@@ -396,7 +416,14 @@ spec:
     ok(&s, &["apply", "-f", &manifest(&dir, "crd.yaml", &crd)]);
     ok(&s, &["wait", "--for", "condition=Established", "--timeout", "20s", "crd/shapes.convert.skiff.test"]);
     ok(&s, &["apply", "-f", &manifest(&dir, "a.yaml", "apiVersion: convert.skiff.test/v1\nkind: Shape\nmetadata: {name: a}\nspec: {size: 10cm}\n")]);
-    ok(&s, &["apply", "-f", &manifest(&dir, "b.yaml", "apiVersion: convert.skiff.test/v2\nkind: Shape\nmetadata: {name: b}\nspec: {length: {value: 3, unit: m}}\n")]);
+    ok(
+        &s,
+        &[
+            "apply",
+            "-f",
+            &manifest(&dir, "b.yaml", "apiVersion: convert.skiff.test/v2\nkind: Shape\nmetadata: {name: b}\nspec: {length: {value: 3, unit: m}}\n"),
+        ],
+    );
 
     // Each read in the version asked for, whatever it was written in.
     let v2 = ok(&s, &["get", "shapes.v2.convert.skiff.test", "a", "-o", "jsonpath={.apiVersion} {.spec.length.value}{.spec.length.unit}"]);
@@ -409,7 +436,17 @@ spec:
     assert_eq!(units, vec!["cm", "m"], "{list}");
     // A watch in v2 sees a v1 write converted.
     let watch = Command::new(common::kubectl_bin())
-        .args(["--kubeconfig", &s.kubeconfig.display().to_string(), "get", "shapes.v2.convert.skiff.test", "--watch-only", "-o", "jsonpath={.spec.length.value}{\"\\n\"}", "--request-timeout", "8s"])
+        .args([
+            "--kubeconfig",
+            &s.kubeconfig.display().to_string(),
+            "get",
+            "shapes.v2.convert.skiff.test",
+            "--watch-only",
+            "-o",
+            "jsonpath={.spec.length.value}{\"\\n\"}",
+            "--request-timeout",
+            "8s",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("watch");

@@ -75,9 +75,7 @@ pub fn pointer(path: &str) -> String {
 
 /// Whether a CRD's condition of this type is `True`.
 pub fn condition(crd: &Value, ty: &str) -> bool {
-    crd.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+    crd.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c["type"] == ty && c["status"] == "True"))
 }
 
 /// The version objects are stored in.
@@ -135,9 +133,8 @@ pub fn served_types(crd: &Value) -> Vec<ResourceType> {
                 status_replicas: pointer(s["statusReplicasPath"].as_str().unwrap_or(".status.replicas")),
                 label_selector: s["labelSelectorPath"].as_str().map(pointer),
             });
-            let deprecation = (v["deprecated"] == true).then(|| {
-                v["deprecationWarning"].as_str().map(String::from).unwrap_or_else(|| format!("{group}/{version} {kind} is deprecated"))
-            });
+            let deprecation = (v["deprecated"] == true)
+                .then(|| v["deprecationWarning"].as_str().map(String::from).unwrap_or_else(|| format!("{group}/{version} {kind} is deprecated")));
             let custom = CustomVersion {
                 crd: crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
                 storage_version: storage.to_string(),
@@ -253,7 +250,8 @@ pub fn validate(crd: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
             }
             continue;
         }
-        let ok = if matches!(field, "kind" | "listKind") { crate::validation::is_dns1035_label(&v.to_lowercase()) } else { crate::validation::is_dns1035_label(v) };
+        let ok =
+            if matches!(field, "kind" | "listKind") { crate::validation::is_dns1035_label(&v.to_lowercase()) } else { crate::validation::is_dns1035_label(v) };
         if !ok {
             errs.push(FieldError::invalid(
                 format!("spec.names.{field}"),
@@ -278,10 +276,18 @@ pub fn validate(crd: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     } else {
         let storage = vs.iter().filter(|v| v["storage"] == true).count();
         if storage != 1 {
-            errs.push(FieldError::invalid("spec.versions", json!(vs.iter().map(|v| v["name"].clone()).collect::<Vec<_>>()), "must have exactly one version marked as storage version"));
+            errs.push(FieldError::invalid(
+                "spec.versions",
+                json!(vs.iter().map(|v| v["name"].clone()).collect::<Vec<_>>()),
+                "must have exactly one version marked as storage version",
+            ));
         }
         if !vs.iter().any(|v| v["served"] == true) {
-            errs.push(FieldError::invalid("spec.versions", json!(vs.iter().map(|v| v["name"].clone()).collect::<Vec<_>>()), "must have at least one version marked as served"));
+            errs.push(FieldError::invalid(
+                "spec.versions",
+                json!(vs.iter().map(|v| v["name"].clone()).collect::<Vec<_>>()),
+                "must have at least one version marked as served",
+            ));
         }
         let mut seen: Vec<&str> = Vec::new();
         for (i, v) in vs.iter().enumerate() {
@@ -323,7 +329,11 @@ pub fn validate(crd: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
                     if p.is_empty() {
                         errs.push(FieldError::required(format!("spec.versions[{i}].subresources.scale.{f}"), ""));
                     } else if !p.starts_with('.') || p.contains('[') {
-                        errs.push(FieldError::invalid(format!("spec.versions[{i}].subresources.scale.{f}"), p, "should be a json path under either .spec or .status"));
+                        errs.push(FieldError::invalid(
+                            format!("spec.versions[{i}].subresources.scale.{f}"),
+                            p,
+                            "should be a json path under either .spec or .status",
+                        ));
                     }
                 }
             }
@@ -439,7 +449,13 @@ pub fn name_conflict(crd: &Value, others: &[Value]) -> Option<String> {
 
 /// A Table of custom resources with the CRD's printer columns (Name and
 /// Age when it declares none).
-pub fn table(columns: &[PrinterColumn], objects: &[&Value], include: crate::table::IncludeObject, resource_version: &str, continue_token: Option<&str>) -> Value {
+pub fn table(
+    columns: &[PrinterColumn],
+    objects: &[&Value],
+    include: crate::table::IncludeObject,
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
     let age = PrinterColumn {
         name: "Age".into(),
         type_: "date".into(),

@@ -27,7 +27,8 @@ fn property_schema<'a>(s: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// The metadata fields an embedded resource (`x-kubernetes-embedded-resource`)
 /// keeps: those of ObjectMeta that a client may set.
-const EMBEDDED_METADATA: &[&str] = &["name", "namespace", "generateName", "labels", "annotations", "finalizers", "ownerReferences", "uid", "resourceVersion", "creationTimestamp"];
+const EMBEDDED_METADATA: &[&str] =
+    &["name", "namespace", "generateName", "labels", "annotations", "finalizers", "ownerReferences", "uid", "resourceVersion", "creationTimestamp"];
 
 /// Removes what the schema does not declare (and nulls of fields that are
 /// not `nullable`), recording the unknown fields' paths in `unknown`.
@@ -349,8 +350,11 @@ fn array(items: &[Value], s: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
     }
     if list_type == Some("map") {
-        let keys: Vec<&str> = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let key_of = |item: &Value| -> Value { keys.iter().map(|k| ((*k).to_string(), item.get(*k).cloned().unwrap_or(Value::Null))).collect::<Map<String, Value>>().into() };
+        let keys: Vec<&str> =
+            s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let key_of = |item: &Value| -> Value {
+            keys.iter().map(|k| ((*k).to_string(), item.get(*k).cloned().unwrap_or(Value::Null))).collect::<Map<String, Value>>().into()
+        };
         for (i, item) in items.iter().enumerate() {
             let k = key_of(item);
             if items[..i].iter().any(|o| key_of(o) == k) {
@@ -460,7 +464,8 @@ pub fn validate_rules(v: &Value, old: Option<&Value>, s: &Value, path: &str, err
         Value::Array(items) => {
             let Some(is) = s.get("items") else { return };
             // Old items are known only where a list's items have keys.
-            let keys: Vec<&str> = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let keys: Vec<&str> =
+                s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             let map_list = s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") && !keys.is_empty();
             let set_list = s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set");
             for (i, item) in items.iter().enumerate() {
@@ -533,7 +538,10 @@ mod tests {
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(text.contains(&"spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1".to_string()), "{text:?}");
         assert!(text.contains(&"spec.mode: Unsupported value: \"medium\": supported values: \"fast\", \"slow\"".to_string()), "{text:?}");
-        assert!(text.contains(&"spec.name: Invalid value: \"ABCDEFG\": spec.name in body should at most 5 chars long".replace("should at", "should be at")), "{text:?}");
+        assert!(
+            text.contains(&"spec.name: Invalid value: \"ABCDEFG\": spec.name in body should at most 5 chars long".replace("should at", "should be at")),
+            "{text:?}"
+        );
         assert!(text.contains(&"spec.name: Invalid value: \"ABCDEFG\": spec.name in body should match '^[a-z]+$'".to_string()), "{text:?}");
         assert!(text.contains(&"spec.tags: Too many: 3: must have at most 2 items".to_string()), "{text:?}");
         assert!(text.contains(&"status.ready: Invalid value: \"string\": status.ready in body must be of type boolean: \"string\"".to_string()), "{text:?}");
@@ -564,6 +572,9 @@ mod rule_tests {
         let old = json!({"spec": {"replicas": 1, "max": 5, "mode": "a"}});
         validate_rules(&json!({"spec": {"replicas": -1, "max": 5, "mode": "b"}}), Some(&old), &s, "", &mut errs);
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert_eq!(text, vec!["spec: Invalid value: \"object\": mode is immutable".to_string(), "spec.replicas: Forbidden: failed rule: self.replicas >= 0".to_string()]);
+        assert_eq!(
+            text,
+            vec!["spec: Invalid value: \"object\": mode is immutable".to_string(), "spec.replicas: Forbidden: failed rule: self.replicas >= 0".to_string()]
+        );
     }
 }

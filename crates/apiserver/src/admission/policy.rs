@@ -103,7 +103,8 @@ pub(crate) fn validate(state: &State, req: &Request, object: Option<&Value>) -> 
             }
         }
         let ignore = spec["failurePolicy"].as_str() == Some("Ignore");
-        let actions: Vec<&str> = binding.pointer("/spec/validationActions").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let actions: Vec<&str> =
+            binding.pointer("/spec/validationActions").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         let deny = |message: String, code: u16, reason: &'static str| -> ApiError {
             let text = format!("ValidatingAdmissionPolicy '{pname}' with binding '{bname}' denied request: {message}");
             let mut e = ApiError::new(code, reason, text.clone());
@@ -133,8 +134,13 @@ pub(crate) fn validate(state: &State, req: &Request, object: Option<&Value>) -> 
             }
         };
         for param in &param_sets {
-            let mut vars: Vec<(&str, &Value)> =
-                vec![("object", object.unwrap_or(&null)), ("oldObject", req.old.unwrap_or(&null)), ("request", &request), ("params", param), ("namespaceObject", &namespace_object)];
+            let mut vars: Vec<(&str, &Value)> = vec![
+                ("object", object.unwrap_or(&null)),
+                ("oldObject", req.old.unwrap_or(&null)),
+                ("request", &request),
+                ("params", param),
+                ("namespaceObject", &namespace_object),
+            ];
             // `variables`: each a name for an expression's value, in order,
             // the later ones able to read the earlier.
             let mut variables = serde_json::Map::new();

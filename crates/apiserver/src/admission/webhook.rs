@@ -102,9 +102,15 @@ impl Request<'_> {
 /// under the Service's DNS name, which that client cannot separate.
 #[derive(Default)]
 pub(crate) struct WebhookClient {
-    idle: Mutex<HashMap<(SocketAddr, String, String), Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
     tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
 }
+
+/// A kept connection's request half.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Kept connections by address, verified name and CA bundle.
+type PoolKey = (SocketAddr, String, String);
 
 /// Where a webhook is reached.
 struct Endpoint {

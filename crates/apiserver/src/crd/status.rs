@@ -30,14 +30,7 @@ fn server_user() -> UserInfo {
 }
 
 fn options(scope: Scope) -> WriteOptions {
-    WriteOptions {
-        manager: "kube-apiserver".into(),
-        dry_run: false,
-        validation: FieldValidation::Ignore,
-        scope,
-        apply: false,
-        user: server_user(),
-    }
+    WriteOptions { manager: "kube-apiserver".into(), dry_run: false, validation: FieldValidation::Ignore, scope, apply: false, user: server_user() }
 }
 
 /// Follows the CRDs until shutdown, reconciling each one that changes.
@@ -103,13 +96,8 @@ async fn reconcile(state: &State, name: &str) -> Result<Option<Duration>, ApiErr
     if crd.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
         return cleanup(state, &crd).await;
     }
-    let others: Vec<Value> = state
-        .cache
-        .list(crd_rt, &crd_rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0)
-        .items
-        .iter()
-        .map(|c| c.object())
-        .collect();
+    let others: Vec<Value> =
+        state.cache.list(crd_rt, &crd_rt.key_prefix(), &LabelSelector::default(), &FieldSelector::default(), 0).items.iter().map(|c| c.object()).collect();
     let conflict = apiextensions::name_conflict(&crd, &others);
     let wanted = status_of(&crd, conflict.as_deref());
     if crd.get("status") == Some(&wanted) {
@@ -213,12 +201,21 @@ async fn cleanup(state: &State, crd: &Value) -> Result<Option<Duration>, ApiErro
         .await?;
     }
     let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
-    let plural = crd.pointer("/status/acceptedNames/plural").and_then(Value::as_str).filter(|p| !p.is_empty()).or_else(|| crd.pointer("/spec/names/plural").and_then(Value::as_str)).unwrap_or_default();
+    let plural = crd
+        .pointer("/status/acceptedNames/plural")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .or_else(|| crd.pointer("/spec/names/plural").and_then(Value::as_str))
+        .unwrap_or_default();
     // Any served version names the objects' keys (they share the storage).
     let served: Vec<skiff_api::ResourceType> = apiextensions::served_types(crd);
     if let Some(rt) = served.first().filter(|_| !plural.is_empty()) {
         let prefix = format!("/registry/{group}/{plural}/");
-        let page = state.store.list(&prefix, skiff_store::ListOptions { revision: None, start_after: None, limit: 0 }).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let page = state
+            .store
+            .list(&prefix, skiff_store::ListOptions { revision: None, start_after: None, limit: 0 })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         if !page.items.is_empty() {
             for kv in &page.items {
                 let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else { continue };

@@ -160,13 +160,19 @@ enum Work {
     VerifyOwner { uid: String, node: Node, owner: OwnerReference },
 }
 
+/// What the collector watches of every object: its metadata.
+type Meta = PartialObjectMeta<DynamicObject>;
+
+/// One kind's changes, tagged with the kind's index.
+type Feed = futures::stream::BoxStream<'static, (usize, Change<Meta>)>;
+
 /// A kind's metadata informer and its feed, tagged with the kind's index.
 fn follow(
     client: &kube::Client,
     i: usize,
     kind: &Kind,
     shutdown: &watch::Receiver<bool>,
-) -> (std::sync::Arc<Informer<PartialObjectMeta<DynamicObject>>>, futures::stream::BoxStream<'static, (usize, Change<PartialObjectMeta<DynamicObject>>)>) {
+) -> (std::sync::Arc<Informer<Meta>>, Feed) {
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.ar);
     let inf = Informer::start_with(api, kind.ar.clone(), watcher::Config::default(), shutdown.clone());
     let feed = inf.changes().map(move |c| (i, c)).boxed();
