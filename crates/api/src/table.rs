@@ -802,23 +802,28 @@ pub fn table(kind: &str, objects: &[&Value], include: IncludeObject, resource_ve
             json!({"name": n, "type": t, "format": format, "description": describe(n), "priority": p})
         })
         .collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            let mut row = json!({"cells": cells(kind, o, now)});
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Metadata => row["object"] = partial_metadata(o),
-                IncludeObject::Object => row["object"] = (*o).clone(),
-            }
-            row
-        })
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| row(cells(kind, o, now), o, include)).collect();
+    envelope(defs, rows, resource_version, continue_token)
+}
+
+/// A Table row: its cells and as much of its object as asked for.
+pub fn row(cells: Vec<Value>, object: &Value, include: IncludeObject) -> Value {
+    let mut row = json!({"cells": cells});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => row["object"] = partial_metadata(object),
+        IncludeObject::Object => row["object"] = object.clone(),
+    }
+    row
+}
+
+/// A Table of column definitions and rows.
+pub fn envelope(columns: Vec<Value>, rows: Vec<Value>, resource_version: &str, continue_token: Option<&str>) -> Value {
     let mut meta = json!({"resourceVersion": resource_version});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
 fn describe(col: &str) -> &'static str {

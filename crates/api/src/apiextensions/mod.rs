@@ -473,20 +473,10 @@ pub fn table(
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
             cells.extend(columns.iter().map(|c| cell(o, c, now)));
-            let mut row = json!({"cells": cells});
-            match include {
-                crate::table::IncludeObject::None => {}
-                crate::table::IncludeObject::Metadata => row["object"] = crate::table::partial_metadata(o),
-                crate::table::IncludeObject::Object => row["object"] = (*o).clone(),
-            }
-            row
+            crate::table::row(cells, o, include)
         })
         .collect();
-    let mut meta = json!({"resourceVersion": resource_version});
-    if let Some(c) = continue_token {
-        meta["continue"] = json!(c);
-    }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+    crate::table::envelope(defs, rows, resource_version, continue_token)
 }
 
 /// One cell: the JSONPath's first result; dates as ages, as kube does;

@@ -103,23 +103,23 @@ async fn reconcile(state: &State, name: &str) -> Result<Option<Duration>, ApiErr
     if crd.get("status") == Some(&wanted) {
         return Ok(None);
     }
-    crate::write::update(
-        state,
-        crd_rt,
-        None,
-        name,
-        |cur| {
-            let mut next = cur.clone();
-            next["status"] = status_of(cur, conflict.as_deref());
-            if let Some(m) = next["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
-            Ok(next)
-        },
-        &options(Scope::Status),
-    )
-    .await?;
+    change(state, name, Scope::Status, |cur, next| next["status"] = status_of(cur, conflict.as_deref())).await?;
     Ok(None)
+}
+
+/// Writes a CRD as `edit` changes it (the stored object, the next one),
+/// retried on lost races.
+async fn change(state: &State, name: &str, scope: Scope, edit: impl Fn(&Value, &mut Value)) -> Result<(), ApiError> {
+    let Some(crd_rt) = super::crd_type() else { return Ok(()) };
+    let make = |cur: &Value| {
+        let mut next = cur.clone();
+        edit(cur, &mut next);
+        if let Some(m) = next["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        Ok(next)
+    };
+    crate::write::update(state, crd_rt, None, name, make, &options(scope)).await.map(|_| ())
 }
 
 /// A condition, keeping its transition time while its status holds.
@@ -174,30 +174,17 @@ fn status_of(crd: &Value, conflict: Option<&str>) -> Value {
 /// finalizers are honoured), and once none is left removes the cleanup
 /// finalizer, which lets the CRD go.
 async fn cleanup(state: &State, crd: &Value) -> Result<Option<Duration>, ApiError> {
-    let Some(crd_rt) = super::crd_type() else { return Ok(None) };
     let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     let has_finalizer = crd.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|x| x == CLEANUP_FINALIZER));
     if !has_finalizer {
         return Ok(None);
     }
     if !crd.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c["type"] == "Terminating" && c["status"] == "True")) {
-        crate::write::update(
-            state,
-            crd_rt,
-            None,
-            &name,
-            |cur| {
-                let mut next = cur.clone();
-                let mut conditions: Vec<Value> = next.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-                set_condition(&mut conditions, "Terminating", true, "InstanceDeletionInProgress", "CustomResource deletion is in progress");
-                next["status"]["conditions"] = json!(conditions);
-                if let Some(m) = next["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
-                Ok(next)
-            },
-            &options(Scope::Status),
-        )
+        change(state, &name, Scope::Status, |_, next| {
+            let mut conditions: Vec<Value> = next.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            set_condition(&mut conditions, "Terminating", true, "InstanceDeletionInProgress", "CustomResource deletion is in progress");
+            next["status"]["conditions"] = json!(conditions);
+        })
         .await?;
     }
     let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
@@ -233,23 +220,11 @@ async fn cleanup(state: &State, crd: &Value) -> Result<Option<Duration>, ApiErro
             return Ok(Some(CLEANUP_RETRY));
         }
     }
-    crate::write::update(
-        state,
-        crd_rt,
-        None,
-        &name,
-        |cur| {
-            let mut next = cur.clone();
-            if let Some(f) = next.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
-                f.retain(|x| x != CLEANUP_FINALIZER);
-            }
-            if let Some(m) = next["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
-            Ok(next)
-        },
-        &options(Scope::Main),
-    )
+    change(state, &name, Scope::Main, |_, next| {
+        if let Some(f) = next.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+            f.retain(|x| x != CLEANUP_FINALIZER);
+        }
+    })
     .await?;
     Ok(None)
 }
