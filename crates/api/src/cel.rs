@@ -26,15 +26,24 @@ fn env() -> &'static Arc<cel::Env> {
     })
 }
 
+/// A compiled expression.
+pub struct Program {
+    program: cel::Program,
+    /// It reads `oldSelf` (a CRD's transition rule).
+    pub reads_old_self: bool,
+}
+
 /// Compiles an expression (once), or says why it does not compile.
-pub fn compile(expr: &str) -> Result<Arc<cel::Program>, String> {
+pub fn compile(expr: &str) -> Result<Arc<Program>, String> {
     // Read-mostly: every request reads, only a new expression writes.
-    static PROGRAMS: OnceLock<RwLock<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
+    static PROGRAMS: OnceLock<RwLock<HashMap<String, Arc<Program>>>> = OnceLock::new();
     let programs = PROGRAMS.get_or_init(Default::default);
     if let Some(p) = programs.read().ok().and_then(|m| m.get(expr).cloned()) {
         return Ok(p);
     }
-    let p = Arc::new(env().compile(expr).map_err(|e| format!("compilation failed: {e}"))?);
+    let program = env().compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
+    let reads_old_self = program.references().has_variable("oldSelf");
+    let p = Arc::new(Program { program, reads_old_self });
     if let Ok(mut m) = programs.write() {
         if m.len() >= CACHE {
             m.clear();
@@ -44,9 +53,9 @@ pub fn compile(expr: &str) -> Result<Arc<cel::Program>, String> {
     Ok(p)
 }
 
-/// Whether an expression reads `name` (a transition rule reads `oldSelf`).
-pub fn references(expr: &str, name: &str) -> bool {
-    compile(expr).is_ok_and(|p| p.references().has_variable(name))
+/// Whether an expression reads `oldSelf` (a transition rule).
+pub fn reads_old_self(expr: &str) -> bool {
+    compile(expr).is_ok_and(|p| p.reads_old_self)
 }
 
 /// Evaluates an expression with JSON variables.
@@ -57,7 +66,7 @@ pub fn eval(expr: &str, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
         let value = cel::to_value(v).map_err(|e| e.to_string())?;
         ctx.add_variable_from_value(*name, value);
     }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    program.program.execute(&ctx).map_err(|e| e.to_string())
 }
 
 /// Evaluates an expression to a JSON value (ValidatingAdmissionPolicy
@@ -94,6 +103,6 @@ mod tests {
         assert_eq!(eval_bool("has(self.missing)", &[("self", &v)]), Ok(false));
         assert_eq!(eval_string("'max is ' + string(self.max)", &[("self", &v)]).as_deref(), Ok("max is 5"));
         assert!(compile("self.replicas <=").unwrap_err().contains("compilation failed"));
-        assert!(references("self.x == oldSelf.x", "oldSelf") && !references("self.x > 1", "oldSelf"));
+        assert!(reads_old_self("self.x == oldSelf.x") && !reads_old_self("self.x > 1"));
     }
 }

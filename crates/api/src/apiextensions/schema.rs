@@ -418,18 +418,22 @@ pub fn validate_rules(v: &Value, old: Option<&Value>, s: &Value, path: &str, err
     if let Some(rules) = s.get("x-kubernetes-validations").and_then(Value::as_array) {
         for rule in rules {
             let Some(expr) = rule.get("rule").and_then(Value::as_str) else { continue };
-            let transition = crate::cel::references(expr, "oldSelf");
+            let transition = crate::cel::reads_old_self(expr);
             if transition && old.is_none() && rule.get("optionalOldSelf") != Some(&Value::Bool(true)) {
                 continue;
             }
             let null = Value::Null;
             let vars: Vec<(&str, &Value)> = if transition { vec![("self", v), ("oldSelf", old.unwrap_or(&null))] } else { vec![("self", v)] };
+            let result = crate::cel::eval_bool(expr, &vars);
+            if result == Ok(true) {
+                continue;
+            }
             let field = match rule.get("fieldPath").and_then(Value::as_str) {
                 Some(fp) => format!("{path}{fp}"),
                 None => path.to_string(),
             };
             let shown = s.get("type").and_then(Value::as_str).unwrap_or(type_name(v)).to_string();
-            match crate::cel::eval_bool(expr, &vars) {
+            match result {
                 Ok(true) => {}
                 Ok(false) => {
                     let message = rule
