@@ -42,6 +42,10 @@ struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Workloads first: their controllers would start new pods for the
+        // ones deleted, which would outlive the test.
+        let workloads = "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs,replicationcontrollers";
+        let _ = kubectl(&self.s, &["delete", workloads, "--all", "-A", "--cascade=orphan", "--wait=true", "--timeout=30s"]);
         let _ = kubectl(&self.s, &["delete", "pods", "--all", "-A", "--grace-period=1", "--wait=true", "--timeout=60s"]);
         // Stopped before its network goes, so that no proxy sync puts a
         // table back after it is deleted.

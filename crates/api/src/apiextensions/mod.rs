@@ -390,8 +390,10 @@ fn structural(s: &Value, path: &str, root: bool, errs: &mut Vec<FieldError>) {
         for (i, rule) in rules.iter().enumerate() {
             let p = format!("{path}.x-kubernetes-validations[{i}]");
             for (field, expr) in [("rule", rule["rule"].as_str()), ("messageExpression", rule["messageExpression"].as_str())] {
-                if let Some(Err(e)) = expr.map(crate::cel::compile) {
-                    errs.push(FieldError::invalid(format!("{p}.{field}"), expr.unwrap_or_default(), e));
+                match expr.map(crate::cel::compile) {
+                    // Syntax kube parses and this CEL does not: the rule is skipped.
+                    Some(Err(e)) if !crate::cel::unsupported(&e) => errs.push(FieldError::invalid(format!("{p}.{field}"), expr.unwrap_or_default(), e)),
+                    _ => {}
                 }
             }
             if rule["rule"].as_str().is_none_or(str::is_empty) {
