@@ -155,8 +155,26 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// Parses a field selector for a resource type: a custom resource's
+    /// fields are its CRD's `selectableFields`.
+    pub fn parse_for(s: &str, rt: &crate::ResourceType) -> Result<Self, String> {
+        match &rt.custom {
+            Some(c) => Self::parse_with(s, |f| matches!(f, "metadata.name" | "metadata.namespace") || c.selectable_fields.iter().any(|p| p == f)),
+            None => Self::parse(s, rt.kind),
+        }
+    }
+
+    /// Whether a term names a field beyond name and namespace.
+    pub fn beyond_metadata(&self) -> bool {
+        self.0.iter().any(|(f, _, _)| !matches!(f.as_str(), "metadata.name" | "metadata.namespace"))
+    }
+
     /// Parses a field selector and checks the fields are supported for `kind`.
     pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+        Self::parse_with(s, |f| supported_field(kind, f))
+    }
+
+    fn parse_with(s: &str, supported: impl Fn(&str) -> bool) -> Result<Self, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, neg, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -169,7 +187,7 @@ impl FieldSelector {
                 return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
             };
             let field = field.trim();
-            if !supported_field(kind, field) {
+            if !supported(field) {
                 return Err(format!("field label not supported: {field}"));
             }
             out.push((field.to_string(), neg, value.trim().to_string()));

@@ -39,6 +39,8 @@ pub(crate) struct Cached {
     pub(crate) json: Bytes,
     /// Name, namespace, labels and selectable fields.
     pub(crate) selectable: Value,
+    /// A custom resource (not of a built-in group version).
+    custom: bool,
     /// Its protobuf message (apiVersion, kind, message), made once, when a
     /// protobuf client first needs it.
     protobuf: std::sync::OnceLock<Option<(String, String, Bytes)>>,
@@ -50,12 +52,22 @@ impl Cached {
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         let selectable = skiff_api::selector::selectable(kind, &obj);
-        Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable, protobuf: std::sync::OnceLock::new() })
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let custom = skiff_api::registry::find_kind(group, version, kind).is_none();
+        Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable, custom, protobuf: std::sync::OnceLock::new() })
     }
 
-    /// Whether both selectors accept this object.
+    /// Whether both selectors accept this object. A custom resource's
+    /// selectable fields (its CRD's) are read from the whole object.
     pub(crate) fn matches(&self, labels: &LabelSelector, fields: &FieldSelector) -> bool {
-        labels.matches(&self.selectable) && fields.matches(&self.selectable)
+        if !labels.matches(&self.selectable) {
+            return false;
+        }
+        if self.custom && fields.beyond_metadata() {
+            return fields.matches(&self.object());
+        }
+        fields.matches(&self.selectable)
     }
 
     /// The object as Kubernetes' protobuf envelope (`None` if its kind has

@@ -150,7 +150,7 @@ pub(crate) fn cache_error(e: CacheError) -> ApiError {
 /// Serves `?watch=true` on a collection.
 pub(crate) async fn watch(state: &State, rt: ResourceType, prefix: String, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt.kind).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), &rt).map_err(ApiError::bad_request)?;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
     let send_initial = match q.get("sendInitialEvents").map(String::as_str) {
         Some("true") => Some(true),

@@ -31,6 +31,7 @@ spec:
     subresources:
       status: {}
       scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    selectableFields: [{jsonPath: .spec.color}]
     additionalPrinterColumns:
     - {name: Replicas, type: integer, jsonPath: .spec.replicas}
     - {name: Color, type: string, jsonPath: .spec.color}
@@ -185,6 +186,12 @@ fn custom_resources_are_validated_pruned_defaulted_printed_scaled_and_deleted_wi
     ok(&s, &["create", "-f", &manifest(&dir, "w2.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {color: green}\n")]);
     let out = watch.wait_with_output().expect("watch output");
     assert!(String::from_utf8_lossy(&out.stdout).contains("widget.example.com/w2"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // selectableFields: field selectors on the CRD's fields, in lists and watches.
+    assert_eq!(ok(&s, &["get", "widgets", "--field-selector", "spec.color=blue", "-o", "name"]).trim(), "widget.example.com/w1");
+    assert_eq!(ok(&s, &["get", "widgets", "--field-selector", "spec.color!=blue,metadata.name=w2", "-o", "name"]).trim(), "widget.example.com/w2");
+    let (success, _, err) = kubectl(&s, &["get", "widgets", "--field-selector", "spec.size=1m"]);
+    assert!(!success && err.contains("field label not supported: spec.size"), "{err}");
 
     // The garbage collector follows custom kinds: a ConfigMap owned by a
     // widget goes with it.

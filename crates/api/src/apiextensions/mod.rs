@@ -38,6 +38,8 @@ pub struct CustomVersion {
     pub terminating: bool,
     /// `spec.conversion` (`None` or a webhook's `clientConfig`).
     pub conversion: Option<Value>,
+    /// `selectableFields`, as field selector names (`spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 /// One of `additionalPrinterColumns`.
@@ -144,6 +146,12 @@ pub fn served_types(crd: &Value) -> Vec<ResourceType> {
                 deprecation,
                 terminating,
                 conversion: conversion.clone(),
+                selectable_fields: v["selectableFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["jsonPath"].as_str().map(|p| p.trim_start_matches('.').to_string()))
+                    .collect(),
             };
             Some(ResourceType {
                 group: intern(group),
@@ -321,6 +329,25 @@ pub fn validate(crd: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
                     } else {
                         errs.push(FieldError::required(format!("{p}.type"), ""));
                     }
+                }
+            }
+            let selectable = v["selectableFields"].as_array().cloned().unwrap_or_default();
+            if selectable.len() > 8 {
+                errs.push(FieldError::too_many(format!("spec.versions[{i}].selectableFields"), selectable.len(), 8));
+            }
+            for (j, f) in selectable.iter().enumerate() {
+                let path = f["jsonPath"].as_str().unwrap_or_default();
+                let at = format!("spec.versions[{i}].selectableFields[{j}].jsonPath");
+                if path.is_empty() {
+                    errs.push(FieldError::required(at, ""));
+                    continue;
+                }
+                // The field must be a scalar the schema declares.
+                let declared = path.trim_start_matches('.').split('.').try_fold(v.pointer("/schema/openAPIV3Schema"), |s, k| Some(s.and_then(|s| s.get("properties")).and_then(|p| p.get(k))));
+                match declared.flatten().and_then(|s| s["type"].as_str()) {
+                    Some("string" | "integer" | "boolean") => {}
+                    Some(_) => errs.push(FieldError::invalid(at, path, "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.")),
+                    None => errs.push(FieldError::invalid(at, path, "is an invalid path: does not refer to a declared field")),
                 }
             }
             if let Some(sc) = v.pointer("/subresources/scale") {
