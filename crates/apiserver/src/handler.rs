@@ -680,7 +680,7 @@ async fn delete_collection(
     user: &UserInfo,
 ) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), &rt).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), rt).map_err(ApiError::bad_request)?;
     let mut del = DeleteOptions::parse(body, q)?;
     del.user = user.clone();
     state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;

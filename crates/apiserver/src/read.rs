@@ -74,7 +74,7 @@ pub(crate) async fn get(state: &State, rt: &ResourceType, ns: Option<&str>, name
 /// store at the list's revision, so every page is of one snapshot.
 pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &HashMap<String, String>, accept: &str) -> Result<Resp, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), &rt).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), rt).map_err(ApiError::bad_request)?;
     let limit: usize = match q.get("limit").filter(|l| !l.is_empty()) {
         Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
         None => 0,
