@@ -8,8 +8,8 @@
 //! `extension-apiserver-authentication` ConfigMap tells extension servers
 //! to trust). The availability controller checks each such backend's
 //! discovery every [`CHECK_PERIOD`] and on every APIService change, sets
-//! the `Available` condition, and keeps the backend's resource list for
-//! discovery.
+//! the `Available` condition, and keeps the backend's resource list and
+//! OpenAPI v3 document for discovery and `/openapi/v3`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +46,9 @@ const FRONT_PROXY: &str = "front-proxy-client";
 pub(crate) struct Aggregator {
     /// The `APIResourceList` each available remote APIService last served.
     discovery: RwLock<HashMap<String, Value>>,
+    /// The OpenAPI v3 document of each one's group version, with its hash,
+    /// when its server has one.
+    openapi: RwLock<HashMap<String, (String, Bytes)>>,
 }
 
 fn apiservices() -> Option<&'static ResourceType> {
@@ -83,6 +86,8 @@ pub(crate) struct RemoteVersion {
     pub(crate) version: String,
     /// Its `APIResourceList`, once the backend answered it.
     pub(crate) resources: Option<Value>,
+    /// Its OpenAPI v3 document (hash, bytes), when the backend serves one.
+    pub(crate) openapi: Option<(String, Bytes)>,
 }
 
 /// The available remote group versions, by group priority then version
@@ -94,6 +99,7 @@ pub(crate) fn remote_versions(state: &State) -> Vec<RemoteVersion> {
         prio(b, "groupPriorityMinimum").cmp(&prio(a, "groupPriorityMinimum")).then(prio(b, "versionPriority").cmp(&prio(a, "versionPriority")))
     });
     let docs = state.aggregator.discovery.read().map(|d| d.clone()).unwrap_or_default();
+    let openapi = state.aggregator.openapi.read().map(|d| d.clone()).unwrap_or_default();
     svcs.iter()
         .map(|s| {
             let name = s.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
@@ -101,6 +107,7 @@ pub(crate) fn remote_versions(state: &State) -> Vec<RemoteVersion> {
                 group: s.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string(),
                 version: s.pointer("/spec/version").and_then(Value::as_str).unwrap_or_default().to_string(),
                 resources: docs.get(name).cloned(),
+                openapi: openapi.get(name).cloned(),
             }
         })
         .collect()
@@ -190,8 +197,28 @@ pub(crate) async fn proxy(state: &State, svc: &Value, req: hyper::Request<ReqBod
     answer.body(BodyExt::boxed_unsync(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Asks a backend for its discovery: `Ok(resource list)` when it answers.
-async fn check(state: &State, svc: &Value) -> Result<Value, (&'static str, String)> {
+/// One GET on a backend connection, as the aggregator: the body of a 2xx
+/// answer, or why there is none.
+async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, path: &str) -> Result<Bytes, String> {
+    let req = hyper::Request::get(path)
+        .header("Accept", "application/json")
+        .header("X-Remote-User", "system:kube-aggregator")
+        .header("X-Remote-Group", "system:masters")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await.map_err(|_| "timeout".to_string())?.map_err(|e| e.to_string())?;
+    let code = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !code.is_success() {
+        return Err(format!("bad status: {}", code.as_u16()));
+    }
+    Ok(body)
+}
+
+/// Asks a backend for its discovery (`Ok(resource list)` when it answers)
+/// and, on the same connection, its OpenAPI v3 document.
+async fn check(state: &State, svc: &Value) -> Result<(Value, Option<Bytes>), (&'static str, String)> {
     let (g, v) =
         (svc.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(), svc.pointer("/spec/version").and_then(Value::as_str).unwrap_or_default());
     let (mut sender, base) = connect(state, svc).await.map_err(|e| {
@@ -206,22 +233,10 @@ async fn check(state: &State, svc: &Value) -> Result<Value, (&'static str, Strin
     })?;
     let path = format!("/apis/{g}/{v}");
     let failed = |e: String| ("FailedDiscoveryCheck", format!("failing or missing response from {base}{path}: {e}"));
-    let req = hyper::Request::get(&path)
-        .header("Accept", "application/json")
-        .header("X-Remote-User", "system:kube-aggregator")
-        .header("X-Remote-Group", "system:masters")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| failed(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
-        .await
-        .map_err(|_| failed("timeout".into()))?
-        .map_err(|e| failed(e.to_string()))?;
-    let code = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| failed(e.to_string()))?.to_bytes();
-    if !code.is_success() {
-        return Err(failed(format!("bad status from {base}{path}: {}", code.as_u16())));
-    }
-    serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))
+    let body = get(&mut sender, &path).await.map_err(failed)?;
+    let list: Value = serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))?;
+    let openapi = get(&mut sender, &format!("/openapi/v3/apis/{g}/{v}")).await.ok().filter(|d| serde_json::from_slice::<Value>(d).is_ok_and(|d| d.is_object()));
+    Ok((list, openapi))
 }
 
 fn server_options() -> WriteOptions {
@@ -272,12 +287,16 @@ async fn set_available(state: &State, svc: &Value, ok: bool, reason: &str, messa
 /// Checks every APIService once.
 async fn check_all(state: &State) {
     let mut docs = HashMap::new();
+    let mut openapi = HashMap::new();
     for svc in all(state) {
         let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         let result = if is_remote(&svc) {
             match check(state, &svc).await {
-                Ok(doc) => {
+                Ok((doc, spec)) => {
                     docs.insert(name.clone(), doc);
+                    if let Some(spec) = spec {
+                        openapi.insert(name.clone(), (skiff_api::openapi::hash(&spec), spec));
+                    }
                     set_available(state, &svc, true, "Passed", "all checks passed").await
                 }
                 Err((reason, message)) => set_available(state, &svc, false, reason, &message).await,
@@ -291,6 +310,9 @@ async fn check_all(state: &State) {
     }
     if let Ok(mut d) = state.aggregator.discovery.write() {
         *d = docs;
+    }
+    if let Ok(mut d) = state.aggregator.openapi.write() {
+        *d = openapi;
     }
 }
 

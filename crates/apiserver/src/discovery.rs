@@ -429,17 +429,24 @@ pub(crate) fn serve(segs: &[&str], accept: &str, custom: &crate::crd::Snapshot, 
                 .unwrap_or_else(|_| hyper::Response::new(crate::respond::full(Bytes::new())))
         }
         ["openapi", "v3"] => {
+            let remote_docs = remote.iter().filter_map(|r| r.openapi.as_ref().map(|d| (skiff_api::openapi::gv_path(&r.group, &r.version), d)));
             let paths: serde_json::Map<String, Value> = openapi_docs()
                 .iter()
                 .chain(custom.docs.iter())
+                .map(|(gv, d)| (gv.clone(), d))
+                .chain(remote_docs)
                 .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
                 .collect();
             json_response(200, &json!({"paths": paths}))
         }
-        ["openapi", "v3", gv @ ..] => match openapi_docs().get(&gv.join("/")).or_else(|| custom.docs.get(&gv.join("/"))) {
-            Some((_, doc)) => crate::respond::bytes_response(200, doc.clone()),
-            None => return Some(Err(ApiError::no_such_path())),
-        },
+        ["openapi", "v3", gv @ ..] => {
+            let gv = gv.join("/");
+            let remote_doc = remote.iter().find(|r| skiff_api::openapi::gv_path(&r.group, &r.version) == gv).and_then(|r| r.openapi.as_ref());
+            match openapi_docs().get(&gv).or_else(|| custom.docs.get(&gv)).or(remote_doc) {
+                Some((_, doc)) => crate::respond::bytes_response(200, doc.clone()),
+                None => return Some(Err(ApiError::no_such_path())),
+            }
+        }
         _ => return None,
     }))
 }

@@ -352,6 +352,11 @@ spec:
     assert!(raw.contains("\"flunders\""), "{raw}");
     let groups = ok(&s, &["api-versions"]);
     assert!(groups.lines().any(|l| l == "wardle.skiff.test/v1"), "{groups}");
+    // Its OpenAPI document is served with the others: kubectl explain reads it.
+    let roots = ok(&s, &["get", "--raw", "/openapi/v3"]);
+    assert!(roots.contains("apis/wardle.skiff.test/v1"), "{roots}");
+    let explain = ok(&s, &["explain", "flunders"]);
+    assert!(explain.contains("A flunder, served by the wardle server."), "{explain}");
 
     // The extension server goes away.
     drop(server);

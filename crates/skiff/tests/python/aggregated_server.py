@@ -44,6 +44,16 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["apis", "wardle.skiff.test", "v1"]:
             return self.answer(200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GV, "resources": [
                 {"name": "flunders", "singularName": "flunder", "namespaced": True, "kind": "Flunder", "verbs": ["get", "list"], "shortNames": ["fl"]}]})
+        if parts == ["openapi", "v3", "apis", "wardle.skiff.test", "v1"]:
+            gvk = [{"group": "wardle.skiff.test", "version": "v1", "kind": "Flunder"}]
+            ref = {"$ref": "#/components/schemas/test.skiff.wardle.v1.Flunder"}
+            get = {"operationId": "readFlunder", "x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk[0],
+                   "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}}
+            paths = {"/apis/wardle.skiff.test/v1/namespaces/{namespace}/flunders/{name}": {"get": get}}
+            return self.answer(200, {"openapi": "3.0.0", "info": {"title": "wardle", "version": "v1"}, "paths": paths,
+                "components": {"schemas": {"test.skiff.wardle.v1.Flunder": {"type": "object", "description": "A flunder, served by the wardle server.",
+                    "x-kubernetes-group-version-kind": gvk, "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                    "metadata": {"type": "object"}, "spec": {"type": "object", "description": "What the flunder is made of."}}}}}})
         if len(parts) == 6 and parts[3] == "namespaces" and parts[5] == "flunders":
             return self.answer(200, {"kind": "FlunderList", "apiVersion": GV, "metadata": {"resourceVersion": "1"}, "items": [self.flunder(parts[4], "flunder-1")]})
         if len(parts) == 7 and parts[3] == "namespaces" and parts[5] == "flunders":
