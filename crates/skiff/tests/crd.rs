@@ -305,3 +305,138 @@ fn a_kopf_operator_handles_its_custom_resources() {
     }
     drop(operator);
 }
+
+/// A bundle of twelve CRDs shaped as projects ship them (controller-gen
+/// style: descriptions, several versions, CEL rules, printer columns,
+/// status and scale subresources, preserve-unknown-fields, int-or-string,
+/// list maps), applied with `kubectl apply --server-side`; an object of
+/// each validated, pruned, defaulted, listed with its columns, explained,
+/// and (where it has scale) scaled; deleting the bundle removes every
+/// object.
+#[test]
+fn a_bundle_of_crds_applies_serves_and_deletes_with_its_objects() {
+    let s = common::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kinds = ["Database", "Cache", "Queue", "Topic", "Bucket", "Certificate", "Issuer", "Route", "Gateway", "Backup", "Restore", "Dashboard"];
+    let mut bundle = String::new();
+    let mut objects = String::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let plural = format!("{}s", kind.to_lowercase());
+        let group = format!("g{i}.bundle.skiff.test");
+        let scope = if i % 4 == 3 { "Cluster" } else { "Namespaced" };
+        bundle.push_str(&format!(
+            r#"---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+  annotations: {{controller-gen.kubebuilder.io/version: v0.17.3}}
+spec:
+  group: {group}
+  scope: {scope}
+  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {singular}, shortNames: [b{i}], categories: [bundle]}}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: false
+    deprecated: true
+    schema:
+      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {{}}
+      scale: {{specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}}
+    additionalPrinterColumns:
+    - {{name: Size, type: string, jsonPath: .spec.size}}
+    - {{name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}}
+    - {{name: Age, type: date, jsonPath: .metadata.creationTimestamp}}
+    schema:
+      openAPIV3Schema:
+        description: {kind} is the Schema for the {plural} API.
+        type: object
+        properties:
+          apiVersion: {{type: string}}
+          kind: {{type: string}}
+          metadata: {{type: object}}
+          spec:
+            description: {kind}Spec defines the desired state of {kind}.
+            type: object
+            required: [size]
+            x-kubernetes-validations:
+            - {{rule: "!has(self.maxReplicas) || self.replicas <= self.maxReplicas", message: replicas may not exceed maxReplicas}}
+            properties:
+              size: {{type: string, enum: [small, medium, large], description: How big the {singular} is.}}
+              replicas: {{type: integer, format: int32, minimum: 0, default: 1}}
+              maxReplicas: {{type: integer, format: int32}}
+              port: {{anyOf: [{{type: integer}}, {{type: string}}], x-kubernetes-int-or-string: true}}
+              config: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+              endpoints:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string}}
+                    url: {{type: string, pattern: '^https?://'}}
+          status:
+            type: object
+            properties:
+              replicas: {{type: integer}}
+              conditions:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    type: {{type: string}}
+                    status: {{type: string}}
+"#,
+            singular = kind.to_lowercase()
+        ));
+        let ns = if scope == "Namespaced" { "\n  namespace: default" } else { "" };
+        objects.push_str(&format!(
+            "---\napiVersion: {group}/v1\nkind: {kind}\nmetadata:\n  name: one{ns}\nspec:\n  size: small\n  port: http\n  config: {{anything: [1, 2]}}\n  endpoints: [{{name: a, url: 'https://a'}}]\n  extra: pruned\n"
+        ));
+    }
+    let crds = manifest(&dir, "bundle.yaml", &bundle);
+    let out = ok(&s, &["apply", "--server-side", "-f", &crds]);
+    assert_eq!(out.lines().count(), kinds.len(), "{out}");
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "30s", "crd", "-l", "!nothing"]);
+    let objs = manifest(&dir, "objects.yaml", &objects);
+    let out = ok(&s, &["apply", "--server-side", "--validate=false", "-f", &objs]);
+    assert_eq!(out.lines().count(), kinds.len(), "{out}");
+
+    let listed = ok(&s, &["get", "bundle", "-A", "--no-headers"]);
+    assert_eq!(listed.lines().count(), kinds.len(), "the category lists every kind:\n{listed}");
+    for (i, kind) in kinds.iter().enumerate() {
+        let plural = format!("{}s.g{i}.bundle.skiff.test", kind.to_lowercase());
+        let obj = ok(&s, &["get", &plural, "one", "-o", "json"]);
+        let obj: serde_json::Value = serde_json::from_str(&obj).expect("json");
+        assert_eq!(obj["spec"]["replicas"], 1, "{kind} defaulted");
+        assert!(obj["spec"].get("extra").is_none(), "{kind} pruned");
+        assert_eq!(obj["spec"]["config"]["anything"], serde_json::json!([1, 2]), "{kind} kept what preserve-unknown-fields keeps");
+        let row = ok(&s, &["get", &plural, "one"]);
+        assert!(row.starts_with("NAME") && row.contains("SIZE") && row.contains("small"), "{row}");
+        let explain = ok(&s, &["explain", &format!("{plural}.spec.size")]);
+        assert!(explain.contains(&format!("How big the {} is.", kind.to_lowercase())), "{explain}");
+    }
+    ok(&s, &["scale", "databases.g0.bundle.skiff.test", "one", "--replicas", "3"]);
+    assert_eq!(ok(&s, &["get", "b0", "one", "-o", "jsonpath={.spec.replicas}"]), "3");
+    let (success, _, err) = kubectl(&s, &["patch", "b1", "one", "--type", "merge", "-p", r#"{"spec":{"replicas":5,"maxReplicas":2}}"#]);
+    assert!(!success && err.contains("replicas may not exceed maxReplicas"), "{err}");
+    let (success, _, err) = kubectl(&s, &["patch", "b2", "one", "--type", "merge", "-p", r#"{"spec":{"size":"huge"}}"#]);
+    assert!(!success && err.contains(r#"spec.size: Unsupported value: "huge""#), "{err}");
+
+    ok(&s, &["delete", "-f", &crds, "--timeout", "90s"]);
+    for i in 0..kinds.len() {
+        let (served, _, _) = kubectl(&s, &["get", "--raw", &format!("/apis/g{i}.bundle.skiff.test/v1")]);
+        assert!(!served, "g{i} still served");
+    }
+    ok(&s, &["apply", "--server-side", "-f", &crds]);
+    ok(&s, &["wait", "--for", "condition=Established", "--timeout", "30s", "crd", "-l", "!nothing"]);
+    let left = ok(&s, &["get", "bundle", "-A", "--no-headers"]);
+    assert_eq!(left.trim(), "", "no object outlived its CRD: {left}");
+}
