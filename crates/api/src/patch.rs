@@ -15,10 +15,34 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
     json_patch::merge(doc, patch);
 }
 
+thread_local! {
+    /// Keys of the lists a custom resource's schema declares as
+    /// `x-kubernetes-list-type: map` (by field name), while its managed
+    /// fields are computed on this thread.
+    static LIST_KEYS: std::cell::RefCell<Vec<(&'static str, &'static str)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a schema's map-list keys (field name, key) known to
+/// [`merge_key`]: what server-side apply merges a custom resource's
+/// lists by. `f` runs on this thread, start to end.
+pub fn with_list_keys<R>(keys: Vec<(&'static str, &'static str)>, f: impl FnOnce() -> R) -> R {
+    if keys.is_empty() {
+        return f();
+    }
+    let before = LIST_KEYS.with(|k| std::mem::replace(&mut *k.borrow_mut(), keys));
+    let out = f();
+    LIST_KEYS.with(|k| *k.borrow_mut() = before);
+    out
+}
+
 /// The merge key of a list field under strategic merge, from the Kubernetes
-/// types' `patchMergeKey` tags. `items` (the patch's items) tell container
+/// types' `patchMergeKey` tags (or a custom resource schema's list-map
+/// key, see [`with_list_keys`]). `items` (the patch's items) tell container
 /// ports (`containerPort`) from service ports (`port`).
 pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    if let Some(key) = LIST_KEYS.with(|k| k.borrow().iter().find(|(f, _)| *f == field).map(|(_, key)| *key)) {
+        return Some(key);
+    }
     Some(match field {
         "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",

@@ -727,7 +727,9 @@ async fn server_side_apply(
     let api_version = rt.api_version();
     let mut warnings = Vec::new();
     if !exists {
-        let mut obj = managed::apply(None, &applied, &opts.manager, &api_version, force, &now()).map_err(|c| apply_conflict(rt, name, &c))?;
+        let keys = skiff_api::apiextensions::list_keys_of(rt);
+        let mut obj = skiff_api::patch::with_list_keys(keys, || managed::apply(None, &applied, &opts.manager, &api_version, force, &now()))
+            .map_err(|c| apply_conflict(rt, name, &c))?;
         obj["metadata"]["name"] = json!(name);
         let resp = crate::write::create(state, rt, ns, obj, &opts).await;
         match resp {
@@ -745,7 +747,9 @@ async fn server_side_apply(
             if let Some(m) = base["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            managed::apply(Some(&base), &applied, &opts.manager, &api_version, force, &now()).map_err(|c| apply_conflict(rt, name, &c))
+            let keys = skiff_api::apiextensions::list_keys_of(rt);
+            skiff_api::patch::with_list_keys(keys, || managed::apply(Some(&base), &applied, &opts.manager, &api_version, force, &now()))
+                .map_err(|c| apply_conflict(rt, name, &c))
         },
         &opts,
     )

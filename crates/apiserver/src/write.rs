@@ -240,7 +240,8 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
         crate::admission::service(state, rt, &mut obj).await?;
     }
     if !opts.apply {
-        managed::track_update(None, &mut obj, &opts.manager, &rt.api_version(), "", &now());
+        let keys = skiff_api::apiextensions::list_keys_of(rt);
+        skiff_api::patch::with_list_keys(keys, || managed::track_update(None, &mut obj, &opts.manager, &rt.api_version(), "", &now()));
     }
     if opts.dry_run {
         return Ok(with_warnings(json_response(201, &obj), &warnings));
@@ -422,7 +423,8 @@ async fn update_once(
             Scope::EphemeralContainers => "ephemeralcontainers",
             _ => "",
         };
-        managed::track_update(Some(&old), &mut new, &opts.manager, &rt.api_version(), sub, &now());
+        let keys = skiff_api::apiextensions::list_keys_of(rt);
+        skiff_api::patch::with_list_keys(keys, || managed::track_update(Some(&old), &mut new, &opts.manager, &rt.api_version(), sub, &now()));
     }
     let without_managed = |v: &Value| {
         let mut c = v.clone();

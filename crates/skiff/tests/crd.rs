@@ -423,6 +423,10 @@ spec:
         let explain = ok(&s, &["explain", &format!("{plural}.spec.size")]);
         assert!(explain.contains(&format!("How big the {} is.", kind.to_lowercase())), "{explain}");
     }
+    // Server-side apply merges a map list by its key: two managers' endpoints.
+    let other = "apiVersion: g3.bundle.skiff.test/v1\nkind: Topic\nmetadata: {name: one}\nspec:\n  size: small\n  endpoints: [{name: b, url: 'https://b'}]\n";
+    ok(&s, &["apply", "--server-side", "--field-manager", "other", "-f", &manifest(&dir, "other.yaml", other)]);
+    assert_eq!(ok(&s, &["get", "b3", "one", "-o", "jsonpath={.spec.endpoints[*].name}"]), "a b");
     ok(&s, &["scale", "databases.g0.bundle.skiff.test", "one", "--replicas", "3"]);
     assert_eq!(ok(&s, &["get", "b0", "one", "-o", "jsonpath={.spec.replicas}"]), "3");
     let (success, _, err) = kubectl(&s, &["patch", "b1", "one", "--type", "merge", "-p", r#"{"spec":{"replicas":5,"maxReplicas":2}}"#]);

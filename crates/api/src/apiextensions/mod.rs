@@ -70,6 +70,38 @@ pub struct ScalePaths {
     pub label_selector: Option<String>,
 }
 
+/// The map lists (`x-kubernetes-list-type: map`) a schema declares, by
+/// field name, with their first key: what server-side apply merges them
+/// by (see `patch::with_list_keys`).
+pub fn list_keys(schema: &Value) -> Vec<(&'static str, &'static str)> {
+    fn walk(s: &Value, name: Option<&str>, out: &mut Vec<(&'static str, &'static str)>) {
+        if let (Some(n), Some("map")) = (name, s["x-kubernetes-list-type"].as_str()) {
+            if let Some(k) = s["x-kubernetes-list-map-keys"].as_array().and_then(|k| k.first()).and_then(Value::as_str) {
+                out.push((intern(n), intern(k)));
+            }
+        }
+        if let Some(props) = s["properties"].as_object() {
+            for (k, ps) in props {
+                walk(ps, Some(k), out);
+            }
+        }
+        if let Some(items) = s.get("items") {
+            walk(items, None, out);
+        }
+        if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(ap, None, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, None, &mut out);
+    out
+}
+
+/// The map-list keys of a resource type's objects (none for built-ins).
+pub fn list_keys_of(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
+    rt.custom.as_ref().and_then(|c| c.schema.as_ref()).map(list_keys).unwrap_or_default()
+}
+
 /// `.spec.replicas` as the JSON pointer `/spec/replicas`.
 pub fn pointer(path: &str) -> String {
     path.split('.').filter(|s| !s.is_empty()).fold(String::new(), |p, s| format!("{p}/{s}"))
