@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use skiff_bench::{etcd_puts, ms, rss_kib, run_clients, start_etcd, start_skiff, summarize};
+use skiff_bench::{client, etcd_puts, ms, rss_kib, run_clients, start_etcd, start_skiff, summarize};
 
 fn pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
@@ -28,11 +28,6 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
 
 async fn namespace(c: &kube::Client, name: &str) -> anyhow::Result<()> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;

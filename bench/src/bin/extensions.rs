@@ -22,15 +22,10 @@ use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use skiff_bench::{ms, run_clients, start_skiff, summarize, Figures};
+use skiff_bench::{client, ms, run_clients, start_skiff, summarize, Figures};
 
 const CLIENTS: usize = 64;
 
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
 
 fn crd() -> anyhow::Result<CustomResourceDefinition> {
     Ok(serde_json::from_value(serde_json::json!({

@@ -20,7 +20,7 @@ use k8s_pb::apimachinery::pkg::apis::meta::v1 as pb_meta;
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 use kube::api::{Api, PostParams};
 use prost::Message;
-use skiff_bench::{ms, run_clients, start_skiff, summarize};
+use skiff_bench::{client, ms, run_clients, start_skiff, summarize};
 
 const PB: &str = "application/vnd.kubernetes.protobuf";
 
@@ -72,11 +72,6 @@ async fn send(c: &kube::Client, method: &str, path: &str, ctype: &str, accept: &
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -238,11 +238,6 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// Finds a built-in resource by group, version and kind.
-pub fn find_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceType> {
-    RESOURCES.iter().find(|r| r.kind == kind && r.group == group && r.version == version)
-}
-
 /// The group versions served, in discovery order, core first.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();

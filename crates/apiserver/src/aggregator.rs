@@ -30,7 +30,7 @@ use tokio_rustls::rustls;
 
 use crate::handler::{ReqBody, State};
 use crate::respond::{now, Resp};
-use crate::write::{FieldValidation, Scope, WriteOptions};
+use crate::write::Scope;
 
 /// How often each backend's discovery is checked.
 const CHECK_PERIOD: Duration = Duration::from_secs(10);
@@ -239,17 +239,6 @@ async fn check(state: &State, svc: &Value) -> Result<(Value, Option<Bytes>), (&'
     Ok((list, openapi))
 }
 
-fn server_options() -> WriteOptions {
-    WriteOptions {
-        manager: "kube-apiserver".into(),
-        dry_run: false,
-        validation: FieldValidation::Ignore,
-        scope: Scope::Status,
-        apply: false,
-        user: UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into()], ..Default::default() },
-    }
-}
-
 /// Sets an APIService's `Available` condition, when it changes.
 async fn set_available(state: &State, svc: &Value, ok: bool, reason: &str, message: &str) -> Result<(), ApiError> {
     let cur = svc.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Available")).cloned();
@@ -259,29 +248,12 @@ async fn set_available(state: &State, svc: &Value, ok: bool, reason: &str, messa
     }
     let Some(rt) = apiservices() else { return Ok(()) };
     let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let condition = json!({"type": "Available", "status": status, "lastTransitionTime": now(), "reason": reason, "message": message});
-    crate::write::update(
-        state,
-        rt,
-        None,
-        name,
-        |cur| {
-            let mut next = cur.clone();
-            let keep = cur.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Available")).cloned();
-            let mut c = condition.clone();
-            if let Some(k) = keep.filter(|k| k["status"] == c["status"]) {
-                c["lastTransitionTime"] = k["lastTransitionTime"].clone();
-            }
-            next["status"] = json!({"conditions": [c]});
-            if let Some(m) = next["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
-            Ok(next)
-        },
-        &server_options(),
-    )
+    crate::write::server_update(state, rt, name, Scope::Status, |_, next| {
+        let mut conditions: Vec<Value> = next.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        crate::write::set_condition(&mut conditions, "Available", ok, reason, message);
+        next["status"] = json!({"conditions": conditions});
+    })
     .await
-    .map(|_| ())
 }
 
 /// Checks every APIService once.

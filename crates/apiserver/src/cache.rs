@@ -52,9 +52,7 @@ impl Cached {
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         let selectable = skiff_api::selector::selectable(kind, &obj);
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let custom = skiff_api::registry::find_kind(group, version, kind).is_none();
+        let custom = !builtin(&key);
         Some(Self { key, json: Bytes::from(serde_json::to_vec(&obj).ok()?), selectable, custom, protobuf: std::sync::OnceLock::new() })
     }
 
@@ -242,6 +240,14 @@ pub(crate) struct WatchCache {
 fn empty_cache(floor: i64) -> Arc<ResourceCache> {
     let inner = Inner { objects: BTreeMap::new(), history: VecDeque::new(), floor, rev: floor };
     Arc::new(ResourceCache { inner: RwLock::new(inner), tx: broadcast::channel(FANOUT).0 })
+}
+
+/// Whether a store key is a built-in resource type's (a custom resource's
+/// otherwise).
+fn builtin(key: &str) -> bool {
+    static PREFIXES: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    let prefixes = PREFIXES.get_or_init(|| RESOURCES.iter().map(ResourceType::key_prefix).collect());
+    resource_prefix(key).is_some_and(|p| prefixes.contains(p))
 }
 
 /// `/registry/{group}/{plural}/` of a key.

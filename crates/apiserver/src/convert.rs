@@ -19,7 +19,6 @@ use crate::cache::WatchCache;
 pub(crate) struct Converter {
     client: Arc<crate::admission::webhook::WebhookClient>,
     cache: Arc<WatchCache>,
-    ca: Arc<str>,
 }
 
 /// Whether objects of this type may be stored in another version than
@@ -34,7 +33,7 @@ const CONVERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 impl Converter {
     /// The converter of this server.
     pub(crate) fn of(state: &crate::handler::State) -> Self {
-        Self { client: state.webhooks.clone(), cache: state.cache.clone(), ca: Arc::from(state.join.pki.ca_cert_pem()) }
+        Self { client: state.webhooks.clone(), cache: state.cache.clone() }
     }
 
     /// `objs` in `to` (an apiVersion of `rt`'s group); those already in it
@@ -64,7 +63,7 @@ impl Converter {
         let sent: Vec<Value> = need.iter().map(|i| objs[*i].clone()).collect();
         let review = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
             "request": {"uid": uid, "desiredAPIVersion": to, "objects": sent}});
-        let answer = self.client.review(&self.cache, &self.ca, cc, &review, CONVERSION_TIMEOUT).await.map_err(failed)?;
+        let answer = self.client.review(&self.cache, cc, &review, CONVERSION_TIMEOUT).await.map_err(failed)?;
         let response = &answer["response"];
         if response["uid"].as_str() != Some(uid.as_str()) {
             return Err(failed(format!("expected response.uid={uid:?}, got {:?}", response["uid"].as_str().unwrap_or(""))));

@@ -242,7 +242,7 @@ impl ApiServer {
             authorizer: authz::Authorizer::new(cfg.authorization_modes.clone()),
             auditor: cfg.audit.as_ref().map(audit::Auditor::start).transpose()?,
             crds: crd::CustomResources::default(),
-            webhooks: Default::default(),
+            webhooks: Arc::new(admission::webhook::WebhookClient::new(pki.ca_cert_pem())),
             aggregator: Default::default(),
         });
         // The address pods reach this server at: the one it is bound to, or

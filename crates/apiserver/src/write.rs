@@ -147,6 +147,57 @@ pub(crate) struct WriteOptions {
     pub(crate) user: skiff_api::rbac::UserInfo,
 }
 
+impl WriteOptions {
+    /// A write the API server makes itself (its in-process controllers),
+    /// as `system:apiserver`.
+    pub(crate) fn server(scope: Scope) -> Self {
+        Self {
+            manager: "kube-apiserver".into(),
+            dry_run: false,
+            validation: FieldValidation::Ignore,
+            scope,
+            apply: false,
+            user: skiff_api::rbac::UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into()], ..Default::default() },
+        }
+    }
+}
+
+/// A write the API server makes itself: `edit` changes the next state of
+/// the stored object (given as it is stored); lost races are retried.
+pub(crate) async fn server_update(
+    state: &State,
+    rt: &ResourceType,
+    name: &str,
+    scope: Scope,
+    edit: impl Fn(&Value, &mut Value),
+) -> Result<(), ApiError> {
+    let make = |cur: &Value| {
+        let mut next = cur.clone();
+        edit(cur, &mut next);
+        if let Some(m) = next["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        Ok(next)
+    };
+    update(state, rt, None, name, make, &WriteOptions::server(scope)).await.map(|_| ())
+}
+
+/// Sets a condition of `type` in a status's conditions, keeping its
+/// transition time while its status holds.
+pub(crate) fn set_condition(conditions: &mut Vec<Value>, ty: &str, status: bool, reason: &str, message: &str) {
+    let status = if status { "True" } else { "False" };
+    if let Some(c) = conditions.iter_mut().find(|c| c["type"] == ty) {
+        if c["status"] != status {
+            c["lastTransitionTime"] = json!(now());
+        }
+        c["status"] = json!(status);
+        c["reason"] = json!(reason);
+        c["message"] = json!(message);
+        return;
+    }
+    conditions.push(json!({"type": ty, "status": status, "lastTransitionTime": now(), "reason": reason, "message": message}));
+}
+
 /// Writes that give up after this many lost compare-and-swap races (only
 /// writes without a client precondition are retried, as GuaranteedUpdate does).
 const CAS_RETRIES: usize = 16;

@@ -34,25 +34,34 @@ fn python_ready() -> bool {
     have
 }
 
-/// Starts the webhook server with a serving certificate for 127.0.0.1 and
-/// `hooks.hooked.svc`, signed by a CA made here.
-fn hook_server(dir: &Path) -> HookServer {
-    let pki = skiff_pki::ClusterPki::load_or_create(dir.join("hook-ca")).expect("a CA");
-    let pair = pki.issue_server("hooks", &["127.0.0.1".to_string(), "hooks.hooked.svc".to_string()]).expect("serving certificate");
-    let (cert, key, port_file) = (dir.join("hook.crt"), dir.join("hook.key"), dir.join("hook.port"));
+/// Starts one of the test's HTTPS servers (`tests/python/SCRIPT`) with a
+/// serving certificate for `names`, signed by a CA made here: its
+/// arguments are the certificate, the key, `extra`, and the file it writes
+/// its port to.
+fn python_server(dir: &Path, tag: &str, script: &str, names: &[&str], extra: &[String]) -> HookServer {
+    let pki = skiff_pki::ClusterPki::load_or_create(dir.join(format!("{tag}-ca"))).expect("a CA");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let pair = pki.issue_server(tag, &names).expect("serving certificate");
+    let (cert, key, port_file) = (dir.join(format!("{tag}.crt")), dir.join(format!("{tag}.key")), dir.join(format!("{tag}.port")));
     std::fs::write(&cert, &pair.cert_pem).expect("cert");
     std::fs::write(&key, &pair.key_pem).expect("key");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/webhook_server.py");
-    let child = Command::new("python3").arg(script).arg(&cert).arg(&key).arg(&port_file).stdout(Stdio::null()).spawn().expect("python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let child = Command::new("python3").arg(script).arg(&cert).arg(&key).args(extra).arg(&port_file).stdout(Stdio::null()).spawn().expect("python3");
     let deadline = Instant::now() + Duration::from_secs(10);
     let port = loop {
         if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
             break p;
         }
-        assert!(Instant::now() < deadline, "the webhook server did not start");
+        assert!(Instant::now() < deadline, "{tag}: the test's server did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
     HookServer { child, port, ca_bundle: skiff_api::base64(pki.ca_cert_pem().as_bytes()) }
+}
+
+/// Starts the webhook server with a serving certificate for 127.0.0.1 and
+/// `hooks.hooked.svc`, signed by a CA made here.
+fn hook_server(dir: &Path) -> HookServer {
+    python_server(dir, "hooks", "webhook_server.py", &["127.0.0.1", "hooks.hooked.svc"], &[])
 }
 
 fn configmap(dir: &tempfile::TempDir, name: &str, ns: &str, labels: &str) -> String {
@@ -280,32 +289,9 @@ fn an_apiservice_proxies_its_group_to_an_extension_server() {
         ok(&s, &["-n", "kube-system", "get", "configmap", "extension-apiserver-authentication", "-o", "jsonpath={.data.requestheader-allowed-names}"]);
     let allowed: Vec<String> = serde_json::from_str(&allowed).expect("allowed names");
     std::fs::write(dir.path().join("client-ca.crt"), client_ca).expect("client ca");
-    let pki = skiff_pki::ClusterPki::load_or_create(dir.path().join("wardle-ca")).expect("a CA");
-    let pair = pki.issue_server("wardle", &["wardle.wardle.svc".to_string(), "127.0.0.1".to_string()]).expect("serving certificate");
-    let (cert, key, port_file) = (dir.path().join("w.crt"), dir.path().join("w.key"), dir.path().join("w.port"));
-    std::fs::write(&cert, &pair.cert_pem).expect("cert");
-    std::fs::write(&key, &pair.key_pem).expect("key");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/aggregated_server.py");
-    let child = Command::new("python3")
-        .arg(script)
-        .arg(&cert)
-        .arg(&key)
-        .arg(dir.path().join("client-ca.crt"))
-        .arg(&allowed[0])
-        .arg(&port_file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut server = HookServer { child, port: 0, ca_bundle: String::new() };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let port: u16 = loop {
-        if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "the extension server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    server.port = port;
+    let client_ca_file = dir.path().join("client-ca.crt").display().to_string();
+    let server = python_server(dir.path(), "wardle", "aggregated_server.py", &["wardle.wardle.svc", "127.0.0.1"], &[client_ca_file, allowed[0].clone()]);
+    let port = server.port;
     let manifests = format!(
         r#"
 apiVersion: v1
@@ -336,7 +322,7 @@ spec:
   groupPriorityMinimum: 2000
   versionPriority: 200
 "#,
-        ca = skiff_api::base64(pki.ca_cert_pem().as_bytes())
+        ca = server.ca_bundle
     );
     ok(&s, &["apply", "-f", &manifest(&dir, "wardle.yaml", &manifests)]);
     common::wait_for(&s, 30, |s| kubectl(s, &["get", "apiservice", "v1.wardle.skiff.test", "-o", "jsonpath={.status.conditions[0].status}"]).1 == "True");

@@ -100,8 +100,9 @@ impl Request<'_> {
 /// by CA bundle. Hand-written rather than hyper-util's pooled client:
 /// a `service` webhook is dialed at an endpoint's address but verified
 /// under the Service's DNS name, which that client cannot separate.
-#[derive(Default)]
 pub(crate) struct WebhookClient {
+    /// What a `clientConfig` without a `caBundle` is verified against.
+    cluster_ca: String,
     idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
     tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
 }
@@ -125,7 +126,12 @@ struct Endpoint {
 struct CallError(String);
 
 impl WebhookClient {
-    fn tls_for(&self, cluster_ca: &str, ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, CallError> {
+    /// A client trusting `cluster_ca` where a webhook names no CA bundle.
+    pub(crate) fn new(cluster_ca: &str) -> Self {
+        Self { cluster_ca: cluster_ca.to_string(), idle: Default::default(), tls: Default::default() }
+    }
+
+    fn tls_for(&self, ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, CallError> {
         let key = ca_bundle.unwrap_or("").to_string();
         if let Some(cfg) = self.tls.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(cfg);
@@ -133,7 +139,7 @@ impl WebhookClient {
         // Without a caBundle the cluster CA is trusted.
         let pem = match ca_bundle {
             Some(b) => String::from_utf8(skiff_api::unbase64(b).unwrap_or_default()).map_err(|e| CallError(format!("caBundle: {e}")))?,
-            None => cluster_ca.to_string(),
+            None => self.cluster_ca.clone(),
         };
         let cfg = skiff_pki::trusting(&pem).map_err(|e| CallError(format!("caBundle: {e}")))?;
         if let Ok(mut m) = self.tls.lock() {
@@ -144,14 +150,14 @@ impl WebhookClient {
 
     /// POSTs a review and reads the answer, on a kept connection when
     /// there is one.
-    async fn post(&self, cluster_ca: &str, ep: &Endpoint, ca_bundle: Option<&str>, body: Bytes, timeout: Duration) -> Result<Value, CallError> {
+    async fn post(&self, ep: &Endpoint, ca_bundle: Option<&str>, body: Bytes, timeout: Duration) -> Result<Value, CallError> {
         let key = (ep.addr, ep.server_name.clone(), ca_bundle.unwrap_or("").to_string());
         let pooled = self.idle.lock().ok().and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
         let call = async {
             let mut sender = match pooled.filter(|s| s.is_ready()) {
                 Some(s) => s,
                 None => {
-                    let tls = self.tls_for(cluster_ca, ca_bundle)?;
+                    let tls = self.tls_for(ca_bundle)?;
                     let tcp = tokio::net::TcpStream::connect(ep.addr).await.map_err(|e| CallError(format!("dial tcp {}: connect: {e}", ep.addr)))?;
                     let _ = tcp.set_nodelay(true);
                     let name = rustls::pki_types::ServerName::try_from(ep.server_name.clone()).map_err(|e| CallError(e.to_string()))?;
@@ -258,10 +264,10 @@ pub(crate) fn service_address(cache: &WatchCache, ns: &str, name: &str, port: i6
 impl WebhookClient {
     /// Sends a review (an AdmissionReview or ConversionReview) to the
     /// server a `clientConfig` names; its answer, or why there is none.
-    pub(crate) async fn review(&self, cache: &WatchCache, cluster_ca: &str, client_config: &Value, review: &Value, timeout: Duration) -> Result<Value, String> {
+    pub(crate) async fn review(&self, cache: &WatchCache, client_config: &Value, review: &Value, timeout: Duration) -> Result<Value, String> {
         let ep = endpoint(cache, client_config).await.map_err(|CallError(e)| e)?;
         let ca = client_config.get("caBundle").and_then(Value::as_str).filter(|c| !c.is_empty());
-        self.post(cluster_ca, &ep, ca, Bytes::from(review.to_string()), timeout).await.map_err(|CallError(e)| e)
+        self.post(&ep, ca, Bytes::from(review.to_string()), timeout).await.map_err(|CallError(e)| e)
     }
 }
 
@@ -353,7 +359,7 @@ async fn call(state: &State, hook: &Value, req: &Request<'_>, object: Option<&Va
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
     let timeout = Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30));
     let ca = hook.pointer("/clientConfig/caBundle").and_then(Value::as_str).filter(|c| !c.is_empty());
-    let answer = match state.webhooks.post(state.join.pki.ca_cert_pem(), &ep, ca, Bytes::from(review.to_string()), timeout).await {
+    let answer = match state.webhooks.post(&ep, ca, Bytes::from(review.to_string()), timeout).await {
         Ok(a) => a,
         Err(CallError(e)) => return failed(format!("failed to call webhook: {e}")),
     };

@@ -12,26 +12,16 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_api::apiextensions::{self, CLEANUP_FINALIZER};
-use skiff_api::rbac::UserInfo;
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::ApiError;
 use tokio::sync::broadcast;
 
 use crate::cache::Message;
 use crate::handler::State;
-use crate::respond::now;
-use crate::write::{DeleteOptions, FieldValidation, Scope, WriteOptions};
+use crate::write::{set_condition, DeleteOptions, Scope};
 
 /// How soon a CRD whose objects are not all gone yet is looked at again.
 const CLEANUP_RETRY: Duration = Duration::from_secs(1);
-
-fn server_user() -> UserInfo {
-    UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into()], ..Default::default() }
-}
-
-fn options(scope: Scope) -> WriteOptions {
-    WriteOptions { manager: "kube-apiserver".into(), dry_run: false, validation: FieldValidation::Ignore, scope, apply: false, user: server_user() }
-}
 
 /// Follows the CRDs until shutdown, reconciling each one that changes.
 pub(crate) async fn run(state: Arc<State>) {
@@ -107,34 +97,10 @@ async fn reconcile(state: &State, name: &str) -> Result<Option<Duration>, ApiErr
     Ok(None)
 }
 
-/// Writes a CRD as `edit` changes it (the stored object, the next one),
-/// retried on lost races.
+/// Writes a CRD as `edit` changes it (the stored object, the next one).
 async fn change(state: &State, name: &str, scope: Scope, edit: impl Fn(&Value, &mut Value)) -> Result<(), ApiError> {
     let Some(crd_rt) = super::crd_type() else { return Ok(()) };
-    let make = |cur: &Value| {
-        let mut next = cur.clone();
-        edit(cur, &mut next);
-        if let Some(m) = next["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        Ok(next)
-    };
-    crate::write::update(state, crd_rt, None, name, make, &options(scope)).await.map(|_| ())
-}
-
-/// A condition, keeping its transition time while its status holds.
-fn set_condition(conditions: &mut Vec<Value>, ty: &str, status: bool, reason: &str, message: &str) {
-    let status = if status { "True" } else { "False" };
-    if let Some(c) = conditions.iter_mut().find(|c| c["type"] == ty) {
-        if c["status"] != status {
-            c["lastTransitionTime"] = json!(now());
-        }
-        c["status"] = json!(status);
-        c["reason"] = json!(reason);
-        c["message"] = json!(message);
-        return;
-    }
-    conditions.push(json!({"type": ty, "status": status, "lastTransitionTime": now(), "reason": reason, "message": message}));
+    crate::write::server_update(state, crd_rt, name, scope, edit).await
 }
 
 /// The status a live CRD should have: its names accepted unless another
