@@ -197,3 +197,37 @@ async fn sqlite_disk_stays_bounded_under_churn() {
     // multiple of one round, not of the history.
     assert!(end < 4 * live, "database + WAL grew to {end} bytes for {live} bytes of live data");
 }
+
+/// A one-member etcd on loopback ports, in its own temp dir (a real etcd,
+/// Debian's etcd-server). Without the binary the test says so and passes
+/// only outside CI: under `CI=true` a missing etcd fails it.
+pub(crate) async fn etcd_member(dir: &std::path::Path) -> Option<crate::etcd::process::EtcdProcess> {
+    if crate::etcd::process::binary().is_err() {
+        assert!(std::env::var("CI").is_err(), "CI=true but etcd is not installed (apt-get install etcd-server)");
+        eprintln!("skipping: etcd is not installed");
+        return None;
+    }
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let (client, peer) = (port(0), port(1));
+    let cfg = crate::etcd::process::MemberConfig {
+        name: "m0".into(),
+        data_dir: dir.join("etcd"),
+        client_url: format!("http://127.0.0.1:{client}"),
+        peer_url: format!("http://127.0.0.1:{peer}"),
+        initial_cluster: format!("m0=http://127.0.0.1:{peer}"),
+        existing: false,
+        tls: None,
+        log_file: dir.join("etcd.log"),
+    };
+    Some(crate::etcd::process::EtcdProcess::start(&cfg).await.expect("start etcd"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut etcd) = etcd_member(dir.path()).await else { return };
+    let opts = crate::EtcdOptions { endpoints: vec![etcd.client_url.clone()], ..Default::default() };
+    let s = crate::EtcdStore::connect(opts).await.expect("connect");
+    all(&s).await;
+    etcd.stop().await;
+}

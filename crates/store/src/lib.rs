@@ -7,15 +7,19 @@
 //! than the last compaction answer [`StoreError::Compacted`] (the API server
 //! turns that into `410 Gone`).
 //!
-//! Two backends implement [`Store`]: [`SqliteStore`] (the embedded default,
-//! durable, group-committed) and [`MemoryStore`] (for unit tests).
+//! Three backends implement [`Store`]: [`SqliteStore`] (the embedded default,
+//! durable, group-committed), [`EtcdStore`] (a real etcd v3 cluster, for
+//! several API servers and high availability) and [`MemoryStore`] (for unit
+//! tests).
 
 #![deny(missing_docs)]
 
+pub mod etcd;
 mod memory;
 mod sqlite;
 mod watch;
 
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -46,6 +50,10 @@ pub enum EventKind {
     Put,
     /// The key was deleted.
     Delete,
+    /// Nothing under the watched prefix changed up to `kv.mod_revision`
+    /// (etcd's progress notification; `kv.key` is empty). Lets a watcher
+    /// know how far it is current when other keys move the revision.
+    Progress,
 }
 
 /// One change observed by a watch.
@@ -124,6 +132,17 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("store is closed")]
     Closed,
+    /// The backend did not answer in time; whether a write took effect is
+    /// unknown (the API server answers 504 `Timeout`).
+    #[error("{0}")]
+    Timeout(String),
+    /// The backend asks for fewer requests (etcd's "too many requests"; the
+    /// API server answers 429 with `Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// No backend member could be reached (the API server answers 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Result alias of the store.
@@ -156,6 +175,15 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, prefix: &str, from: Revision) -> BoxFuture<'_, Result<WatchStream>>;
     /// Discards history below `revision`.
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>>;
+    /// The backend's current revision, asked of it now: a consistent read
+    /// must reach it. Where other processes write the same backend (etcd
+    /// under several API servers) this is more than [`Store::current_revision`],
+    /// which only knows this process's writes; the etcd backend also asks
+    /// its watches for a progress notification, so that a watcher learns
+    /// it is current even when no key it watches changed.
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<Revision>> {
+        Box::pin(async move { Ok(self.current_revision()) })
+    }
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end).

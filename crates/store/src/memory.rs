@@ -59,6 +59,7 @@ impl MemoryStore {
         match ev.kind {
             EventKind::Put => st.live.insert(ev.kv.key.clone(), ev.kv.clone()),
             EventKind::Delete => st.live.remove(&ev.kv.key),
+            EventKind::Progress => None,
         };
         let _ = self.events.send(Arc::new(vec![ev.clone()]));
         Ok(ev.kv)
