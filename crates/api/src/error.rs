@@ -208,6 +208,15 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }
+    /// 504 Timeout: the request may or may not have taken effect; retry
+    /// after `retry_after` seconds.
+    pub fn timeout(message: impl Into<String>, retry_after: u32) -> Self {
+        Self { details: Some(json!({"retryAfterSeconds": retry_after})), ..Self::new(504, "Timeout", message) }
+    }
+    /// 429 TooManyRequests, with the seconds to wait (sent as `Retry-After`).
+    pub fn too_many_requests(message: impl Into<String>, retry_after: u32) -> Self {
+        Self { details: Some(json!({"retryAfterSeconds": retry_after})), ..Self::new(429, "TooManyRequests", message) }
+    }
 
     /// The `Status` object.
     pub fn to_status(&self) -> Value {

@@ -518,7 +518,7 @@ fn in_use(state: &State, rt: &ResourceType) -> (HashSet<String>, HashSet<i64>) {
 /// get the same address (one API server; several would need a shared
 /// allocator, as Kubernetes' IPAddress objects are).
 pub(crate) async fn service(state: &State, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
-    state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
+    state.cache.wait_for(state.cache.store_revision().await?).await.map_err(crate::watch::cache_error)?;
     let (ips, ports) = in_use(state, rt);
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();

@@ -195,6 +195,7 @@ impl ResourceCache {
                 inner.objects.insert(ev.key.clone(), object.clone());
                 Change::Modified
             }
+            (EventKind::Progress, _) => return,
         };
         let event = Arc::new(CacheEvent { rev: ev.rev, change, object, prev });
         inner.history.push_back(event.clone());
@@ -287,6 +288,11 @@ impl WatchCache {
                         _ = shutdown.changed() => return,
                     };
                     match ev {
+                        Some(Ok(ev)) if ev.kind == EventKind::Progress => {
+                            // Nothing under /registry/ changed up to here.
+                            rev = rev.max(ev.kv.mod_revision);
+                            follower.seen.send_replace(rev);
+                        }
                         Some(Ok(ev)) => {
                             rev = ev.kv.mod_revision;
                             if let Some(rc) = resource_prefix(&ev.kv.key).map(|p| follower.prefix_cache(p)) {
@@ -386,9 +392,12 @@ impl WatchCache {
         }
     }
 
-    /// The store's current revision: what a consistent read must reach.
-    pub(crate) fn store_revision(&self) -> i64 {
-        self.store.current_revision()
+    /// The store's current revision, asked of it now: what a consistent
+    /// read must reach. Over etcd another API server may have written
+    /// since this one last heard, so the store is asked (and its watch
+    /// sends a progress notification, which moves the cache up to it).
+    pub(crate) async fn store_revision(&self) -> Result<i64, skiff_api::error::ApiError> {
+        self.store.fresh_revision().await.map_err(crate::respond::store_unavailable)
     }
 
     /// The latest revision the cache has applied.

@@ -504,6 +504,9 @@ impl Store for EncryptedStore {
             Ok(stream
                 .map(move |ev| {
                     ev.and_then(|mut e| {
+                        if e.kind == skiff_store::EventKind::Progress {
+                            return Ok(e);
+                        }
                         let c = config.read().map(|c| c.clone()).unwrap_or_default();
                         e.kv.value = c.decrypt(&e.kv.key, &e.kv.value).map_err(|err| StoreError::Backend(err.to_string()))?;
                         Ok(e)
@@ -515,6 +518,10 @@ impl Store for EncryptedStore {
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.compact(revision)
+    }
+
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        self.inner.fresh_revision()
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) struct State {
 /// Creates the namespaces every cluster has.
 /// `advertise`: the address pods reach this server at, published as the
 /// `kubernetes` Service's endpoint.
-pub(crate) async fn bootstrap(state: &State, secure_port: u16, advertise: Option<std::net::IpAddr>) -> Result<(), StoreError> {
+pub(crate) async fn bootstrap(state: &State, secure_port: u16) -> Result<(), StoreError> {
     let Some(ns) = skiff_api::registry::find("", "v1", "namespaces") else { return Ok(()) };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
@@ -124,44 +124,7 @@ pub(crate) async fn bootstrap(state: &State, secure_port: u16, advertise: Option
             Err(e) => return Err(e),
         }
     }
-    // Its endpoints: this server (kube-apiserver's endpoint reconciler
-    // writes them at every start, so they follow the advertised address).
-    if let Some(ip) = advertise {
-        let ip = ip.to_string();
-        let labels = json!({"endpointslice.kubernetes.io/skip-mirror": "true"});
-        let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
-            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": secure_port, "protocol": "TCP"}]}]});
-        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
-            "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
-            "ports": [{"name": "https", "port": secure_port, "protocol": "TCP"}]});
-        for (group, version, plural, mut obj) in [("", "v1", "endpoints", endpoints), ("discovery.k8s.io", "v1", "endpointslices", slice)] {
-            let Some(rt) = skiff_api::registry::find(group, version, plural) else { continue };
-            let key = rt.key(Some("default"), "kubernetes");
-            match state.store.get(&key).await? {
-                None => {
-                    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
-                    obj["metadata"]["creationTimestamp"] = json!(now());
-                    match state.store.create(&key, Bytes::from(obj.to_string())).await {
-                        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(cur) => {
-                    let old: Value = serde_json::from_slice(&cur.value).unwrap_or_default();
-                    obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
-                    obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-                    let same = old.get("subsets") == obj.get("subsets") && old.get("endpoints") == obj.get("endpoints") && old.get("ports") == obj.get("ports");
-                    if !same {
-                        match state.store.update(&key, Bytes::from(obj.to_string()), cur.mod_revision).await {
-                            Ok(_) | Err(StoreError::Conflict { .. }) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // Its endpoints are the live API servers' (`peers`).
     Ok(())
 }
 
@@ -463,7 +426,7 @@ async fn route(state: &State, req: Request<ReqBody>, user: &UserInfo) -> Result<
         None => {
             // A CRD established a moment ago may not be in the cache yet.
             let mut found = state.crds.find(&state.cache, group, version, plural);
-            if found.is_none() && state.cache.wait_for(state.cache.store_revision()).await.is_ok() {
+            if found.is_none() && state.cache.wait_for(state.cache.store_revision().await?).await.is_ok() {
                 found = state.crds.find(&state.cache, group, version, plural);
             }
             custom_rt = found.ok_or_else(ApiError::no_such_path)?;
@@ -683,7 +646,7 @@ async fn delete_collection(
     let fields = FieldSelector::parse_for(q.get("fieldSelector").map_or("", String::as_str), rt).map_err(ApiError::bad_request)?;
     let mut del = DeleteOptions::parse(body, q)?;
     del.user = user.clone();
-    state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
+    state.cache.wait_for(state.cache.store_revision().await?).await.map_err(crate::watch::cache_error)?;
     let snap = state.cache.list(rt, prefix, &labels, &fields, 0);
     let mut items = Vec::new();
     for obj in &snap.items {

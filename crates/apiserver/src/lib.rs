@@ -24,11 +24,13 @@ mod eviction;
 mod handler;
 mod join;
 mod metrics;
+mod peers;
 mod proxy;
 mod read;
 mod resource_metrics;
 mod respond;
 mod service_account;
+pub mod shared_bootstrap;
 mod watch;
 mod write;
 
@@ -66,6 +68,9 @@ pub enum ServerError {
     /// The encryption configuration is unreadable or invalid.
     #[error(transparent)]
     Encryption(#[from] encryption::EncryptionError),
+    /// The cluster's shared bootstrap data could not be taken or published.
+    #[error("bootstrap data: {0}")]
+    Bootstrap(String),
 }
 
 /// How to run the API server.
@@ -112,6 +117,10 @@ pub struct Config {
     /// controller manager's `--cluster-signing-duration`); by default as
     /// `certificate_lifetime`.
     pub node_certificate_lifetime: Option<std::time::Duration>,
+    /// The address other hosts and pods reach this server at, published in
+    /// the `kubernetes` endpoints (`--advertise-address`); by default the
+    /// bound address, or the host's first IPv4 one when bound to all.
+    pub advertise_address: Option<IpAddr>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -143,6 +152,10 @@ pub struct ApiServer {
     server: String,
     /// The encrypting store, its configuration file and status file.
     encryption: Option<(Arc<encryption::EncryptedStore>, PathBuf, PathBuf)>,
+    /// This server's lease name (`kube-system/apiserver-…`).
+    identity: String,
+    /// Where clients reach this server, published in the `kubernetes` endpoints.
+    advertise: Option<(IpAddr, u16)>,
 }
 
 /// The addresses of this host's interfaces that are up, except loopback
@@ -248,12 +261,16 @@ impl ApiServer {
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as
         // kube-apiserver's --advertise-address defaults); none on loopback.
-        let advertise = if cfg.bind_address.is_unspecified() {
+        let advertise = if let Some(a) = cfg.advertise_address {
+            Some(a)
+        } else if cfg.bind_address.is_unspecified() {
             host_addresses().into_iter().find(IpAddr::is_ipv4)
         } else {
             Some(cfg.bind_address).filter(|a| !a.is_loopback())
         };
-        handler::bootstrap(&state, local_addr.port(), advertise).await?;
+        handler::bootstrap(&state, local_addr.port()).await?;
+        let advertise = advertise.map(|a| (a, local_addr.port()));
+        let identity = peers::identity(&host_name(), &local_addr.to_string(), &cfg.data_dir);
         aggregator::bootstrap(&state).await?;
         authz::policy::reconcile(&state).await?;
         let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
@@ -271,6 +288,8 @@ impl ApiServer {
             pki_dir,
             server,
             encryption,
+            identity,
+            advertise,
         };
         me.write_kubeconfig(&kubeconfig, "admin", "admin", Some("system:masters"))?;
         Ok(me)
@@ -307,6 +326,7 @@ impl ApiServer {
         tokio::spawn(compactor(self.state.store.clone(), self.state.cache.clone(), self.compaction_interval, self.shutdown.subscribe()));
         tokio::spawn(crd::status::run(self.state.clone()));
         tokio::spawn(aggregator::run(self.state.clone()));
+        let peers = tokio::spawn(peers::run(self.state.clone(), self.identity.clone(), self.advertise, self.shutdown.subscribe()));
         if let Some((store, config, status)) = &self.encryption {
             tokio::spawn(store.clone().follow(config.clone(), status.clone(), self.shutdown.subscribe()));
         }
@@ -314,8 +334,10 @@ impl ApiServer {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
                 _ = &mut shutdown => {
-                    // Ends watches, the watch cache's follower and the compactor.
+                    // Ends watches, the watch cache's follower and the
+                    // compactor; this server leaves the endpoints.
                     self.shutdown.send_replace(true);
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), peers).await;
                     return;
                 }
             };

@@ -101,7 +101,7 @@ pub(crate) async fn list(state: &State, rt: &ResourceType, prefix: String, q: &H
             }
             ("" | "NotOlderThan", _) => {
                 let at_least = match rv_num {
-                    None => state.cache.store_revision(),
+                    None => state.cache.store_revision().await?,
                     Some(n) => n,
                 };
                 match state.cache.wait_for(at_least).await {

@@ -64,7 +64,14 @@ pub(crate) fn protobuf_response(code: u16, body: Bytes) -> Resp {
 
 /// A `Status` response for an error.
 pub(crate) fn error(e: &ApiError) -> Resp {
-    json_response(e.code, &e.to_status())
+    let mut resp = json_response(e.code, &e.to_status());
+    // A client told to come back later is told when, as kube does.
+    if let Some(secs) = e.details.as_ref().and_then(|d| d.get("retryAfterSeconds")).and_then(Value::as_u64) {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert("Retry-After", v);
+        }
+    }
+    resp
 }
 
 /// Maps a store error to the API error a client sees.
@@ -74,6 +81,18 @@ pub(crate) fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiErro
         StoreError::AlreadyExists(_) => ApiError::already_exists(rt, name),
         StoreError::Conflict { .. } => ApiError::conflict(rt, name),
         StoreError::Compacted { requested, compacted } => ApiError::expired(format!("too old resource version: {requested} ({compacted})")),
+        other => store_unavailable(other),
+    }
+}
+
+/// A store error that is not about one object: the backend is slow,
+/// overloaded or gone (etcd), answered as kube-apiserver answers its
+/// storage errors.
+pub(crate) fn store_unavailable(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Timeout(m) => ApiError::timeout(format!("Timeout: request did not complete within the allowed duration: {m}"), 2),
+        StoreError::TooManyRequests(m) => ApiError::too_many_requests(m, 1),
+        StoreError::Unavailable(m) => ApiError::unavailable(m),
         other => ApiError::internal(other.to_string()),
     }
 }

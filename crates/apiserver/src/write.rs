@@ -261,7 +261,7 @@ pub(crate) async fn create(state: &State, rt: &ResourceType, ns: Option<&str>, o
     let quota_ns = ns.filter(|n| crate::admission::quota::has_quota(state, n));
     let _counting = if quota_ns.is_some() && !opts.dry_run { Some(state.quota_lock.lock().await) } else { None };
     if quota_ns.is_some() {
-        state.cache.wait_for(state.cache.store_revision()).await.map_err(crate::watch::cache_error)?;
+        state.cache.wait_for(state.cache.store_revision().await?).await.map_err(crate::watch::cache_error)?;
     }
     let request = crate::admission::Request {
         rt,

@@ -165,6 +165,14 @@ impl ClusterPki {
         self.sign(server_params(cn, names)?)
     }
 
+    /// Issues a certificate an etcd member both serves and dials its peers
+    /// with (server and client authentication), for its names and addresses.
+    pub fn issue_peer(&self, cn: &str, names: &[String]) -> Result<CertPair> {
+        let mut params = server_params(cn, names)?;
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        self.sign(params)
+    }
+
     /// Signs a certificate request (PEM) whose key stays with the requester.
     /// Only the request's public key is used: subject, names and usages
     /// come from `what`, never from the request.

@@ -31,6 +31,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         audit: None,
         certificate_lifetime: None,
         node_certificate_lifetime: None,
+        advertise_address: None,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod datastore;
 mod secrets_encrypt;
 
 use anyhow::Context;
@@ -414,8 +415,35 @@ struct ServerArgs {
     /// resume from the watch cache's own history, so the store keeps
     /// little: under churn the database stays near the size of the live
     /// data (1,000 Leases renewed every 10 s: 1.7× their JSON at 1 s).
-    #[arg(long, default_value_t = 1)]
-    compaction_interval: u64,
+    /// Default: 1 over SQLite, 300 over etcd (kube-apiserver's 5 minutes,
+    /// so that every server's watch cache keeps up before history goes).
+    #[arg(long)]
+    compaction_interval: Option<u64>,
+    /// The store, as k3s names it: `sqlite://PATH` (the default,
+    /// `DATA_DIR/state.db`), or etcd's client URLs
+    /// (`https://a:2379,https://b:2379`), which several servers can share.
+    #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT")]
+    datastore_endpoint: Option<String>,
+    /// The CA (PEM) that signed the etcd members' certificates.
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// The client certificate (PEM) presented to etcd.
+    #[arg(long, requires = "datastore_keyfile")]
+    datastore_certfile: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "datastore_certfile")]
+    datastore_keyfile: Option<PathBuf>,
+    /// The secret servers of one cluster share (k3s's server token): over
+    /// a shared store it seals the cluster CA and keys every server takes
+    /// at start. Default: generated at the first start, kept in
+    /// DATA_DIR/token.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The address published for this server in the `kubernetes`
+    /// endpoints (default: the bound address, or the host's first IPv4
+    /// address when bound to all).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Components not to run in-process (comma-separated: scheduler,
     /// controllers, agent, proxy, dns, cloud-controller).
     #[arg(long, value_delimiter = ',')]
@@ -730,14 +758,29 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     // The kubeconfig names certificate files; kubectl resolves relative
     // paths against the kubeconfig's folder, so they must be absolute.
     let data_dir = std::path::absolute(&data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
-    let store = skiff_store::SqliteStore::open(data_dir.join("state.db"), Default::default()).context("opening the store")?;
+    let datastore = datastore::Datastore::parse(&args, &data_dir)?;
+    let store = datastore.open().await?;
+    let token = match &datastore {
+        datastore::Datastore::Etcd(_) => Some(datastore::server_token(args.token.as_deref(), &data_dir)?),
+        datastore::Datastore::Sqlite(_) => None,
+    };
+    // A further server over a shared store takes the cluster's CA and keys.
+    let joined = match &token {
+        Some(t) => skiff_apiserver::shared_bootstrap::take(store.as_ref(), &data_dir, t).await.context("taking the cluster's bootstrap data")?,
+        None => false,
+    };
+    let compaction_interval = args.compaction_interval.unwrap_or(match datastore {
+        datastore::Datastore::Etcd(_) => 300,
+        datastore::Datastore::Sqlite(_) => 1,
+    });
     let cfg = skiff_apiserver::Config {
         data_dir: data_dir.clone(),
         bind_address: args.bind_address,
         secure_port: args.secure_port,
         token_auth_file: args.token_auth_file.clone(),
         tls_san: args.tls_san.clone(),
-        compaction_interval: std::time::Duration::from_secs(args.compaction_interval.max(1)),
+        compaction_interval: std::time::Duration::from_secs(compaction_interval.max(1)),
+        advertise_address: args.advertise_address,
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         service_cidr: args.service_cidr,
@@ -757,7 +800,10 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         },
         authorization_modes: skiff_apiserver::AuthorizationMode::parse_list(&args.authorization_mode).map_err(|e| anyhow::anyhow!("--authorization-mode: {e}"))?,
     };
-    let server = skiff_apiserver::ApiServer::bind(cfg, Arc::new(store)).await.context("starting the API server")?;
+    let server = skiff_apiserver::ApiServer::bind(cfg, store.clone()).await.context("starting the API server")?;
+    if let (Some(t), false) = (&token, joined) {
+        skiff_apiserver::shared_bootstrap::publish(store.as_ref(), &data_dir, t).await.context("publishing the cluster's bootstrap data")?;
+    }
     let mut components = Vec::new();
     if !args.disable.iter().any(|d| d == "scheduler") {
         let kc = data_dir.join("scheduler.kubeconfig");
