@@ -23,11 +23,19 @@ pub(crate) struct Join {
     pub(crate) token: JoinToken,
     /// How long a node's certificates live (`None`: as the CA's own).
     pub(crate) node_lifetime: Option<std::time::Duration>,
+    /// The server token further servers present, and the etcd client URLs
+    /// they join (only a server over etcd serves its bootstrap data).
+    pub(crate) server: Option<(String, Vec<String>)>,
 }
+
+/// Where a further control-plane server fetches the cluster's sealed
+/// bootstrap data and the etcd members to join (k3s's
+/// `/v1-k3s/server-bootstrap`), presenting the server token.
+pub const SERVER_BOOTSTRAP_PATH: &str = "/v1-skiff/server-bootstrap";
 
 /// Whether `path` is one of the join endpoints (served without a credential).
 pub(crate) fn is_join_path(path: &str) -> bool {
-    path == "/cacerts" || path == NODE_CERTIFICATES_PATH
+    path == "/cacerts" || path == NODE_CERTIFICATES_PATH || path == SERVER_BOOTSTRAP_PATH
 }
 
 /// Serves a join endpoint.
@@ -70,6 +78,26 @@ pub(crate) async fn serve(state: &crate::handler::State, req: Request<crate::han
             };
             tracing::info!(node = %ask.node_name, "signed a joining node's certificates");
             Ok(json_response(201, &serde_json::to_value(&signed).map_err(|e| ApiError::internal(e.to_string()))?))
+        }
+        (&Method::GET, SERVER_BOOTSTRAP_PATH) => {
+            let Some((token, etcd)) = &join.server else { return Err(ApiError::no_such_path()) };
+            let authorized = matches!(bearer(req.headers()), Bearer::Token(t) if skiff_pki::token::secrets_equal(t, token));
+            if !authorized {
+                return Err(ApiError::unauthorized());
+            }
+            let sealed = state
+                .store
+                .get(&crate::shared_bootstrap::key_of(token))
+                .await
+                .map_err(crate::respond::store_unavailable)?
+                .ok_or_else(|| ApiError::unavailable("the cluster's bootstrap data is not published yet"))?;
+            use base64::Engine;
+            let body = serde_json::json!({
+                "bootstrap": base64::engine::general_purpose::STANDARD.encode(&sealed.value),
+                "etcdEndpoints": etcd,
+            });
+            tracing::info!("handed the bootstrap data to a joining server");
+            Ok(json_response(200, &body))
         }
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }

@@ -36,6 +36,7 @@ mod write;
 
 pub use audit::{AuditConfig, AuditError};
 pub use auth::{TokenFile, TokenFileError};
+pub use join::SERVER_BOOTSTRAP_PATH;
 pub use authz::Mode as AuthorizationMode;
 
 use std::net::{IpAddr, SocketAddr};
@@ -121,6 +122,9 @@ pub struct Config {
     /// the `kubernetes` endpoints (`--advertise-address`); by default the
     /// bound address, or the host's first IPv4 one when bound to all.
     pub advertise_address: Option<IpAddr>,
+    /// The server token and the etcd client URLs a further server joins
+    /// (`skiff server --server URL --token T`); `None` over SQLite.
+    pub server_join: Option<(String, Vec<String>)>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -248,6 +252,7 @@ impl ApiServer {
                 pki: pki.clone(),
                 token: JoinToken::load_or_create(&cfg.data_dir.join("node-token"), pki.ca_cert_pem())?,
                 node_lifetime: cfg.node_certificate_lifetime,
+                server: cfg.server_join.clone(),
             },
             service_cidr: cfg.service_cidr,
             service_accounts: skiff_pki::ServiceAccountKey::load_or_create(&pki_dir, &cfg.service_account_issuer)?,

@@ -21,14 +21,23 @@ use skiff_store::{Store, StoreError};
 use crate::ServerError;
 
 /// The files shared, relative to the data directory.
-const SHARED: &[&str] = &["pki/ca.crt", "pki/ca.key", "pki/service-account.key", "node-token", "encryption-config.yaml"];
+const SHARED: &[&str] = &[
+    "pki/ca.crt",
+    "pki/ca.key",
+    "pki/service-account.key",
+    "node-token",
+    "encryption-config.yaml",
+    // The embedded etcd's own CA (`skiff server --cluster-init`).
+    "etcd/pki/ca.crt",
+    "etcd/pki/ca.key",
+];
 
 const SALT: &[u8] = b"skiff-bootstrap";
 const ROUNDS: u32 = 100_000;
 
 /// The store key of the sealed files for one token: named by a hash of
 /// the token, so servers with different tokens never read each other's.
-fn key_of(token: &str) -> String {
+pub(crate) fn key_of(token: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(token.as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -48,11 +57,18 @@ fn err(m: impl std::fmt::Display) -> ServerError {
 /// Writes the shared files from the store into `data_dir` when another
 /// server published them. Returns whether it found them (if not, this is
 /// the cluster's first server and must [`publish`] after it starts).
+/// Files this server already has are kept: it may have rotated a key since.
 pub async fn take(store: &dyn Store, data_dir: &Path, token: &str) -> Result<bool, ServerError> {
     let Some(kv) = store.get(&key_of(token)).await? else { return Ok(false) };
-    let sealed = kv.value;
+    unseal_into(&kv.value, data_dir, token)?;
+    Ok(true)
+}
+
+/// Opens sealed bootstrap data (from the store, or fetched from a server
+/// a new member joins through) and writes the files `data_dir` lacks.
+pub fn unseal_into(sealed: &[u8], data_dir: &Path, token: &str) -> Result<(), ServerError> {
     if sealed.len() < 12 {
-        return Err(err("the shared bootstrap data in the store is damaged"));
+        return Err(err("the shared bootstrap data is damaged"));
     }
     let (nonce, body) = sealed.split_at(12);
     let plain = cipher(token)
@@ -63,16 +79,17 @@ pub async fn take(store: &dyn Store, data_dir: &Path, token: &str) -> Result<boo
         if !SHARED.contains(&name.as_str()) {
             continue;
         }
-        let bytes = base64::engine::general_purpose::STANDARD.decode(content.as_str().unwrap_or_default()).map_err(err)?;
         let path = data_dir.join(&name);
+        if path.exists() {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(content.as_str().unwrap_or_default()).map_err(err)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-            crate::write_private(&path, &bytes)?;
-        }
+        crate::write_private(&path, &bytes)?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Publishes the shared files of `data_dir` (the first server's, made at

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use skiff_store::Store;
 
-use crate::ServerArgs;
+use crate::DatastoreArgs;
 
 /// A server's store.
+#[derive(Clone)]
 pub enum Datastore {
     /// The embedded SQLite database at this path.
     Sqlite(PathBuf),
@@ -21,7 +22,7 @@ pub enum Datastore {
 impl Datastore {
     /// Reads the flags: `sqlite://PATH`, or etcd client URLs
     /// (`http(s)://host:port`, comma-separated).
-    pub fn parse(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn parse(args: &DatastoreArgs, data_dir: &Path) -> anyhow::Result<Self> {
         Self::from_flags(
             args.datastore_endpoint.as_deref(),
             data_dir,

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod datastore;
+mod embedded_etcd;
 mod secrets_encrypt;
+mod snapshot;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -124,6 +126,19 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// Snapshots of a server's store: save, restore, ls, delete.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
+    /// The embedded etcd of `skiff server --cluster-init`.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+        /// The server's data directory.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Removes what a stopped node leaves on this machine, as k3s-killall.sh
     /// does: its containers and their containerd, mounts under the data
     /// directory, the node's bridge and nftables table. Nothing else.
@@ -181,6 +196,15 @@ enum Command {
         /// Node Lease duration in seconds; renewed every quarter of it.
         #[arg(long, default_value_t = 40)]
         lease_duration_seconds: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// The cluster's members.
+    Member {
+        #[command(subcommand)]
+        command: embedded_etcd::MemberCommand,
     },
 }
 
@@ -419,26 +443,37 @@ struct ServerArgs {
     /// so that every server's watch cache keeps up before history goes).
     #[arg(long)]
     compaction_interval: Option<u64>,
-    /// The store, as k3s names it: `sqlite://PATH` (the default,
-    /// `DATA_DIR/state.db`), or etcd's client URLs
-    /// (`https://a:2379,https://b:2379`), which several servers can share.
-    #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT")]
-    datastore_endpoint: Option<String>,
-    /// The CA (PEM) that signed the etcd members' certificates.
-    #[arg(long)]
-    datastore_cafile: Option<PathBuf>,
-    /// The client certificate (PEM) presented to etcd.
-    #[arg(long, requires = "datastore_keyfile")]
-    datastore_certfile: Option<PathBuf>,
-    /// The client certificate's key (PEM).
-    #[arg(long, requires = "datastore_certfile")]
-    datastore_keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    datastore: DatastoreArgs,
+    /// Start a new embedded etcd cluster under DATA_DIR/etcd (a real
+    /// `etcd` child process, from Debian's etcd-server) instead of SQLite,
+    /// so further servers can join; an existing SQLite store moves onto it.
+    #[arg(long, conflicts_with_all = ["datastore_endpoint", "server"])]
+    cluster_init: bool,
+    /// Join the control plane of the server at this URL (with `--token`,
+    /// the first server's DATA_DIR/token): this server adds an etcd member
+    /// of its own and serves the API over the shared etcd.
+    #[arg(long, requires = "token", conflicts_with = "datastore_endpoint")]
+    server: Option<String>,
+    /// The embedded etcd's client port.
+    #[arg(long, default_value_t = 2379)]
+    etcd_client_port: u16,
+    /// The embedded etcd's peer port.
+    #[arg(long, default_value_t = 2380)]
+    etcd_peer_port: u16,
     /// The secret servers of one cluster share (k3s's server token): over
     /// a shared store it seals the cluster CA and keys every server takes
     /// at start. Default: generated at the first start, kept in
     /// DATA_DIR/token.
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Take snapshots of the store on this cron schedule (e.g.
+    /// `0 */12 * * *`) into DATA_DIR/snapshots.
+    #[arg(long)]
+    snapshot_schedule_cron: Option<String>,
+    /// Scheduled snapshots kept (the oldest go first; 0: all).
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
     /// The address published for this server in the `kubernetes`
     /// endpoints (default: the bound address, or the host's first IPv4
     /// address when bound to all).
@@ -512,6 +547,25 @@ struct ServerArgs {
     proxy: ProxyArgs,
 }
 
+/// Where a server's store is (k3s's `--datastore-*` flags).
+#[derive(Args, Clone, Default)]
+pub(crate) struct DatastoreArgs {
+    /// The store, as k3s names it: `sqlite://PATH` (the default,
+    /// `DATA_DIR/state.db`), or etcd's client URLs
+    /// (`https://a:2379,https://b:2379`), which several servers can share.
+    #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT")]
+    pub(crate) datastore_endpoint: Option<String>,
+    /// The CA (PEM) that signed the etcd members' certificates.
+    #[arg(long)]
+    pub(crate) datastore_cafile: Option<PathBuf>,
+    /// The client certificate (PEM) presented to etcd.
+    #[arg(long, requires = "datastore_keyfile")]
+    pub(crate) datastore_certfile: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "datastore_certfile")]
+    pub(crate) datastore_keyfile: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 struct ControllerArgs {
     /// The range node podCIDRs are cut from.
@@ -567,7 +621,7 @@ impl ControllerArgs {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     // Root gets the system location, like k3s; others their own.
     if std::env::var("USER").is_ok_and(|u| u == "root") || std::env::var("HOME").is_ok_and(|h| h == "/root") {
         PathBuf::from("/var/lib/skiff")
@@ -706,6 +760,10 @@ async fn main() -> anyhow::Result<()> {
             let dir = data_dir.unwrap_or_else(default_data_dir);
             secrets_encrypt::run(step, &dir, encryption_provider_config, std::time::Duration::from_secs(timeout_seconds))
         }
+        Command::Snapshot { command } => snapshot::run(command).await,
+        Command::Etcd { command: EtcdCommand::Member { command }, data_dir } => {
+            embedded_etcd::member(&data_dir.unwrap_or_else(default_data_dir), command).await
+        }
         Command::Killall { data_dir } => {
             let dir = std::path::absolute(data_dir.unwrap_or_else(default_data_dir))?;
             let report = skiff_kubelet::killall::killall(&dir);
@@ -758,16 +816,39 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     // The kubeconfig names certificate files; kubectl resolves relative
     // paths against the kubeconfig's folder, so they must be absolute.
     let data_dir = std::path::absolute(&data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
-    let datastore = datastore::Datastore::parse(&args, &data_dir)?;
-    let store = datastore.open().await?;
-    let token = match &datastore {
-        datastore::Datastore::Etcd(_) => Some(datastore::server_token(args.token.as_deref(), &data_dir)?),
-        datastore::Datastore::Sqlite(_) => None,
+    // Every server has a token: it seals the cluster's CA and keys in the
+    // store, for servers that share it and for restores from snapshots.
+    let token = datastore::server_token(args.token.as_deref(), &data_dir)?;
+    let embedded = if args.cluster_init || args.server.is_some() || embedded_etcd::configured(&data_dir) {
+        let listen = embedded_etcd::Listen {
+            advertise: args
+                .advertise_address
+                .or_else(|| Some(args.bind_address).filter(|a| !a.is_unspecified()))
+                .or_else(|| skiff_kubelet::default_node_ip().is_ipv4().then(skiff_kubelet::default_node_ip))
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            client_port: args.etcd_client_port,
+            peer_port: args.etcd_peer_port,
+        };
+        Some(match &args.server {
+            Some(url) => embedded_etcd::join(&data_dir, listen, url, &token).await?,
+            None => embedded_etcd::start_or_init(&data_dir, listen).await?,
+        })
+    } else {
+        None
     };
+    let datastore = match &embedded {
+        Some(_) => datastore::Datastore::Etcd(embedded_etcd::client_options(&data_dir)?),
+        None => datastore::Datastore::parse(&args.datastore, &data_dir)?,
+    };
+    let store = datastore.open().await?;
+    if embedded.is_some() {
+        embedded_etcd::migrate_sqlite(&data_dir, store.as_ref()).await?;
+    }
     // A further server over a shared store takes the cluster's CA and keys.
-    let joined = match &token {
-        Some(t) => skiff_apiserver::shared_bootstrap::take(store.as_ref(), &data_dir, t).await.context("taking the cluster's bootstrap data")?,
-        None => false,
+    let joined = skiff_apiserver::shared_bootstrap::take(store.as_ref(), &data_dir, &token).await.context("taking the cluster's bootstrap data")?;
+    let server_join = match &datastore {
+        datastore::Datastore::Etcd(opts) => Some((token.clone(), opts.endpoints.clone())),
+        datastore::Datastore::Sqlite(_) => None,
     };
     let compaction_interval = args.compaction_interval.unwrap_or(match datastore {
         datastore::Datastore::Etcd(_) => 300,
@@ -781,6 +862,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         tls_san: args.tls_san.clone(),
         compaction_interval: std::time::Duration::from_secs(compaction_interval.max(1)),
         advertise_address: args.advertise_address,
+        server_join,
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         service_cidr: args.service_cidr,
@@ -801,8 +883,12 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         authorization_modes: skiff_apiserver::AuthorizationMode::parse_list(&args.authorization_mode).map_err(|e| anyhow::anyhow!("--authorization-mode: {e}"))?,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store.clone()).await.context("starting the API server")?;
-    if let (Some(t), false) = (&token, joined) {
-        skiff_apiserver::shared_bootstrap::publish(store.as_ref(), &data_dir, t).await.context("publishing the cluster's bootstrap data")?;
+    if let Some(cron) = &args.snapshot_schedule_cron {
+        croner::Cron::new(cron).parse().map_err(|e| anyhow::anyhow!("--snapshot-schedule-cron {cron:?}: {e}"))?;
+        tokio::spawn(snapshot::schedule(datastore.clone(), data_dir.clone(), cron.clone(), args.snapshot_retention, shutdown.clone()));
+    }
+    if !joined {
+        skiff_apiserver::shared_bootstrap::publish(store.as_ref(), &data_dir, &token).await.context("publishing the cluster's bootstrap data")?;
     }
     let mut components = Vec::new();
     if !args.disable.iter().any(|d| d == "scheduler") {
@@ -907,5 +993,9 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
             }
         })
         .await;
+    // The store's own process goes last.
+    if let Some(e) = embedded {
+        e.stop().await;
+    }
     Ok(())
 }

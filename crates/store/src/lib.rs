@@ -21,7 +21,7 @@ mod watch;
 
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{backup as sqlite_backup, revision_of as sqlite_revision, SqliteOptions, SqliteStore};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
