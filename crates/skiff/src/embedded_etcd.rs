@@ -367,7 +367,18 @@ pub async fn member(data_dir: &Path, command: MemberCommand) -> anyhow::Result<(
         }
         MemberCommand::Remove { name } => {
             let m = members.iter().find(|m| m.name == name).ok_or_else(|| anyhow::anyhow!("no etcd member is named {name:?}"))?;
-            let left = store.member_remove(m.id).await?;
+            // As with adding, etcd refuses while its leader has not heard
+            // from every member for a few seconds.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let left = loop {
+                match store.member_remove(m.id).await {
+                    Ok(left) => break left,
+                    Err(e) if e.to_string().contains("unhealthy cluster") && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             println!("removed {name}; {} member(s) left", left.len());
         }
     }

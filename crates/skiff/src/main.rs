@@ -468,7 +468,8 @@ struct ServerArgs {
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Take snapshots of the store on this cron schedule (e.g.
-    /// `0 */12 * * *`) into DATA_DIR/snapshots.
+    /// `0 */12 * * *`; a sixth, leading field counts seconds) into
+    /// DATA_DIR/snapshots.
     #[arg(long)]
     snapshot_schedule_cron: Option<String>,
     /// Scheduled snapshots kept (the oldest go first; 0: all).
@@ -884,7 +885,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store.clone()).await.context("starting the API server")?;
     if let Some(cron) = &args.snapshot_schedule_cron {
-        croner::Cron::new(cron).parse().map_err(|e| anyhow::anyhow!("--snapshot-schedule-cron {cron:?}: {e}"))?;
+        croner::Cron::new(cron).with_seconds_optional().parse().map_err(|e| anyhow::anyhow!("--snapshot-schedule-cron {cron:?}: {e}"))?;
         tokio::spawn(snapshot::schedule(datastore.clone(), data_dir.clone(), cron.clone(), args.snapshot_retention, shutdown.clone()));
     }
     if !joined {

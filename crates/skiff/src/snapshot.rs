@@ -197,7 +197,7 @@ async fn restore(file: &Path, data_dir: &Path, listen: crate::embedded_etcd::Lis
 /// Takes snapshots on a cron schedule (`--snapshot-schedule-cron`) into
 /// DATA_DIR/snapshots and keeps the newest `retention`, until shutdown.
 pub async fn schedule(datastore: Datastore, data_dir: PathBuf, cron: String, retention: usize, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let schedule = match croner::Cron::new(&cron).parse() {
+    let schedule = match croner::Cron::new(&cron).with_seconds_optional().parse() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, cron, "--snapshot-schedule-cron does not parse; no scheduled snapshots");

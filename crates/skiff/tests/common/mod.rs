@@ -147,6 +147,11 @@ impl Server {
         self.child = spawn(self.dir.path(), self.port, &self.args);
     }
 
+    /// Starts a stopped server again on the same data and port.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.dir.path(), self.port, &self.args);
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
