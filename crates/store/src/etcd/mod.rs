@@ -75,6 +75,14 @@ impl Default for EtcdOptions {
     }
 }
 
+/// The largest answer read: a page of 5,000 objects is several MiB, past
+/// gRPC's 4 MiB default (etcd itself bounds only requests).
+const MAX_MESSAGE: usize = 1 << 30;
+
+fn kv_client(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
+}
+
 /// The key kube-apiserver's compactors share: each interval only the one
 /// whose compare-and-swap on it succeeds compacts.
 const COMPACT_KEY: &str = "compact_rev_key";
@@ -209,7 +217,7 @@ impl EtcdStore {
         let (resp, ambiguous) = inner
             .retry_write(move |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).txn(req).await }
+                async move { kv_client(ch).txn(req).await }
             })
             .await?;
         self.inner.saw(resp.header.as_ref());
@@ -221,7 +229,7 @@ impl EtcdStore {
         let resp = inner
             .retry(move |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).range(req).await }
+                async move { kv_client(ch).range(req).await }
             })
             .await?;
         self.inner.saw(resp.header.as_ref());
@@ -626,7 +634,7 @@ async fn follow(inner: Arc<Inner>, prefix: String, from: Revision, tx: mpsc::Sen
         let (req_tx, req_rx) = mpsc::channel::<pb::WatchRequest>(4);
         let create = pb::WatchCreateRequest { key: start.clone(), range_end: end.clone(), start_revision: next, progress_notify: true, prev_kv: true };
         let _ = req_tx.send(pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) }).await;
-        let mut client = pb::watch_client::WatchClient::new(inner.channels[i].clone());
+        let mut client = pb::watch_client::WatchClient::new(inner.channels[i].clone()).max_decoding_message_size(MAX_MESSAGE);
         let opened = tokio::select! {
             r = client.watch(tokio_stream::wrappers::ReceiverStream::new(req_rx)) => r,
             _ = tx.closed() => return,
