@@ -75,7 +75,7 @@ pub enum ServerError {
 }
 
 /// How to run the API server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Where certificates and the admin kubeconfig live.
     pub data_dir: PathBuf,
@@ -125,6 +125,10 @@ pub struct Config {
     /// The server token and the etcd client URLs a further server joins
     /// (`skiff server --server URL --token T`); `None` over SQLite.
     pub server_join: Option<(String, Vec<String>)>,
+    /// When this is the cluster's first server: the store (unwrapped) and
+    /// the server token to publish the shared bootstrap data with, before
+    /// the server reports ready.
+    pub publish_bootstrap: Option<(Arc<dyn Store>, String)>,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -296,6 +300,11 @@ impl ApiServer {
             identity,
             advertise,
         };
+        // The first server of a cluster publishes its CA and keys for the
+        // servers that join, before anyone can see it ready (its kubeconfig).
+        if let Some((store, token)) = &cfg.publish_bootstrap {
+            shared_bootstrap::publish(store.as_ref(), &cfg.data_dir, token).await?;
+        }
         me.write_kubeconfig(&kubeconfig, "admin", "admin", Some("system:masters"))?;
         Ok(me)
     }

@@ -107,7 +107,12 @@ pub async fn publish(store: &dyn Store, data_dir: &Path, token: &str) -> Result<
     let mut sealed = nonce.to_vec();
     sealed.extend(body);
     match store.create(&key_of(token), Bytes::from(sealed)).await {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Ok(_) => Ok(()),
+        // Two first servers raced: the other's keys are the cluster's, and
+        // this one's would not open what it wrote.
+        Err(StoreError::AlreadyExists(_)) => {
+            Err(err("another server published the cluster's bootstrap data while this one started; start this server again to take it"))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod env;
 pub mod hook;
 pub mod killall;
+pub mod loadbalancer;
 pub mod local_path;
 pub mod logs;
 pub mod network;
@@ -91,6 +92,10 @@ pub struct Config {
     pub cluster_cidr: Option<String>,
     /// The pods' MTU (the pod network's overlay takes its share); `None`: the default.
     pub pod_mtu: Option<u32>,
+    /// Signalled when the agent's load balancer moves to another API
+    /// server: the node renews its Lease and reports its status through it
+    /// at once, instead of at the next heartbeat.
+    pub api_server_switched: Option<Arc<Notify>>,
     /// `--cloud-provider external`: the node registers tainted
     /// uninitialized, and its addresses are the cloud controller's to set.
     pub external_cloud_provider: bool,
@@ -302,18 +307,35 @@ async fn heartbeat(
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut last_report = tokio::time::Instant::now();
+    let switched = cfg.api_server_switched.clone().unwrap_or_default();
+    let mut failures = 0u32;
     loop {
-        let network_changed = tokio::select! {
-            _ = tick.tick() => false,
-            _ = network_configured.notified() => true,
+        let (network_changed, switched_server) = tokio::select! {
+            _ = tick.tick() => (false, false),
+            _ = network_configured.notified() => (true, false),
+            _ = switched.notified() => (false, true),
             _ = shutdown.changed() => return,
         };
         if !network_changed {
-            if let Ok(n) = nodes.get(&cfg.node_name).await {
-                if let Err(e) = node::renew_lease(&leases, &n, &cfg.node_name, 40).await {
-                    tracing::warn!(error = %e, "lease renewal failed");
+            let renewed = match nodes.get(&cfg.node_name).await {
+                Ok(n) => node::renew_lease(&leases, &n, &cfg.node_name, 40).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match renewed {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    // As the kubelet's lease controller: retry soon (200 ms,
+                    // doubling to 7 s) rather than a whole interval later.
+                    let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6))).min(Duration::from_secs(7));
+                    failures += 1;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed");
+                    tick.reset_after(backoff);
                 }
             }
+        }
+        if switched_server {
+            // A new server hears the node's status at once.
+            last_report = tokio::time::Instant::now() - Duration::from_secs(120);
         }
         let mut now_ready = match &rt {
             None => readiness.clone(),

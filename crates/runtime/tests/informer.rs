@@ -33,6 +33,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         node_certificate_lifetime: None,
         advertise_address: None,
         server_join: None,
+        publish_bootstrap: None,
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

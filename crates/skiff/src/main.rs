@@ -83,6 +83,11 @@ enum Command {
         /// The pod network's range (the server's `--cluster-cidr`).
         #[arg(long, default_value = "10.42.0.0/16")]
         cluster_cidr: String,
+        /// The local port of the agent's load balancer (k3s's 6444): the
+        /// kubelet and the proxy reach the API servers through it, and it
+        /// moves on to another server when one dies (0: any free port).
+        #[arg(long, default_value_t = 6444)]
+        lb_server_port: u16,
         #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
@@ -356,6 +361,7 @@ impl AgentArgs {
             resolv_conf: self.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             cluster_cidr: None,
             pod_mtu: None,
+            api_server_switched: None,
             external_cloud_provider: self.cloud_provider.is_some(),
         })
     }
@@ -622,6 +628,15 @@ impl ControllerArgs {
     }
 }
 
+/// The address of `--server`'s URL (its host looked up).
+async fn server_address(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let uri: http::Uri = url.parse().with_context(|| format!("--server {url:?}"))?;
+    let host = uri.host().with_context(|| format!("--server {url:?} names no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(6443);
+    let found = tokio::net::lookup_host((host.as_str(), port)).await?.next();
+    found.with_context(|| format!("--server {url:?}: {host} has no address"))
+}
+
 pub(crate) fn default_data_dir() -> PathBuf {
     // Root gets the system location, like k3s; others their own.
     if std::env::var("USER").is_ok_and(|u| u == "root") || std::env::var("HOME").is_ok_and(|h| h == "/root") {
@@ -672,7 +687,7 @@ async fn main() -> anyhow::Result<()> {
             skiff_controllers::run(client, controllers.options(leader_elect, &kubeconfig)?, shutdown).await;
             Ok(())
         }
-        Command::Agent { server, token, kubeconfig, pki_dir, data_dir, disable, cluster_cidr, agent, proxy } => {
+        Command::Agent { server, token, kubeconfig, pki_dir, data_dir, disable, cluster_cidr, lb_server_port, agent, proxy } => {
             for d in &disable {
                 if d != "proxy" {
                     anyhow::bail!("--disable: unknown component {d:?} (proxy)");
@@ -683,11 +698,22 @@ async fn main() -> anyhow::Result<()> {
             let dir = data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let dir = std::path::absolute(&dir)?;
+            let mut switched = None;
             let (client, tls) = match (server, token, kubeconfig, pki_dir) {
                 (Some(server), Some(token), _, _) => {
                     let token = skiff_pki::JoinToken::parse(&token)?;
-                    let creds = skiff_kubelet::bootstrap::join(&server, &token, &dir, &name, &[node_ip]).await.context("joining the cluster")?;
+                    // Every request goes through the local load balancer,
+                    // which follows the live API servers.
+                    let first = server_address(&server).await?;
+                    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], lb_server_port));
+                    let lb = skiff_kubelet::loadbalancer::LoadBalancer::start(listen, vec![first], shutdown.clone())
+                        .await
+                        .with_context(|| format!("the agent's load balancer on {listen}"))?;
+                    let through = format!("https://127.0.0.1:{}", lb.local.port());
+                    let creds = skiff_kubelet::bootstrap::join(&through, &token, &dir, &name, &[node_ip]).await.context("joining the cluster")?;
                     let client = skiff_kubelet::certificates::client(&creds.kubeconfig, &creds.rotation.client).await?;
+                    switched = Some(lb.switched.clone());
+                    tokio::spawn(lb.follow_endpoints(client.clone(), vec![first], std::time::Duration::from_secs(10), shutdown.clone()));
                     tokio::spawn(skiff_kubelet::certificates::rotate(client.clone(), creds.rotation, shutdown.clone()));
                     (client, creds.tls)
                 }
@@ -712,6 +738,7 @@ async fn main() -> anyhow::Result<()> {
             let mut cfg = agent.config(dir, tls, skiff_api::cidr::Cidr::default().nth(10))?;
             cfg.cluster_cidr = Some(cluster_cidr);
             cfg.pod_mtu = pod_mtu;
+            cfg.api_server_switched = switched;
             skiff_kubelet::run(client, cfg, shutdown).await?;
             for task in [proxy, network].into_iter().flatten() {
                 let _ = task.await;
@@ -864,6 +891,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         compaction_interval: std::time::Duration::from_secs(compaction_interval.max(1)),
         advertise_address: args.advertise_address,
         server_join,
+        publish_bootstrap: (!joined).then(|| (store.clone(), token.clone())),
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         service_cidr: args.service_cidr,
@@ -887,9 +915,6 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     if let Some(cron) = &args.snapshot_schedule_cron {
         croner::Cron::new(cron).with_seconds_optional().parse().map_err(|e| anyhow::anyhow!("--snapshot-schedule-cron {cron:?}: {e}"))?;
         tokio::spawn(snapshot::schedule(datastore.clone(), data_dir.clone(), cron.clone(), args.snapshot_retention, shutdown.clone()));
-    }
-    if !joined {
-        skiff_apiserver::shared_bootstrap::publish(store.as_ref(), &data_dir, &token).await.context("publishing the cluster's bootstrap data")?;
     }
     let mut components = Vec::new();
     if !args.disable.iter().any(|d| d == "scheduler") {

@@ -714,6 +714,9 @@ fn agent(s: &Server, dir: &std::path::Path, token: &str, name: &str) -> std::pro
         "proxy",
         "--flannel-backend",
         "none",
+        // Tests' agents run side by side: each its own balancer port.
+        "--lb-server-port",
+        "0",
         "--data-dir",
     ])
     .arg(dir);
@@ -1873,4 +1876,74 @@ fn pods_on_two_nodes_reach_each_other_over_vxlan() {
 #[test]
 fn pods_on_two_nodes_reach_each_other_over_host_gw() {
     pods_on_two_nodes_reach_each_other("host-gw");
+}
+
+/// An agent joined through one API server of two (over one etcd): when
+/// that server dies, its pods keep running and it goes on through the
+/// other, which it learned from the `kubernetes` endpoints.
+#[test]
+fn an_agent_fails_over_to_another_api_server_when_its_server_dies() {
+    if !can_run_nodes() {
+        return;
+    }
+    let Some(cluster) = common::etcd::EtcdCluster::start(1) else { return };
+    let (cidr, name) = unique_cluster();
+    let server = |ip: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec!["--bind-address".into(), ip.into(), "--advertise-address".into(), ip.into(), "--cluster-cidr".into(), cidr.clone()];
+        args.extend(cluster.datastore_flags());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        common::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let a = server("127.0.0.2", &[]);
+    let token = std::fs::read_to_string(a.dir.path().join("token")).expect("token");
+    let b = server("127.0.0.3", &["--token", token.trim()]);
+    wait_until(&b, 30, "both servers in the kubernetes endpoints", |b| {
+        jsonpath(b, &["endpoints", "kubernetes"], "{.subsets[*].addresses[*].ip}").split_whitespace().count() == 2
+    });
+    let node_token = std::fs::read_to_string(a.dir.path().join("node-token")).expect("node-token");
+    let dir = tempfile::tempdir().expect("agent dir");
+    stage_images(dir.path());
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+    cmd.args(["agent", "--server", &format!("https://127.0.0.2:{}", a.port), "--token", node_token.trim(), "--node-name", &name])
+        .args(["--kubelet-port", "0", "--disable", "proxy", "--flannel-backend", "none", "--lb-server-port", "0", "--cluster-cidr", &cidr])
+        .arg("--data-dir")
+        .arg(dir.path());
+    let child = cmd.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn agent");
+    let joined = JoinedAgent { child, dir };
+    wait_until(&b, 60, "joined node Ready", |b| node_ready(b, &name));
+    let on_node = format!(r#"{{"spec":{{"nodeName":"{name}"}}}}"#);
+    ok(&b, &["run", "ticker", &format!("--image={IMAGE}"), "--overrides", &on_node, "--", "sh", "-c", "while true; do echo tick; sleep 1; done"]);
+    wait_until(&b, 60, "ticker Running", |b| phase(b, "ticker") == "Running");
+    // The agent's balancer has learned both servers by now (it reads the
+    // endpoints at once, then every 10 s).
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut a = a;
+    let _ = std::process::Command::new("kill").args(["-KILL", &a.pid().to_string()]).status();
+    let killed = chrono::Utc::now();
+    let lost = Instant::now();
+    // The node renews its Lease through B within 10 s.
+    let renewed_after_kill = |b: &Server| {
+        let t = jsonpath(b, &["lease", &name, "-n", "kube-node-lease"], "{.spec.renewTime}");
+        chrono::DateTime::parse_from_rfc3339(&t).is_ok_and(|t| t > killed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !renewed_after_kill(&b) {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not renew its lease through the other server within 10 s; the agent said: {}",
+            std::fs::read_to_string(joined.dir.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("the agent renewed its lease through the other server {:?} after its server died", lost.elapsed());
+    assert!(node_ready(&b, &name));
+    assert_eq!(phase(&b, "ticker"), "Running");
+    assert_eq!(jsonpath(&b, &["pod", "ticker"], "{.status.containerStatuses[0].restartCount}"), "0", "the pod never restarted");
+    // It still takes work through the surviving server.
+    assert!(ok(&b, &["logs", "ticker", "--tail=1"]).contains("tick"));
+    let _ = kubectl(&b, &["delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    a.stop();
+    drop(joined);
 }
