@@ -432,6 +432,14 @@ impl WatchCache {
         Snapshot { rev, items, more }
     }
 
+    /// One object by its store key, as the cache holds it now (an informer
+    /// lister's read: it may lag the store).
+    pub(crate) fn get(&self, rt: &ResourceType, key: &str) -> Option<Arc<Cached>> {
+        let rc = self.resource(rt)?;
+        let inner = rc.inner.read().ok()?;
+        inner.objects.get(key).cloned()
+    }
+
     /// Registers a watch. With `from = None` the current state is returned
     /// as `initial`; with `Some(rev)` the history after `rev` is replayed.
     pub(crate) fn subscribe(&self, rt: &ResourceType, prefix: &str, from: Option<i64>) -> Result<Subscription, CacheError> {

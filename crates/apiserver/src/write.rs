@@ -87,11 +87,22 @@ fn normalize(rt: &ResourceType, ns: Option<&str>, mut obj: Value, validation: Fi
     Ok(v)
 }
 
+/// NamespaceLifecycle: no new objects in a namespace that is missing or
+/// terminating. As kube's plugin, the watch cache answers first (no store
+/// round trip per create, which over etcd is a quorum read); a namespace the
+/// cache does not hold yet (made a moment ago, perhaps through another
+/// server) is looked up in the store.
 async fn ensure_namespace(state: &State, ns: Option<&str>) -> Result<(), ApiError> {
     let Some(ns) = ns else { return Ok(()) };
     let nrt = skiff_api::registry::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
-    let kv = state.store.get(&nrt.key(None, ns)).await.map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(nrt, ns))?;
-    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let key = nrt.key(None, ns);
+    let v: Value = match state.cache.get(nrt, &key) {
+        Some(cached) => cached.object(),
+        None => {
+            let kv = state.store.get(&key).await.map_err(crate::respond::store_unavailable)?.ok_or_else(|| ApiError::not_found(nrt, ns))?;
+            serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?
+        }
+    };
     if v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
         return Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated")));
     }
