@@ -277,9 +277,13 @@ impl Inner {
         loop {
             let i = self.active.load(Ordering::SeqCst) % self.channels.len();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let status = match tokio::time::timeout(left, call(self.channels[i].clone())).await {
+            // One attempt gets a few seconds: a proposal a follower passed
+            // to a leader that died is only answered by etcd's own timeout
+            // (7 s), while a new leader is elected in about one.
+            let status = match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), call(self.channels[i].clone())).await {
                 Ok(Ok(r)) => return Ok((r.into_inner(), ambiguous)),
                 Ok(Err(s)) => s,
+                Err(_) if left > ATTEMPT_TIMEOUT => tonic::Status::deadline_exceeded("etcd did not answer this attempt in time"),
                 Err(_) => return Err(StoreError::Timeout(format!("etcd did not answer within {:?}", self.timeout))),
             };
             if !retryable(&status) {
@@ -305,11 +309,15 @@ impl Inner {
     }
 }
 
+/// How long one attempt of a call waits before it is tried again (on the
+/// next member).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Errors another member may not have: the member is gone or unreachable,
 /// or the cluster is between leaders.
 fn retryable(s: &tonic::Status) -> bool {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => true,
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => true,
         _ => s.message().contains("leader changed") || s.message().contains("no leader"),
     }
 }
