@@ -348,3 +348,30 @@ fn kill_9_of_a_server_during_writes_over_etcd_loses_no_acknowledged_write() {
     }
     eprintln!("20 kill -9 trials over etcd: {total} acknowledged writes, none lost");
 }
+
+#[test]
+fn cluster_init_moves_an_existing_sqlite_store_onto_etcd_with_every_uid() {
+    if !common::etcd::have_etcd() {
+        return;
+    }
+    let mut s = start_with(&["--bind-address", "127.0.0.2"]);
+    ok(&s, &["create", "namespace", "moved"]);
+    ok(&s, &["create", "secret", "generic", "s", "-n", "moved", "--from-literal=k=v"]);
+    ok(&s, &["create", "deployment", "web", "-n", "moved", "--image=x"]);
+    let before: Vec<(String, i64)> = [vec!["secret", "s", "-n", "moved"], vec!["deployment", "web", "-n", "moved"]].iter().map(|w| uid_and_rv(&s, w)).collect();
+    s.stop();
+    // The same data dir, now with an embedded etcd.
+    let (client, peer) = (free_port().to_string(), free_port().to_string());
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let data = std::mem::replace(&mut s.dir, dir);
+    drop(s);
+    let args = ["--bind-address", "127.0.0.2", "--cluster-init", "--etcd-client-port", &client, "--etcd-peer-port", &peer];
+    let m = start_in(data, &args);
+    assert!(m.dir.path().join("state.db.migrated").exists(), "the SQLite file is kept aside");
+    assert!(m.dir.path().join("etcd/member.json").exists());
+    for (w, (uid, _)) in [vec!["secret", "s", "-n", "moved"], vec!["deployment", "web", "-n", "moved"]].iter().zip(&before) {
+        assert_eq!(&uid_and_rv(&m, w).0, uid, "{w:?} kept its uid");
+    }
+    assert_eq!(ok(&m, &["get", "secret", "s", "-n", "moved", "-o", "jsonpath={.data.k}"]), "dg==");
+    assert_eq!(members(&m).len(), 1);
+}
