@@ -79,9 +79,13 @@ pub fn client_options(data_dir: &Path) -> anyhow::Result<EtcdOptions> {
     })
 }
 
-/// Ports and address of a new member.
-#[derive(Debug, Clone, Copy)]
+/// Ports, address and name of a new member.
+#[derive(Debug, Clone)]
 pub struct Listen {
+    /// The member's name: the server's node name when it runs a node (so
+    /// that `kubectl delete node` of a server removes its member), else
+    /// the host name with a random suffix.
+    pub name: Option<String>,
     /// The address peers and other servers reach it at.
     pub advertise: IpAddr,
     /// The client port (etcd's 2379).
@@ -123,15 +127,26 @@ async fn supervise(cfg: MemberConfig) -> anyhow::Result<Embedded> {
     let mut process = EtcdProcess::start(&cfg).await.context("starting the embedded etcd")?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
+        let mut started = tokio::time::Instant::now();
+        let mut quick_exits = 0;
         loop {
             tokio::select! {
                 status = process.wait() => {
+                    // A member removed from its cluster exits at once at
+                    // every start: give up after a few in a row.
+                    quick_exits = if started.elapsed() < Duration::from_secs(10) { quick_exits + 1 } else { 0 };
+                    if quick_exits >= 5 {
+                        tracing::error!(status = ?status, "the embedded etcd keeps exiting at start (removed from its cluster?); not restarting it");
+                        let _ = stopped.changed().await;
+                        return;
+                    }
                     tracing::warn!(status = ?status, "the embedded etcd exited; restarting it");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     let stopping = *stopped.borrow();
                     if stopping {
                         return;
                     }
+                    started = tokio::time::Instant::now();
                     match EtcdProcess::start(&MemberConfig { existing: true, ..cfg.clone() }).await {
                         Ok(p) => process = p,
                         Err(e) => tracing::error!(error = %e, "the embedded etcd did not restart"),
@@ -160,11 +175,11 @@ fn member_config(paths: &Paths, member: &Member, tls: MemberTls, initial_cluster
     }
 }
 
-fn new_member(listen: Listen) -> Member {
+fn new_member(listen: &Listen) -> Member {
     let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "skiff".into());
     let suffix: String = (0..4).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     Member {
-        name: format!("{host}-{suffix}"),
+        name: listen.name.clone().unwrap_or_else(|| format!("{host}-{suffix}")),
         client_url: url(listen.advertise, listen.client_port),
         peer_url: url(listen.advertise, listen.peer_port),
         peers_clients: Vec::new(),
@@ -190,7 +205,7 @@ pub async fn start_or_init(data_dir: &Path, listen: Listen) -> anyhow::Result<Em
         return supervise(member_config(&paths, &member, tls, initial, true)).await;
     }
     skiff_store::etcd::process::binary().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let member = new_member(listen);
+    let member = new_member(&listen);
     let tls = certificates(&paths, listen.advertise)?;
     let initial = format!("{}={}", member.name, member.peer_url);
     let embedded = supervise(member_config(&paths, &member, tls, initial, false)).await?;
@@ -219,7 +234,7 @@ pub async fn join(data_dir: &Path, listen: Listen, server: &str, token: &str) ->
     let sealed = base64::engine::general_purpose::STANDARD.decode(&fetched.bootstrap).context("the bootstrap data is not base64")?;
     skiff_apiserver::shared_bootstrap::unseal_into(&sealed, data_dir, token)?;
     let paths = Paths::new(data_dir);
-    let mut member = new_member(listen);
+    let mut member = new_member(&listen);
     let tls = certificates(&paths, listen.advertise)?;
     let pki = paths.pki();
     let existing = skiff_store::EtcdStore::connect(EtcdOptions {
@@ -312,7 +327,7 @@ pub async fn restore(file: &Path, data_dir: &Path, listen: Listen) -> anyhow::Re
         anyhow::bail!("{} already has a store: restore into a data directory without one", data_dir.display());
     }
     let paths = Paths::new(data_dir);
-    let member = new_member(listen);
+    let member = new_member(&listen);
     // etcd ≥ 3.5 moved the offline commands to etcdutl.
     let tool = ["etcdutl", "etcdctl"]
         .into_iter()
@@ -338,6 +353,18 @@ pub async fn restore(file: &Path, data_dir: &Path, listen: Listen) -> anyhow::Re
     anyhow::ensure!(out.status.success(), "etcd snapshot restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     save(&paths, &member)?;
     Ok(rev)
+}
+
+/// Removes a member. As with adding, etcd refuses while its leader has not
+/// heard from every member for a few seconds: retried for a minute.
+async fn remove_member(store: &skiff_store::EtcdStore, id: u64) -> skiff_store::Result<Vec<skiff_store::etcd::pb::Member>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.member_remove(id).await {
+            Err(e) if e.to_string().contains("unhealthy cluster") && tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_secs(1)).await,
+            done => return done,
+        }
+    }
 }
 
 /// What `skiff etcd member …` does.
@@ -367,20 +394,47 @@ pub async fn member(data_dir: &Path, command: MemberCommand) -> anyhow::Result<(
         }
         MemberCommand::Remove { name } => {
             let m = members.iter().find(|m| m.name == name).ok_or_else(|| anyhow::anyhow!("no etcd member is named {name:?}"))?;
-            // As with adding, etcd refuses while its leader has not heard
-            // from every member for a few seconds.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            let left = loop {
-                match store.member_remove(m.id).await {
-                    Ok(left) => break left,
-                    Err(e) if e.to_string().contains("unhealthy cluster") && tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_secs(1)).await
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            };
+            let left = remove_member(&store, m.id).await?;
             println!("removed {name}; {} member(s) left", left.len());
         }
     }
     Ok(())
+}
+
+/// Removes the etcd member of a server whose Node is deleted (`kubectl
+/// delete node` of a control-plane node, as k3s does): members of servers
+/// that run a node are named after it. Every server watches; the first
+/// removal wins and the others find the member gone. Ends at shutdown.
+pub async fn remove_members_of_deleted_nodes(data_dir: PathBuf, client: kube::Client, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use futures::StreamExt;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let events = kube::runtime::watcher(nodes, Default::default());
+    tokio::pin!(events);
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = shutdown.changed() => return,
+        };
+        let Some(Ok(kube::runtime::watcher::Event::Delete(node))) = event else {
+            if event.is_none() {
+                return;
+            }
+            continue;
+        };
+        // Only a control-plane node (a server's own) names a member.
+        let control_plane = node.metadata.labels.as_ref().is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"));
+        let Some(name) = node.metadata.name.filter(|_| control_plane) else { continue };
+        let Ok(opts) = client_options(&data_dir) else { continue };
+        let Ok(store) = skiff_store::EtcdStore::connect(opts).await else { continue };
+        let Ok(members) = store.members().await else { continue };
+        let Some(member) = members.iter().find(|m| m.name == name) else { continue };
+        if members.len() < 2 {
+            tracing::warn!(node = %name, "the node of the only etcd member was deleted; its member stays");
+            continue;
+        }
+        match remove_member(&store, member.id).await {
+            Ok(left) => tracing::info!(node = %name, members = left.len(), "removed the etcd member of a deleted server node"),
+            Err(e) => tracing::warn!(node = %name, error = %e, "removing the etcd member of a deleted node"),
+        }
+    }
 }

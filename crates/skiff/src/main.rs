@@ -849,6 +849,7 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
     let token = datastore::server_token(args.token.as_deref(), &data_dir)?;
     let embedded = if args.cluster_init || args.server.is_some() || embedded_etcd::configured(&data_dir) {
         let listen = embedded_etcd::Listen {
+            name: (!args.disable.iter().any(|d| d == "agent")).then(|| args.agent.node_name()),
             advertise: args
                 .advertise_address
                 .or_else(|| Some(args.bind_address).filter(|a| !a.is_unspecified()))
@@ -922,6 +923,14 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         server.write_kubeconfig(&kc, "scheduler", "system:kube-scheduler", None)?;
         let client = skiff_runtime::client(&kc).await?;
         components.push(tokio::spawn(skiff_scheduler::run(client, Default::default(), shutdown.clone())));
+    }
+    if embedded.is_some() {
+        // The server's own loop (it holds the CA key and etcd's keys):
+        // it only watches Nodes.
+        let kc = data_dir.join("etcd-member-remover.kubeconfig");
+        server.write_kubeconfig(&kc, "etcd-member-remover", "system:skiff-etcd", Some("system:masters"))?;
+        let client = skiff_runtime::client(&kc).await?;
+        components.push(tokio::spawn(embedded_etcd::remove_members_of_deleted_nodes(data_dir.clone(), client, shutdown.clone())));
     }
     if !args.disable.iter().any(|d| d == "controllers") {
         let kc = data_dir.join("controller-manager.kubeconfig");

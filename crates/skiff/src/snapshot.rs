@@ -122,6 +122,7 @@ pub async fn run(command: SnapshotCommand) -> anyhow::Result<()> {
         }
         SnapshotCommand::Restore { file, data_dir, advertise_address, etcd_client_port, etcd_peer_port } => {
             let listen = crate::embedded_etcd::Listen {
+                name: None,
                 advertise: advertise_address.unwrap_or_else(skiff_kubelet::default_node_ip),
                 client_port: etcd_client_port,
                 peer_port: etcd_peer_port,

@@ -375,3 +375,30 @@ fn cluster_init_moves_an_existing_sqlite_store_onto_etcd_with_every_uid() {
     assert_eq!(ok(&m, &["get", "secret", "s", "-n", "moved", "-o", "jsonpath={.data.k}"]), "dg==");
     assert_eq!(members(&m).len(), 1);
 }
+
+#[test]
+fn deleting_a_servers_control_plane_node_removes_its_etcd_member() {
+    if !common::etcd::have_etcd() {
+        return;
+    }
+    let a_flags = [embedded("127.0.0.2"), vec!["--cluster-init".into()]].concat();
+    let a = start_with(&a_flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let token = std::fs::read_to_string(a.dir.path().join("token")).expect("token").trim().to_string();
+    let b_flags = [embedded("127.0.0.3"), vec!["--server".into(), format!("https://127.0.0.2:{}", a.port), "--token".into(), token]].concat();
+    let b = start_with(&b_flags.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(members(&a).len(), 2);
+    // A server with a node names its member after it (these run none, so
+    // the test registers B's node as its kubelet would).
+    let member: serde_json::Value = serde_json::from_slice(&std::fs::read(b.dir.path().join("etcd/member.json")).expect("member")).expect("json");
+    let name = member["name"].as_str().expect("name").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{node-role.kubernetes.io/control-plane: \"true\"}}\n");
+    ok(&a, &["create", "-f", &manifest(&dir, "node.yaml", &node)]);
+    // A node that is no server's does not touch the members.
+    ok(&a, &["create", "-f", &manifest(&dir, "worker.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1}\n")]);
+    ok(&a, &["delete", "node", "worker-1"]);
+    ok(&a, &["delete", "node", &name]);
+    wait_for(&a, 30, |a| members(a).len() == 1);
+    assert!(!members(&a).contains(&name));
+    ok(&a, &["create", "configmap", "still-writable"]);
+}
