@@ -295,7 +295,7 @@ impl Inner {
             attempts += 1;
             // Once every member was tried, wait a little: an election or a
             // restart takes a moment.
-            if attempts % self.channels.len() == 0 {
+            if attempts.is_multiple_of(self.channels.len()) {
                 let pause = Duration::from_millis(100 * (attempts / self.channels.len()).min(5) as u64);
                 if tokio::time::Instant::now() + pause >= deadline {
                     return Err(match status.code() {
