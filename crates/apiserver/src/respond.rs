@@ -116,3 +116,22 @@ pub(crate) fn with_rv(value: &[u8], rev: i64) -> Result<Value, ApiError> {
     v["metadata"]["resourceVersion"] = json!(rev.to_string());
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_or_overloaded_store_is_answered_as_kube_apiserver_answers() {
+        let timeout = store_unavailable(StoreError::Timeout("etcdserver: request timed out".into()));
+        assert_eq!((timeout.code, timeout.reason), (504, "Timeout"));
+        let resp = error(&timeout);
+        assert_eq!(resp.status(), 504);
+        assert_eq!(resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()), Some("2"));
+        let busy = store_unavailable(StoreError::TooManyRequests("etcdserver: too many requests".into()));
+        assert_eq!((busy.code, busy.reason, busy.message.as_str()), (429, "TooManyRequests", "etcdserver: too many requests"));
+        assert_eq!(error(&busy).headers().get("Retry-After").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(store_unavailable(StoreError::Unavailable("no member".into())).code, 503);
+        assert_eq!(error(&ApiError::internal("x")).headers().get("Retry-After"), None);
+    }
+}

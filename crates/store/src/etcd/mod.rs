@@ -751,6 +751,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn etcds_errors_become_the_stores() {
+        let too_many = map_status(tonic::Status::resource_exhausted("etcdserver: too many requests"));
+        assert!(matches!(&too_many, StoreError::TooManyRequests(m) if m == "etcdserver: too many requests"), "{too_many:?}");
+        assert!(matches!(map_status(tonic::Status::unavailable("etcdserver: request timed out")), StoreError::Timeout(_)));
+        assert!(matches!(map_status(tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted")), StoreError::Compacted { .. }));
+        assert!(matches!(map_status(tonic::Status::unavailable("connection refused")), StoreError::Unavailable(_)));
+        assert!(retryable(&tonic::Status::unavailable("etcdserver: leader changed")));
+        assert!(!retryable(&tonic::Status::invalid_argument("etcdserver: request is too large")));
+    }
+
+    #[test]
     fn core_keys_use_kube_layout_and_map_back() {
         assert_eq!(to_etcd("/registry/core/configmaps/default/a"), b"/registry/configmaps/default/a".to_vec());
         assert_eq!(from_etcd(b"/registry/configmaps/default/a"), "/registry/core/configmaps/default/a");
