@@ -29,6 +29,7 @@ pub mod selector;
 pub mod storage;
 pub mod table;
 pub mod validation;
+pub mod yaml;
 
 pub use error::{ApiError, FieldError};
 pub use registry::{ResourceType, RESOURCES};

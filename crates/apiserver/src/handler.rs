@@ -265,7 +265,7 @@ fn body_object(bytes: &[u8]) -> Option<Value> {
     if bytes.starts_with(skiff_api::protobuf::MAGIC) {
         return skiff_api::protobuf::decode(bytes).ok();
     }
-    serde_json::from_slice::<Value>(bytes).ok().or_else(|| serde_yaml::from_slice::<Value>(bytes).ok().filter(Value::is_object))
+    serde_json::from_slice::<Value>(bytes).ok().or_else(|| skiff_api::yaml::from_slice(bytes).ok().filter(Value::is_object))
 }
 
 /// The verb a request is counted under in `/metrics`.
@@ -901,7 +901,7 @@ fn decode(body: &[u8], ctype: &str) -> Result<Value, ApiError> {
     let v: Value = if ct == "application/vnd.kubernetes.protobuf" {
         skiff_api::protobuf::decode(body).map_err(ApiError::bad_request)?
     } else if ct.contains("yaml") {
-        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        skiff_api::yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
     };
