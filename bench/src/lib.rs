@@ -209,3 +209,13 @@ pub fn in_own_netns() -> anyhow::Result<bool> {
     }
     Ok(false)
 }
+
+/// The pod the API benchmarks create: labels, one container with a port
+/// and requests (defaulting, validation and admission all have work).
+pub fn bench_pod(name: &str) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.0", "ports": [{"containerPort": 8080}],
+                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    }))?)
+}

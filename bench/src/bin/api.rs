@@ -20,13 +20,6 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use skiff_bench::{client, etcd_puts, ms, rss_kib, run_clients, start_etcd, start_skiff, summarize};
 
-fn pod(name: &str) -> anyhow::Result<Pod> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.0", "ports": [{"containerPort": 8080}],
-                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
-    }))?)
-}
 
 
 async fn namespace(c: &kube::Client, name: &str) -> anyhow::Result<()> {
@@ -64,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         let s = run_clients(n, clients, move |i| {
             let api = api.clone();
             async move {
-                api.create(&PostParams::default(), &pod(&format!("p{i}"))?).await?;
+                api.create(&PostParams::default(), &skiff_bench::bench_pod(&format!("p{i}"))?).await?;
                 Ok(())
             }
         })
@@ -145,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         if let Ok(mut m) = sent.lock() {
             m.insert(name.clone(), Instant::now());
         }
-        wapi.create(&PostParams::default(), &pod(&name)?).await?;
+        wapi.create(&PostParams::default(), &skiff_bench::bench_pod(&name)?).await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for w in watchers {

@@ -27,13 +27,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use skiff_bench::{client, free_port, ms, run_clients, start_etcd, start_skiff, summarize, Figures};
 
-fn pod(name: &str) -> anyhow::Result<Pod> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.0", "ports": [{"containerPort": 8080}],
-                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
-    }))?)
-}
 
 async fn pod_creates(kubeconfig: &std::path::Path, n: usize, clients: usize, tag: &str) -> anyhow::Result<Figures> {
     let api: Api<Pod> = Api::namespaced(client(kubeconfig).await?, "default");
@@ -41,7 +34,7 @@ async fn pod_creates(kubeconfig: &std::path::Path, n: usize, clients: usize, tag
     run_clients(n, clients, move |i| {
         let (api, name) = (api.clone(), format!("{tag}-{i}"));
         async move {
-            api.create(&PostParams::default(), &pod(&name)?).await?;
+            api.create(&PostParams::default(), &skiff_bench::bench_pod(&name)?).await?;
             Ok(())
         }
     })

@@ -167,25 +167,12 @@ fn embedded(ip: &str) -> Vec<String> {
     ]
 }
 
-fn skiff(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(args).output().expect("run skiff");
-    assert!(out.status.success(), "skiff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn members(s: &Server) -> Vec<String> {
     let out = skiff(&["etcd", "member", "list", "--data-dir", &s.dir.path().display().to_string()]);
     out.lines().skip(1).filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
 }
 
-fn uid_and_rv(s: &Server, what: &[&str]) -> (String, i64) {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "jsonpath={.metadata.uid} {.metadata.resourceVersion}"]);
-    let out = ok(s, &args);
-    let (uid, rv) = out.split_once(' ').expect("uid and resourceVersion");
-    (uid.to_string(), rv.parse().expect("numeric resourceVersion"))
-}
 
 #[test]
 fn cluster_init_and_two_joining_servers_make_a_three_member_control_plane_that_snapshots_and_restores() {

@@ -10,20 +10,7 @@ use std::time::Duration;
 
 use common::*;
 
-fn skiff(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(args).output().expect("run skiff");
-    assert!(out.status.success(), "skiff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
-fn uid_and_rv(s: &Server, what: &[&str]) -> (String, i64) {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "jsonpath={.metadata.uid} {.metadata.resourceVersion}"]);
-    let out = ok(s, &args);
-    let (uid, rv) = out.split_once(' ').expect("uid and resourceVersion");
-    (uid.to_string(), rv.parse().expect("numeric resourceVersion"))
-}
 
 /// Removes the server's store (the database and its WAL), nothing else.
 fn wipe_store(s: &Server) {
