@@ -194,21 +194,9 @@ fn cluster_init_and_two_joining_servers_make_a_three_member_control_plane_that_s
     ok(&a, &["create", "namespace", "snap"]);
     ok(&c, &["create", "secret", "generic", "s", "-n", "snap", "--from-literal=password=hunter2"]);
     ok(&b, &["create", "deployment", "web", "-n", "snap", "--image=x", "--replicas=2"]);
-    let crd = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.example.com}
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-";
+    let crd = open_crd("widgets", "widget", "Widget");
     let dir = tempfile::tempdir().expect("tempdir");
-    ok(&a, &["apply", "-f", &manifest(&dir, "crd.yaml", crd)]);
+    ok(&a, &["apply", "-f", &manifest(&dir, "crd.yaml", &crd)]);
     wait_for(&c, 30, |c| kubectl(c, &["get", "widgets", "-n", "snap"]).0);
     ok(&c, &["apply", "-f", &manifest(&dir, "w.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: snap}\nspec: {size: 3}\n")]);
     for s in [&a, &b, &c] {

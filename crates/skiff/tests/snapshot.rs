@@ -26,20 +26,8 @@ fn a_sqlite_snapshot_of_a_live_server_restores_every_object_uid_and_resource_ver
     ok(&s, &["create", "namespace", "keep"]);
     ok(&s, &["create", "secret", "generic", "s", "-n", "keep", "--from-literal=password=hunter2"]);
     ok(&s, &["create", "deployment", "web", "-n", "keep", "--image=x", "--replicas=2"]);
-    let crd = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: gadgets.example.com}
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: gadgets, singular: gadget, kind: Gadget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-";
-    ok(&s, &["apply", "-f", &manifest(&dir, "crd.yaml", crd)]);
+    let crd = open_crd("gadgets", "gadget", "Gadget");
+    ok(&s, &["apply", "-f", &manifest(&dir, "crd.yaml", &crd)]);
     wait_for(&s, 30, |s| kubectl(s, &["get", "gadgets", "-n", "keep"]).0);
     ok(&s, &["apply", "-f", &manifest(&dir, "g.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1, namespace: keep}\nspec: {size: 3}\n")]);
     let objects = [

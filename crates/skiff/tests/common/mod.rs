@@ -287,3 +287,23 @@ pub fn uid_and_rv(s: &Server, what: &[&str]) -> (String, i64) {
     let (uid, rv) = out.split_once(' ').expect("uid and resourceVersion");
     (uid.to_string(), rv.parse().expect("numeric resourceVersion"))
 }
+
+/// A namespaced CRD `PLURAL.example.com` (kind `KIND`, version v1) whose
+/// objects keep any fields.
+pub fn open_crd(plural: &str, singular: &str, kind: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {plural}.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+"
+    )
+}

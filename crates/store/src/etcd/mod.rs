@@ -325,9 +325,8 @@ fn retryable(s: &tonic::Status) -> bool {
 /// Whether a failed call certainly never reached a member (so a write was
 /// not applied): the connection was refused or could not be made.
 fn sent_nothing(s: &tonic::Status) -> bool {
-    let m = s.message().to_ascii_lowercase();
+    let mut chain = s.message().to_ascii_lowercase();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    let mut chain = m.clone();
     while let Some(e) = source {
         chain.push_str(&e.to_string().to_ascii_lowercase());
         source = e.source();
