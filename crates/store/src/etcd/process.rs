@@ -41,13 +41,17 @@ pub struct MemberConfig {
     pub log_file: PathBuf,
 }
 
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
 /// The `etcd` binary: `$SKIFF_ETCD`, or `etcd` on the `PATH`.
 pub fn binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFF_ETCD") {
         return Ok(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.is_file()).ok_or_else(|| {
+    on_path("etcd").ok_or_else(|| {
         StoreError::Backend("etcd was not found on the PATH: install Debian's etcd-server package (apt-get install etcd-server) or set SKIFF_ETCD".into())
     })
 }
@@ -72,7 +76,17 @@ impl EtcdProcess {
             .open(&cfg.log_file)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", cfg.log_file.display())))?;
         let err = log.try_clone().map_err(|e| StoreError::Backend(e.to_string()))?;
-        let mut cmd = tokio::process::Command::new(&etcd);
+        // setpriv sets the parent-death signal without unsafe pre_exec code
+        // (as for the supervised containerd): if skiff is killed, its etcd
+        // goes too rather than lingering; its data is on disk.
+        let mut cmd = match on_path("setpriv") {
+            Some(setpriv) => {
+                let mut c = tokio::process::Command::new(setpriv);
+                c.args(["--pdeathsig", "KILL", "--"]).arg(&etcd);
+                c
+            }
+            None => tokio::process::Command::new(&etcd),
+        };
         cmd.arg("--name")
             .arg(&cfg.name)
             .arg("--data-dir")
