@@ -66,6 +66,10 @@ pub(crate) struct State {
     pub(crate) webhooks: Arc<crate::admission::webhook::WebhookClient>,
     /// What the aggregator knows of the servers APIServices name.
     pub(crate) aggregator: crate::aggregator::Aggregator,
+    /// Requests in flight, read-only and mutating apart.
+    pub(crate) in_flight: crate::limits::InFlight,
+    /// The longest a request that is not long-running may take.
+    pub(crate) request_timeout: std::time::Duration,
 }
 
 /// Creates the namespaces every cluster has.
@@ -202,6 +206,28 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
         }
     };
     emit("RequestReceived", None, None, None, None);
+    // After authentication, before authorization, as kube's chain: the
+    // in-flight limit and the deadline, for all but long-running requests.
+    // system:masters is exempt from the in-flight limit, as in kube, so an
+    // administrator can still reach a server that clients flood.
+    let long_running = crate::limits::is_long_running(&attrs.verb, &attrs.subresource, skiff_upgrade::is_upgrade(&req));
+    let deadline = match crate::limits::deadline(req.uri().query(), state.request_timeout) {
+        Ok(d) => d,
+        Err(e) => return error(&e),
+    };
+    let expires = tokio::time::Instant::now() + deadline;
+    let _in_flight = if long_running || user.groups.iter().any(|g| g == "system:masters") {
+        None
+    } else {
+        match state.in_flight.admit(crate::limits::is_mutating(req.method())) {
+            Ok(permit) => permit,
+            Err(e) => {
+                state.metrics.observe(metric_verb(&attrs), &attrs.resource, 429, started.elapsed().as_secs_f64());
+                emit("ResponseComplete", Some(429), None, None, None);
+                return error(&e);
+            }
+        }
+    };
     let reason = match state.authorizer.authorize(&state.cache, &user, &attrs) {
         Decision::Allow(why) => why,
         Decision::NoOpinion(why) => {
@@ -216,9 +242,10 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
     let (req, request_object) = match &record {
         Some((r, _)) if r.level >= crate::audit::Level::Request && matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) && !skiff_upgrade::is_upgrade(&req) => {
             let (parts, body) = req.into_parts();
-            let bytes = match read_body(Request::from_parts(parts.clone(), body)).await {
-                Ok(b) => b,
-                Err(e) => return error(&e),
+            let bytes = match tokio::time::timeout_at(expires, read_body(Request::from_parts(parts.clone(), body))).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return error(&e),
+                Err(_) => return error(&crate::limits::timed_out()),
             };
             let object = body_object(&bytes);
             (Request::from_parts(parts, http_body_util::Either::Right(http_body_util::Full::new(bytes))), object)
@@ -226,14 +253,24 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
         _ => (req, None),
     };
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
-    let resp = crate::respond::PROTOBUF
-        .scope(protobuf, async {
-            match route(state, req, &user).await {
-                Ok(r) => r,
-                Err(e) => error(&e),
-            }
-        })
-        .await;
+    let routed = crate::respond::PROTOBUF.scope(protobuf, async {
+        match route(state, req, &user).await {
+            Ok(r) => r,
+            Err(e) => error(&e),
+        }
+    });
+    // Past the deadline the request's work is dropped (not left running
+    // as kube's timeout filter leaves it): every store write is one atomic
+    // operation, so what was cut off is either wholly written or not at all,
+    // and the core it held is free at once.
+    let resp = if long_running {
+        routed.await
+    } else {
+        match tokio::time::timeout_at(expires, routed).await {
+            Ok(r) => r,
+            Err(_) => crate::respond::PROTOBUF.sync_scope(protobuf, || error(&crate::limits::timed_out())),
+        }
+    };
     let code = resp.status().as_u16();
     state.metrics.observe(metric_verb(&attrs), &attrs.resource, code, started.elapsed().as_secs_f64());
     let Some((r, _)) = &record else { return resp };

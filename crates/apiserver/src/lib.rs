@@ -23,6 +23,7 @@ pub mod encryption;
 mod eviction;
 mod handler;
 mod join;
+mod limits;
 mod metrics;
 mod peers;
 mod proxy;
@@ -37,6 +38,7 @@ mod write;
 pub use audit::{AuditConfig, AuditError};
 pub use auth::{TokenFile, TokenFileError};
 pub use join::SERVER_BOOTSTRAP_PATH;
+pub use limits::RequestLimits;
 pub use authz::Mode as AuthorizationMode;
 
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +131,10 @@ pub struct Config {
     /// the server token to publish the shared bootstrap data with, before
     /// the server reports ready.
     pub publish_bootstrap: Option<(Arc<dyn Store>, String)>,
+    /// The deadline and in-flight limits of every request
+    /// (`--request-timeout`, `--max-requests-inflight`,
+    /// `--max-mutating-requests-inflight`).
+    pub request_limits: RequestLimits,
 }
 
 /// Where the generated encryption configuration lives in a data dir.
@@ -266,6 +272,8 @@ impl ApiServer {
             crds: crd::CustomResources::default(),
             webhooks: Arc::new(admission::webhook::WebhookClient::new(pki.ca_cert_pem())),
             aggregator: Default::default(),
+            in_flight: limits::InFlight::new(&cfg.request_limits),
+            request_timeout: cfg.request_limits.timeout,
         });
         // The address pods reach this server at: the one it is bound to, or
         // when bound to every address the host's first IPv4 one (as

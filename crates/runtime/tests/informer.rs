@@ -34,6 +34,7 @@ async fn serve(dir: &std::path::Path, port: u16, store: Arc<dyn Store>) -> (u16,
         advertise_address: None,
         server_join: None,
         publish_bootstrap: None,
+        request_limits: Default::default(),
     };
     let server = skiff_apiserver::ApiServer::bind(cfg, store).await.expect("the API server binds");
     let port = server.local_addr.port();

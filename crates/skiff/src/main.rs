@@ -419,7 +419,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => 3600.0,
         _ => return Err(format!("invalid duration {s:?}: the unit is one of ms, s, m, h")),
     };
-    Ok(std::time::Duration::from_secs_f64(n * scale))
+    std::time::Duration::try_from_secs_f64(n * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 #[derive(Args)]
@@ -486,6 +486,18 @@ struct ServerArgs {
     /// address when bound to all).
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// The longest a request may take before it is answered with a 504
+    /// `Timeout` (watches, logs, exec and other streams excepted); a
+    /// request's own `?timeout=` can only shorten it.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    request_timeout: std::time::Duration,
+    /// Read-only requests served at once; past it a request is answered
+    /// 429 with `Retry-After` (0: no limit; system:masters is not counted).
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests served at once; past it, 429 (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
     /// Components not to run in-process (comma-separated: scheduler,
     /// controllers, agent, proxy, dns, cloud-controller).
     #[arg(long, value_delimiter = ',')]
@@ -891,6 +903,11 @@ async fn server(args: ServerArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         tls_san: args.tls_san.clone(),
         compaction_interval: std::time::Duration::from_secs(compaction_interval.max(1)),
         advertise_address: args.advertise_address,
+        request_limits: skiff_apiserver::RequestLimits {
+            timeout: args.request_timeout,
+            max_inflight: args.max_requests_inflight,
+            max_mutating_inflight: args.max_mutating_requests_inflight,
+        },
         server_join,
         publish_bootstrap: (!joined).then(|| (store.clone(), token.clone())),
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
