@@ -22,33 +22,143 @@ fn gvk(rt: &ResourceType) -> Value {
     json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}])
 }
 
-fn param(name: &str, location: &str, required: bool) -> Value {
-    json!({"name": name, "in": location, "required": required, "schema": {"type": "string", "uniqueItems": true}})
+/// The group's part of kube's operation ids: `CoreV1`, `AppsV1`,
+/// `RbacAuthorizationV1` (`.k8s.io` dropped, each dot-separated word
+/// capitalised), `ExampleComV1` for a custom group.
+fn operation_group(rt: &ResourceType) -> String {
+    let group = if rt.group.is_empty() { "core" } else { rt.group.strip_suffix(".k8s.io").unwrap_or(rt.group) };
+    let mut out = String::new();
+    for word in group.split(['.', '-']).filter(|w| !w.is_empty()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    let mut version = rt.version.chars();
+    if let Some(first) = version.next() {
+        out.extend(first.to_uppercase());
+        out.push_str(version.as_str());
+    }
+    out
 }
 
-fn op(rt: &ResourceType, verb: &str, action: &str, params: &[&str], body: bool, schema_ref: &str) -> Value {
-    let mut o = json!({
-        "operationId": format!("{verb}{}", rt.kind),
-        "description": format!("{verb} the specified {}", rt.kind),
-        "tags": [rt.api_version()],
-        "x-kubernetes-action": action,
-        "x-kubernetes-group-version-kind": gvk(rt)[0].clone(),
-        "parameters": params.iter().map(|p| param(p, "query", false)).collect::<Vec<_>>(),
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": schema_ref}}}}},
-    });
-    if body {
-        let ct = if action == "patch" {
-            vec!["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"]
-        } else {
-            vec!["application/json"]
-        };
-        let content: Map<String, Value> = ct
-            .into_iter()
-            .map(|c| (c.to_string(), json!({"schema": if action == "patch" { json!({"type": "object"}) } else { json!({"$ref": schema_ref}) }})))
-            .collect();
-        o["requestBody"] = json!({"content": content, "required": true});
+/// A query parameter, typed as kube-apiserver reads it.
+fn query_param(name: &str) -> Value {
+    let (ty, description) = match name {
+        "allowWatchBookmarks" => ("boolean", "Asks a watch for BOOKMARK events."),
+        "continue" => ("string", "The continue token of the previous page of a list."),
+        "dryRun" => ("string", "`All` processes the request without persisting it."),
+        "fieldManager" => ("string", "The name of the actor making the change, recorded in managedFields."),
+        "fieldSelector" => ("string", "Restricts the list to objects whose fields match."),
+        "fieldValidation" => ("string", "What to do with unknown or duplicate fields: Ignore, Warn or Strict."),
+        "force" => ("boolean", "Server-side apply takes fields other managers own."),
+        "gracePeriodSeconds" => ("integer", "Seconds before the object is deleted; 0 deletes it at once."),
+        "labelSelector" => ("string", "Restricts the list to objects whose labels match."),
+        "limit" => ("integer", "The most objects one page of a list holds."),
+        "pretty" => ("string", "Indents the output."),
+        "propagationPolicy" => ("string", "How dependents are garbage collected: Orphan, Background or Foreground."),
+        "resourceVersion" => ("string", "The resourceVersion the list or watch starts from."),
+        "resourceVersionMatch" => ("string", "How resourceVersion applies to a list: Exact or NotOlderThan."),
+        "sendInitialEvents" => ("boolean", "A watch starts with the current objects, then a bookmark."),
+        "timeoutSeconds" => ("integer", "How long a list or watch call may last."),
+        "watch" => ("boolean", "Watch for changes instead of listing."),
+        _ => ("string", ""),
+    };
+    let mut schema = json!({"type": ty});
+    if ty == "string" {
+        schema["uniqueItems"] = json!(true);
     }
-    o
+    json!({"name": name, "in": "query", "description": description, "schema": schema})
+}
+
+fn path_param(name: &str) -> Value {
+    let description = if name == "namespace" { "object name and auth scope, such as for teams and projects" } else { "name of the object" };
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+/// The media types an object answer comes in.
+fn answer(description: &str, schema_ref: &str) -> Value {
+    let content: Map<String, Value> = ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"]
+        .into_iter()
+        .map(|c| (c.to_string(), json!({"schema": {"$ref": schema_ref}})))
+        .collect();
+    json!({"description": description, "content": content})
+}
+
+const LIST_PARAMS: [&str; 11] = [
+    "allowWatchBookmarks",
+    "continue",
+    "fieldSelector",
+    "labelSelector",
+    "limit",
+    "pretty",
+    "resourceVersion",
+    "resourceVersionMatch",
+    "sendInitialEvents",
+    "timeoutSeconds",
+    "watch",
+];
+const WRITE_PARAMS: [&str; 3] = ["dryRun", "fieldManager", "fieldValidation"];
+const PATCH_PARAMS: [&str; 4] = ["dryRun", "fieldManager", "fieldValidation", "force"];
+const DELETE_PARAMS: [&str; 3] = ["dryRun", "gracePeriodSeconds", "propagationPolicy"];
+
+const STATUS_REF: &str = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+const DELETE_OPTIONS_REF: &str = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
+const PATCH_REF: &str = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
+
+/// One operation, as kube-apiserver documents it.
+struct Operation<'a> {
+    rt: &'a ResourceType,
+    /// `read`, `list`, `create`, ...: the operation id's first word.
+    verb: &'a str,
+    /// `x-kubernetes-action`.
+    action: &'a str,
+    /// `Namespaced`, `ForAllNamespaces` or empty, placed as kube does.
+    scope: &'a str,
+    /// `Status`, `Scale` or empty.
+    suffix: &'a str,
+    description: String,
+    params: &'a [&'a str],
+    /// The request body's schema and media types.
+    body: Option<(&'a str, Vec<&'a str>)>,
+    /// Status codes and the schema each answers with.
+    responses: Vec<(&'a str, &'a str)>,
+}
+
+impl Operation<'_> {
+    fn to_json(&self) -> Value {
+        let rt = self.rt;
+        let (prefix, suffix) = if self.scope == "ForAllNamespaces" { ("", "ForAllNamespaces") } else { (self.scope, "") };
+        let id = format!("{}{}{prefix}{}{}{suffix}", self.verb, operation_group(rt), rt.kind, self.suffix);
+        let mut responses: Map<String, Value> = self
+            .responses
+            .iter()
+            .map(|(code, schema)| {
+                let description = match *code {
+                    "201" => "Created",
+                    "202" => "Accepted",
+                    _ => "OK",
+                };
+                (code.to_string(), answer(description, schema))
+            })
+            .collect();
+        responses.insert("401".into(), json!({"description": "Unauthorized"}));
+        let mut o = json!({
+            "operationId": id,
+            "description": self.description,
+            "tags": [format!("{}_{}", if rt.group.is_empty() { "core" } else { rt.group }, rt.version)],
+            "x-kubernetes-action": self.action,
+            "x-kubernetes-group-version-kind": gvk(rt)[0].clone(),
+            "parameters": self.params.iter().map(|p| query_param(p)).collect::<Vec<_>>(),
+            "responses": responses,
+        });
+        if let Some((schema, types)) = &self.body {
+            let content: Map<String, Value> = types.iter().map(|c| (c.to_string(), json!({"schema": {"$ref": schema}}))).collect();
+            o["requestBody"] = json!({"content": content, "required": self.verb != "delete" && self.verb != "deletecollection"});
+        }
+        o
+    }
 }
 
 /// The OpenAPI v3 document of one built-in group version, or `None` if
@@ -92,57 +202,35 @@ pub fn document(rts: &[&ResourceType]) -> Option<Value> {
                 let meta = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
                 let mut schema = c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
                 if let Some(props) = schema.as_object_mut().map(|o| o.entry("properties").or_insert_with(|| json!({}))).and_then(Value::as_object_mut) {
-                    props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
-                    props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+                    props.insert(
+                        "apiVersion".into(),
+                        json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}),
+                    );
+                    props.insert(
+                        "kind".into(),
+                        json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}),
+                    );
                     props.insert("metadata".into(), serde_json::to_value(&meta).unwrap_or_default());
                 }
                 custom_schemas.insert(name.clone(), schema);
             }
         }
-        let schema_ref = format!("#/components/schemas/{name}");
-        let base = format!("/{}", gv_path(rt.group, rt.version));
-        let (collection, item) = if rt.namespaced {
-            (format!("{base}/namespaces/{{namespace}}/{}", rt.plural), format!("{base}/namespaces/{{namespace}}/{}/{{name}}", rt.plural))
-        } else {
-            (format!("{base}/{}", rt.plural), format!("{base}/{}/{{name}}", rt.plural))
-        };
-        let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
-        let mut path_params = vec![param("name", "path", true)];
-        if rt.namespaced {
-            path_params.push(param("namespace", "path", true));
-        }
-        paths.insert(
-            item.clone(),
-            json!({
-                "parameters": path_params,
-                "get": op(rt, "read", "get", &["pretty"], false, &schema_ref),
-                "put": op(rt, "replace", "put", &write, true, &schema_ref),
-                "patch": op(rt, "patch", "patch", &["dryRun", "fieldManager", "fieldValidation", "force", "pretty"], true, &schema_ref),
-                "delete": op(rt, "delete", "delete", &["dryRun", "gracePeriodSeconds", "propagationPolicy"], false, &schema_ref),
-            }),
-        );
-        let mut coll = json!({
-            "get": op(rt, "list", "list", &["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch"], false, &schema_ref),
-            "post": op(rt, "create", "post", &write, true, &schema_ref),
-        });
-        if rt.namespaced {
-            coll["parameters"] = json!([param("namespace", "path", true)]);
-        }
-        paths.insert(collection, coll);
-        for sub in ["status", "scale"].into_iter().filter(|s| (*s == "status" && rt.status) || (*s == "scale" && rt.scale)) {
-            paths.insert(
-                format!("{item}/{sub}"),
-                json!({
-                    "get": op(rt, "read", "get", &["pretty"], false, &schema_ref),
-                    "put": op(rt, "replace", "put", &write, true, &schema_ref),
-                    "patch": op(rt, "patch", "patch", &["dryRun", "fieldManager", "fieldValidation", "force"], true, &schema_ref),
-                }),
-            );
-        }
+        paths_of(rt, &name, &mut paths);
+    }
+    // What the operations refer to besides the kinds themselves.
+    let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
+    let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
+    let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Patch>();
+    let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
+    if rts.iter().any(|rt| rt.scale) {
+        let _ = generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
     }
     let mut schemas = generator.take_definitions(true);
     annotate_patch_strategies(&mut schemas);
     schemas.extend(custom_schemas);
+    for rt in rts {
+        schemas.insert(list_schema_name(rt), list_schema(rt));
+    }
     for rt in rts {
         if let Some(s) = schemas.get_mut(&schema_name_of(rt)).and_then(Value::as_object_mut) {
             s.insert("x-kubernetes-group-version-kind".into(), gvk(rt));
@@ -154,6 +242,158 @@ pub fn document(rts: &[&ResourceType]) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+fn list_schema_name(rt: &ResourceType) -> String {
+    format!("{}List", schema_name_of(rt))
+}
+
+/// `<Kind>List`: kube's list of a kind (no Rust type carries its schema).
+fn list_schema(rt: &ResourceType) -> Value {
+    json!({
+        "description": format!("{}List is a list of {}.", rt.kind, rt.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
+            "items": {"type": "array", "description": format!("List of {}.", rt.plural),
+                "items": {"$ref": format!("#/components/schemas/{}", schema_name_of(rt))}},
+            "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
+            "metadata": {"description": "Standard list metadata.",
+                "allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"}]},
+        },
+        "x-kubernetes-group-version-kind": [{"group": rt.group, "version": rt.version, "kind": format!("{}List", rt.kind)}],
+    })
+}
+
+/// The paths of one resource type, with the operations kube-apiserver
+/// documents on each (the deprecated `/watch/` paths left out).
+fn paths_of(rt: &ResourceType, schema_name: &str, paths: &mut Map<String, Value>) {
+    let object = format!("#/components/schemas/{schema_name}");
+    let list = format!("#/components/schemas/{}", list_schema_name(rt));
+    let scale = "#/components/schemas/io.k8s.api.autoscaling.v1.Scale".to_string();
+    let kind = rt.kind;
+    let scope = if rt.namespaced { "Namespaced" } else { "" };
+    // Custom resources take no strategic merge patch (415), as in kube.
+    let mut patch_types = vec!["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json"];
+    if rt.custom.is_none() {
+        patch_types.push("application/strategic-merge-patch+json");
+    }
+    // A Pod or Namespace answers a delete with itself (it goes away
+    // gracefully); other kinds with a Status once gone.
+    let deleted = if matches!(kind, "Pod" | "Namespace") && rt.custom.is_none() { object.as_str() } else { STATUS_REF };
+    let base = format!("/{}", gv_path(rt.group, rt.version));
+    let collection = if rt.namespaced { format!("{base}/namespaces/{{namespace}}/{}", rt.plural) } else { format!("{base}/{}", rt.plural) };
+    let item = format!("{collection}/{{name}}");
+    let mut item_params = vec![path_param("name")];
+    let mut collection_params = vec![];
+    if rt.namespaced {
+        item_params.push(path_param("namespace"));
+        collection_params.push(path_param("namespace"));
+    }
+    item_params.push(query_param("pretty"));
+    collection_params.push(query_param("pretty"));
+    let op = |verb: &'static str, action: &'static str, suffix: &'static str, description: String| Operation {
+        rt,
+        verb,
+        action,
+        scope,
+        suffix,
+        description,
+        params: &[],
+        body: None,
+        responses: vec![],
+    };
+    let mut coll = json!({"parameters": collection_params});
+    coll["get"] =
+        Operation { params: &LIST_PARAMS, responses: vec![("200", &list)], ..op("list", "list", "", format!("list or watch objects of kind {kind}")) }
+            .to_json();
+    coll["post"] = Operation {
+        params: &WRITE_PARAMS,
+        body: Some((&object, vec!["application/json", "application/yaml"])),
+        responses: vec![("200", &object), ("201", &object), ("202", &object)],
+        ..op("create", "post", "", format!("create a {kind}"))
+    }
+    .to_json();
+    coll["delete"] = Operation {
+        params: &[
+            "continue",
+            "dryRun",
+            "fieldSelector",
+            "gracePeriodSeconds",
+            "labelSelector",
+            "limit",
+            "propagationPolicy",
+            "resourceVersion",
+            "resourceVersionMatch",
+            "timeoutSeconds",
+        ],
+        body: Some((DELETE_OPTIONS_REF, vec!["application/json"])),
+        responses: vec![("200", STATUS_REF)],
+        ..op("deletecollection", "deletecollection", "", format!("delete collection of {kind}"))
+    }
+    .to_json();
+    paths.insert(collection, coll);
+
+    let mut one = json!({"parameters": item_params.clone()});
+    one["get"] = Operation { responses: vec![("200", &object)], ..op("read", "get", "", format!("read the specified {kind}")) }.to_json();
+    one["put"] = Operation {
+        params: &WRITE_PARAMS,
+        body: Some((&object, vec!["application/json", "application/yaml"])),
+        responses: vec![("200", &object), ("201", &object)],
+        ..op("replace", "put", "", format!("replace the specified {kind}"))
+    }
+    .to_json();
+    one["patch"] = Operation {
+        params: &PATCH_PARAMS,
+        body: Some((PATCH_REF, patch_types.clone())),
+        responses: vec![("200", &object), ("201", &object)],
+        ..op("patch", "patch", "", format!("partially update the specified {kind}"))
+    }
+    .to_json();
+    one["delete"] = Operation {
+        params: &DELETE_PARAMS,
+        body: Some((DELETE_OPTIONS_REF, vec!["application/json"])),
+        responses: vec![("200", deleted), ("202", deleted)],
+        ..op("delete", "delete", "", format!("delete a {kind}"))
+    }
+    .to_json();
+    paths.insert(item.clone(), one);
+
+    for (sub, suffix, schema) in [("status", "Status", &object), ("scale", "Scale", &scale)] {
+        if (sub == "status" && !rt.status) || (sub == "scale" && !rt.scale) {
+            continue;
+        }
+        let mut s = json!({"parameters": item_params.clone()});
+        s["get"] = Operation { responses: vec![("200", schema)], ..op("read", "get", suffix, format!("read {sub} of the specified {kind}")) }.to_json();
+        s["put"] = Operation {
+            params: &WRITE_PARAMS,
+            body: Some((schema, vec!["application/json", "application/yaml"])),
+            responses: vec![("200", schema), ("201", schema)],
+            ..op("replace", "put", suffix, format!("replace {sub} of the specified {kind}"))
+        }
+        .to_json();
+        s["patch"] = Operation {
+            params: &PATCH_PARAMS,
+            body: Some((PATCH_REF, patch_types.clone())),
+            responses: vec![("200", schema), ("201", schema)],
+            ..op("patch", "patch", suffix, format!("partially update {sub} of the specified {kind}"))
+        }
+        .to_json();
+        paths.insert(format!("{item}/{sub}"), s);
+    }
+
+    if rt.namespaced {
+        let mut all = json!({});
+        all["get"] = Operation {
+            scope: "ForAllNamespaces",
+            params: &LIST_PARAMS,
+            responses: vec![("200", &list)],
+            ..op("list", "list", "", format!("list or watch objects of kind {kind}"))
+        }
+        .to_json();
+        paths.insert(format!("{base}/{}", rt.plural), all);
+    }
 }
 
 /// Marks list fields with the strategic-merge metadata kubectl reads from

@@ -45,6 +45,18 @@ fn schema_v2(v: &Value) -> Value {
     }
 }
 
+/// v3's `{name, in, schema: {type}}` is v2's `{name, in, type}`.
+fn parameter_v2(p: &Value) -> Value {
+    let mut out = json!({"name": p["name"], "in": p["in"], "required": p.get("required").cloned().unwrap_or(json!(false))});
+    if let Some(d) = p.get("description") {
+        out["description"] = d.clone();
+    }
+    for (k, v) in p.get("schema").and_then(Value::as_object).into_iter().flatten() {
+        out[k.as_str()] = v.clone();
+    }
+    out
+}
+
 fn operation_v2(op: &Value, path_params: &[Value]) -> Value {
     let mut out = Map::new();
     for k in ["operationId", "description", "tags", "x-kubernetes-action", "x-kubernetes-group-version-kind"] {
@@ -54,8 +66,7 @@ fn operation_v2(op: &Value, path_params: &[Value]) -> Value {
     }
     let mut params: Vec<Value> = path_params.to_vec();
     for p in op.get("parameters").and_then(Value::as_array).into_iter().flatten() {
-        params.push(json!({"name": p["name"], "in": p["in"], "type": "string", "uniqueItems": true,
-            "required": p.get("required").cloned().unwrap_or(json!(false))}));
+        params.push(parameter_v2(p));
     }
     if let Some(content) = op.pointer("/requestBody/content").and_then(Value::as_object) {
         out.insert("consumes".into(), json!(content.keys().collect::<Vec<_>>()));
@@ -89,13 +100,7 @@ pub fn document() -> Value {
             definitions.entry(name.clone()).or_insert_with(|| schema_v2(s));
         }
         for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
-            let path_params: Vec<Value> = item
-                .get("parameters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| json!({"name": p["name"], "in": p["in"], "type": "string", "uniqueItems": true, "required": true}))
-                .collect();
+            let path_params: Vec<Value> = item.get("parameters").and_then(Value::as_array).into_iter().flatten().map(parameter_v2).collect();
             let mut out = Map::new();
             for (verb, op) in item.as_object().into_iter().flatten().filter(|(k, _)| *k != "parameters") {
                 out.insert(verb.clone(), operation_v2(op, &path_params));
@@ -231,17 +236,24 @@ fn parameter_pb(p: &Value) -> Vec<u8> {
         b.bytes(5, &schema_pb(&p["schema"]));
         param.bytes(1, &b.into_inner());
     } else {
-        // Query (3) and path (4) sub-schemas: required 1, in 2, name 4,
-        // then type (6 for query, 5 for path) and uniqueItems (20, 19).
+        // Query (3) and path (4) sub-schemas: required 1, in 2,
+        // description 3, name 4, then type (6 for query, 5 for path) and
+        // uniqueItems (20, 19).
         let path = s("in") == "path";
         let mut q = Writer::default();
         if required {
             q.varint_field(1, 1);
         }
         q.bytes(2, s("in").as_bytes());
+        if !s("description").is_empty() {
+            q.bytes(3, s("description").as_bytes());
+        }
         q.bytes(4, s("name").as_bytes());
-        q.bytes(if path { 5 } else { 6 }, b"string");
-        q.varint_field(if path { 19 } else { 20 }, 1);
+        let ty = s("type");
+        q.bytes(if path { 5 } else { 6 }, if ty.is_empty() { b"string".as_slice() } else { ty.as_bytes() });
+        if p.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
+            q.varint_field(if path { 19 } else { 20 }, 1);
+        }
         let mut nb = Writer::default();
         nb.bytes(if path { 4 } else { 3 }, &q.into_inner());
         param.bytes(2, &nb.into_inner());

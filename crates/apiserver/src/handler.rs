@@ -603,6 +603,9 @@ async fn verb(
                     |cur| {
                         let mut new = cur.clone();
                         apply_patch(&mut new, &ct, &p)?;
+                        if !new.is_object() {
+                            return Err(ApiError::bad_request(format!("the patched {} is {}, not an object", rt.kind, json_kind(&new))));
+                        }
                         // Only a resourceVersion the patch itself names is a
                         // precondition; otherwise lost races are retried.
                         if !pins_resource_version(&p) {
@@ -630,6 +633,11 @@ async fn verb(
 
 /// Applies a JSON, merge or strategic merge patch of content type `ct`.
 fn apply_patch(target: &mut Value, ct: &str, p: &Value) -> Result<(), ApiError> {
+    // A merge patch that is not an object would replace the whole object
+    // with a scalar or a list; kube refuses such a body when it decodes it.
+    if ct != "application/json-patch+json" && !p.is_object() {
+        return Err(ApiError::bad_request(format!("error decoding patch: a {ct} patch is a JSON object, not {}", json_kind(p))));
+    }
     match ct {
         "application/json-patch+json" => patch::json_patch(target, p).map_err(|e| ApiError::new(422, "Invalid", e)),
         "application/merge-patch+json" => {
@@ -638,6 +646,18 @@ fn apply_patch(target: &mut Value, ct: &str, p: &Value) -> Result<(), ApiError> 
         }
         "application/strategic-merge-patch+json" => patch::strategic_merge(target, p).map_err(ApiError::bad_request),
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// What a JSON value is, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
