@@ -227,6 +227,7 @@ pub fn document(rts: &[&ResourceType]) -> Option<Value> {
     }
     let mut schemas = generator.take_definitions(true);
     annotate_patch_strategies(&mut schemas);
+    annotate_enums(&mut schemas);
     schemas.extend(custom_schemas);
     for rt in rts {
         schemas.insert(list_schema_name(rt), list_schema(rt));
@@ -396,6 +397,30 @@ fn paths_of(rt: &ResourceType, schema_name: &str, paths: &mut Map<String, Value>
     }
 }
 
+/// String fields whose values validation restricts to a list: each
+/// schema's property gets that list as its `enum`.
+const ENUMS: &[(&str, &str, &[&str])] = {
+    use crate::validation::*;
+    &[
+        ("io.k8s.api.core.v1.ServiceSpec", "type", SERVICE_TYPES),
+        ("io.k8s.api.core.v1.ServicePort", "protocol", SERVICE_PROTOCOLS),
+        ("io.k8s.api.core.v1.Container", "imagePullPolicy", PULL_POLICIES),
+        ("io.k8s.api.core.v1.PodSpec", "dnsPolicy", DNS_POLICIES),
+        ("io.k8s.api.core.v1.PodSpec", "restartPolicy", POD_RESTART_POLICIES),
+        ("io.k8s.api.scheduling.v1.PriorityClass", "preemptionPolicy", PREEMPTION_POLICIES),
+        ("io.k8s.api.storage.v1.StorageClass", "reclaimPolicy", RECLAIM_POLICIES),
+        ("io.k8s.api.storage.v1.StorageClass", "volumeBindingMode", VOLUME_BINDING_MODES),
+    ]
+};
+
+fn annotate_enums(schemas: &mut Map<String, Value>) {
+    for (def, property, values) in ENUMS {
+        if let Some(p) = schemas.get_mut(*def).and_then(|s| s.pointer_mut(&format!("/properties/{property}"))).and_then(Value::as_object_mut) {
+            p.insert("enum".into(), json!(values));
+        }
+    }
+}
+
 /// Marks list fields with the strategic-merge metadata kubectl reads from
 /// the schema (`x-kubernetes-patch-merge-key`, `x-kubernetes-patch-strategy`)
 /// to compute `apply` patches; it comes from the same table the server's
@@ -451,5 +476,8 @@ mod tests {
         assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
         assert!(schema["properties"]["spec"].is_object());
         assert!(group_version_document("nope", "v1").is_none());
+        let core = group_version_document("", "v1").expect("served");
+        assert_eq!(core["components"]["schemas"]["io.k8s.api.core.v1.ServiceSpec"]["properties"]["type"]["enum"], json!(crate::validation::SERVICE_TYPES));
+        assert_eq!(core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["dnsPolicy"]["enum"], json!(crate::validation::DNS_POLICIES));
     }
 }

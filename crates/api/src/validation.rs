@@ -127,6 +127,25 @@ fn validate_metadata(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>)
 }
 
 /// The usages a certificate request may ask for (kube's `KeyUsage`s).
+/// The values validation accepts for enum-like string fields. The OpenAPI
+/// documents carry the same lists as `enum` (`openapi::ENUMS`), so what
+/// a schema-driven client reads is what the server enforces.
+pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+/// A Service port's `protocol`.
+pub const SERVICE_PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+/// A container's `imagePullPolicy`.
+pub const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+/// A pod's `dnsPolicy`.
+pub const DNS_POLICIES: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
+/// A pod's `restartPolicy` (workloads' templates allow subsets).
+pub const POD_RESTART_POLICIES: &[&'static str] = &["Always", "OnFailure", "Never"];
+/// A PriorityClass's `preemptionPolicy`.
+pub const PREEMPTION_POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
+/// A StorageClass's `reclaimPolicy`.
+pub const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
+/// A StorageClass's `volumeBindingMode`.
+pub const VOLUME_BINDING_MODES: &[&str] = &["Immediate", "WaitForFirstConsumer"];
+
 const CERTIFICATE_USAGES: &[&str] = &[
     "signing",
     "digital signature",
@@ -223,7 +242,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         "APIService" => crate::apiregistration::validate(obj, &mut errs),
         "Pod" => {
             if let Some(spec) = spec {
-                pod_spec("spec", spec, &mut errs, &["Always", "OnFailure", "Never"]);
+                pod_spec("spec", spec, &mut errs, POD_RESTART_POLICIES);
             } else {
                 errs.push(FieldError::required("spec.containers", ""));
             }
@@ -264,7 +283,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             }
         }
         "PodTemplate" => match obj.pointer("/template/spec") {
-            Some(ps) => pod_spec("template.spec", ps, &mut errs, &["Always", "OnFailure", "Never"]),
+            Some(ps) => pod_spec("template.spec", ps, &mut errs, POD_RESTART_POLICIES),
             None => errs.push(FieldError::required("template.spec.containers", "")),
         },
         "Role" | "ClusterRole" => crate::rbac::validate_role(rt.kind == "Role", obj, &mut errs),
@@ -284,7 +303,11 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             let pv = obj.pointer("/spec/source/persistentVolumeName").is_some_and(|v| !v.is_null());
             let inline = obj.pointer("/spec/source/inlineVolumeSpec").is_some_and(|v| !v.is_null());
             if pv == inline {
-                errs.push(FieldError::invalid("spec.source", obj.pointer("/spec/source").cloned().unwrap_or(Value::Null), "must specify exactly one of inlineVolumeSpec and persistentVolumeName"));
+                errs.push(FieldError::invalid(
+                    "spec.source",
+                    obj.pointer("/spec/source").cloned().unwrap_or(Value::Null),
+                    "must specify exactly one of inlineVolumeSpec and persistentVolumeName",
+                ));
             }
         }
         "PriorityClass" => {
@@ -298,8 +321,8 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
                 Some(_) => {}
             }
             if let Some(p) = obj.get("preemptionPolicy").and_then(Value::as_str) {
-                if !matches!(p, "PreemptLowerPriority" | "Never") {
-                    errs.push(FieldError::not_supported("preemptionPolicy", p, &["Never", "PreemptLowerPriority"]));
+                if !PREEMPTION_POLICIES.contains(&p) {
+                    errs.push(FieldError::not_supported("preemptionPolicy", p, PREEMPTION_POLICIES));
                 }
             }
         }
@@ -308,13 +331,13 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
                 errs.push(FieldError::required("provisioner", ""));
             }
             if let Some(p) = obj.get("reclaimPolicy").and_then(Value::as_str) {
-                if !matches!(p, "Delete" | "Retain") {
-                    errs.push(FieldError::not_supported("reclaimPolicy", p, &["Delete", "Retain"]));
+                if !RECLAIM_POLICIES.contains(&p) {
+                    errs.push(FieldError::not_supported("reclaimPolicy", p, RECLAIM_POLICIES));
                 }
             }
             if let Some(m) = obj.get("volumeBindingMode").and_then(Value::as_str) {
-                if !matches!(m, "Immediate" | "WaitForFirstConsumer") {
-                    errs.push(FieldError::not_supported("volumeBindingMode", m, &["Immediate", "WaitForFirstConsumer"]));
+                if !VOLUME_BINDING_MODES.contains(&m) {
+                    errs.push(FieldError::not_supported("volumeBindingMode", m, VOLUME_BINDING_MODES));
                 }
             }
         }
@@ -411,9 +434,8 @@ fn workload(spec: Option<&Value>, errs: &mut Vec<FieldError>, restart: &[&'stati
 fn service(spec: Option<&Value>, errs: &mut Vec<FieldError>) {
     let Some(spec) = spec else { return };
     let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
-    const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
-    if !TYPES.contains(&ty) {
-        errs.push(FieldError::not_supported("spec.type", ty, TYPES));
+    if !SERVICE_TYPES.contains(&ty) {
+        errs.push(FieldError::not_supported("spec.type", ty, SERVICE_TYPES));
     }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     let ports = spec.get("ports").and_then(Value::as_array);
@@ -438,8 +460,8 @@ fn service(spec: Option<&Value>, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::duplicate(format!("{f}.name"), name));
         }
         let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-        if !["TCP", "UDP", "SCTP"].contains(&proto) {
-            errs.push(FieldError::not_supported(format!("{f}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
+        if !SERVICE_PROTOCOLS.contains(&proto) {
+            errs.push(FieldError::not_supported(format!("{f}.protocol"), proto, SERVICE_PROTOCOLS));
         }
     }
 }
@@ -476,9 +498,8 @@ pub fn pod_spec(path: &str, spec: &Value, errs: &mut Vec<FieldError>, restart: &
                 errs.push(FieldError::required(format!("{f}.image"), ""));
             }
             if let Some(p) = c.get("imagePullPolicy").and_then(Value::as_str) {
-                const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
-                if !POLICIES.contains(&p) {
-                    errs.push(FieldError::not_supported(format!("{f}.imagePullPolicy"), p, POLICIES));
+                if !PULL_POLICIES.contains(&p) {
+                    errs.push(FieldError::not_supported(format!("{f}.imagePullPolicy"), p, PULL_POLICIES));
                 }
             }
             for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -511,9 +532,8 @@ pub fn pod_spec(path: &str, spec: &Value, errs: &mut Vec<FieldError>, restart: &
         errs.push(FieldError::required(format!("{path}.restartPolicy"), ""));
     }
     if let Some(dns) = spec.get("dnsPolicy").and_then(Value::as_str) {
-        const DNS: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
-        if !DNS.contains(&dns) {
-            errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), dns, DNS));
+        if !DNS_POLICIES.contains(&dns) {
+            errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), dns, DNS_POLICIES));
         }
     }
 }
@@ -576,16 +596,14 @@ fn immutability(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec<Fiel
                 errs.push(FieldError::invalid("status.conditions", "Approved, Denied", "Approved and Denied conditions are mutually exclusive"));
             }
         }
-        "RoleBinding" | "ClusterRoleBinding"
-            if new.get("roleRef") != old.get("roleRef") => {
-                errs.push(FieldError::invalid("roleRef", new.get("roleRef").cloned().unwrap_or(Value::Null), "cannot change roleRef"));
-            }
+        "RoleBinding" | "ClusterRoleBinding" if new.get("roleRef") != old.get("roleRef") => {
+            errs.push(FieldError::invalid("roleRef", new.get("roleRef").cloned().unwrap_or(Value::Null), "cannot change roleRef"));
+        }
         "IngressClass" => immutable("spec.controller", new.pointer("/spec/controller"), old.pointer("/spec/controller"), errs),
         "RuntimeClass" => immutable("handler", new.get("handler"), old.get("handler"), errs),
-        "VolumeAttachment"
-            if new.get("spec") != old.get("spec") => {
-                errs.push(FieldError::invalid("spec", new.get("spec").cloned().unwrap_or(Value::Null), "field is immutable"));
-            }
+        "VolumeAttachment" if new.get("spec") != old.get("spec") => {
+            errs.push(FieldError::invalid("spec", new.get("spec").cloned().unwrap_or(Value::Null), "field is immutable"));
+        }
         "CSIDriver" => {
             // storageCapacity and the rest may change.
             for f in ["attachRequired", "podInfoOnMount", "volumeLifecycleModes"] {
@@ -644,7 +662,9 @@ fn ephemeral_containers(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
         let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
         match now.iter().find(|n| n.get("name") == b.get("name")) {
             None => errs.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be removed"))),
-            Some(n) if n != b => errs.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be changed"))),
+            Some(n) if n != b => {
+                errs.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be changed")))
+            }
             Some(_) => {}
         }
     }
