@@ -4,10 +4,57 @@
 
 use serde_json::{Map, Value};
 
-/// Applies an RFC 6902 JSON patch.
+/// The deepest nesting of arrays and objects an object may have: what
+/// serde_json reads back (its recursion limit), so that every stored
+/// object can be decoded again.
+pub const MAX_NESTING: usize = 127;
+
+/// How deeply `v` nests arrays and objects (a scalar 0, `[]` 1); without
+/// recursion, so any value can be measured.
+pub fn nesting(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
+/// Applies an RFC 6902 JSON patch, all of it or none.
+///
+/// Unlike the other patches, a JSON patch can make an object deeper than
+/// any body it came in: an `add` at a deep path, or a `copy` of the
+/// object into itself, which doubles its depth each time (and cloning or
+/// dropping such a value recurses as deep). So each operation is checked
+/// before it runs: the depth of what it puts at its path, plus the path's
+/// own length, stays within [`MAX_NESTING`].
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
+    use json_patch::PatchOperation as Op;
     let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
-    json_patch::patch(doc, &p).map_err(|e| e.to_string())
+    let mut patched = doc.clone();
+    for (i, op) in p.0.iter().enumerate() {
+        let placed = match op {
+            Op::Add(a) => Some((a.path.count(), nesting(&a.value))),
+            Op::Replace(r) => Some((r.path.count(), nesting(&r.value))),
+            Op::Copy(c) => Some((c.path.count(), patched.pointer(c.from.as_str()).map_or(0, nesting))),
+            Op::Move(m) => Some((m.path.count(), patched.pointer(m.from.as_str()).map_or(0, nesting))),
+            Op::Remove(_) | Op::Test(_) => None,
+        };
+        if let Some((at, depth)) = placed {
+            if at + depth > MAX_NESTING {
+                return Err(format!("operation {i} would nest the object {} levels deep, past the limit of {MAX_NESTING}", at + depth));
+            }
+        }
+        json_patch::patch(&mut patched, std::slice::from_ref(op)).map_err(|e| e.to_string())?;
+    }
+    *doc = patched;
+    Ok(())
 }
 
 /// Applies an RFC 7386 merge patch.
@@ -198,6 +245,41 @@ fn merge_list(field: &str, current: Option<&Value>, items: &[Value]) -> Result<V
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_nesting_limit_is_what_serde_json_reads_back() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let at_limit: Value = serde_json::from_str(&nested(MAX_NESTING)).expect("readable at the limit");
+        assert_eq!(nesting(&at_limit), MAX_NESTING);
+        assert!(serde_json::from_str::<Value>(&nested(MAX_NESTING + 1)).is_err());
+        assert_eq!(nesting(&json!({"a": [1, {"b": {}}], "c": 2})), 4);
+        assert_eq!(nesting(&json!("scalar")), 0);
+    }
+
+    #[test]
+    fn a_json_patch_cannot_nest_an_object_past_the_limit() {
+        let deep = |n: usize| (0..n).fold(json!({}), |v, _| json!({"a": v}));
+        let doc = json!({"metadata": {"name": "x"}});
+        // An add whose path and value together go past the limit.
+        let path: String = "/x".to_string() + &"/a".repeat(60);
+        let mut d = doc.clone();
+        let ops = json!([{"op": "add", "path": "/x", "value": deep(100)}, {"op": "add", "path": path, "value": deep(100)}]);
+        let err = json_patch(&mut d, &ops).expect_err("too deep");
+        assert!(err.contains("operation 1") && err.contains("past the limit"), "{err}");
+        assert_eq!(d, doc, "nothing of a refused patch is applied");
+        // Copying a subtree into its own depths (each such copy doubles the
+        // depth): a shallow one goes, a deep one is refused.
+        let mut d = json!({"x": deep(70)});
+        json_patch(&mut d, &json!([{"op": "copy", "from": "/x", "path": "/x/a/b"}])).expect("within the limit");
+        let deeper = "/x".to_string() + &"/a".repeat(60) + "/b";
+        let err = json_patch(&mut d, &json!([{"op": "copy", "from": "/x", "path": deeper}])).expect_err("too deep");
+        assert!(err.contains("past the limit"), "{err}");
+        assert!(nesting(&d) <= MAX_NESTING);
+        // Within the limit, patches apply as before.
+        let mut d = doc.clone();
+        json_patch(&mut d, &json!([{"op": "add", "path": "/data", "value": {"k": "v"}}, {"op": "copy", "from": "/data", "path": "/more"}])).expect("patch");
+        assert_eq!(d["more"]["k"], "v");
+    }
 
     #[test]
     fn strategic_merge_merges_containers_by_name() {
