@@ -683,8 +683,18 @@ async fn futures_pending() {
     std::future::pending::<()>().await
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The stack of each runtime thread. Requests evaluate CEL (CRD rules,
+/// admission policies), whose interpreter recurses once per level of an
+/// expression tree; trees are held to `skiff_api::cel`'s depth limit, and
+/// this leaves that depth a wide margin (it is reserved address space;
+/// only the pages used are committed).
+const RUNTIME_STACK: usize = 8 << 20;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(RUNTIME_STACK).build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let shutdown = shutdown_signal();
     match Cli::parse().command {
