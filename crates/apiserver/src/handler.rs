@@ -211,12 +211,20 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
     // system:masters is exempt from the in-flight limit, as in kube, so an
     // administrator can still reach a server that clients flood.
     let long_running = crate::limits::is_long_running(&attrs.verb, &attrs.subresource, skiff_upgrade::is_upgrade(&req));
-    let deadline = match crate::limits::deadline(req.uri().query(), state.request_timeout) {
-        Ok(d) => d,
-        Err(e) => return error(&e),
+    // A long-running request has no deadline, so its `timeout` is not read.
+    let deadline = match long_running {
+        true => state.request_timeout,
+        false => match crate::limits::deadline(req.uri().query(), state.request_timeout) {
+            Ok(d) => d,
+            Err(e) => return error(&e),
+        },
     };
     let expires = tokio::time::Instant::now() + deadline;
-    let _in_flight = if long_running || user.groups.iter().any(|g| g == "system:masters") {
+    // Health probes are not counted either: kube's default flow schemas
+    // put them in the exempt priority level, so a flooded server still
+    // reports that it is alive and ready.
+    let probe = matches!(attrs.path.as_str(), "/healthz" | "/livez" | "/readyz");
+    let _in_flight = if long_running || probe || user.groups.iter().any(|g| g == "system:masters") {
         None
     } else {
         match state.in_flight.admit(crate::limits::is_mutating(req.method())) {
@@ -253,10 +261,18 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
         _ => (req, None),
     };
     let protobuf = skiff_api::protobuf::accepts(&header(&req, "accept"));
+    let path = attrs.path.clone();
     let routed = crate::respond::PROTOBUF.scope(protobuf, async {
-        match route(state, req, &user).await {
-            Ok(r) => r,
-            Err(e) => error(&e),
+        // A panic is a bug, but it answers this request alone with a 500,
+        // as kube's panic recovery filter does, instead of dropping the
+        // connection without an answer.
+        match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(state, req, &user))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => error(&e),
+            Err(_) => {
+                tracing::error!(%path, "a request panicked");
+                error(&ApiError::internal("This request caused apiserver to panic. Look in the logs for details."))
+            }
         }
     });
     // Past the deadline the request's work is dropped (not left running
