@@ -107,9 +107,20 @@ pub(crate) async fn validate(state: &State, req: &Request<'_>, obj: &mut Value) 
 /// What a delete passes: the policies and validating webhooks, with the
 /// object as `oldObject`.
 pub(crate) async fn validate_delete(state: &State, req: &Request<'_>) -> Result<Vec<String>, ApiError> {
+    namespace_lifecycle_delete(req)?;
     let mut warnings = policy::validate(state, req, None)?;
     warnings.extend(webhook::validate(state, req, None).await?);
     Ok(warnings)
+}
+
+/// NamespaceLifecycle on deletes: the namespaces every cluster needs
+/// (kube's immortal ones) cannot be deleted.
+fn namespace_lifecycle_delete(req: &Request<'_>) -> Result<(), ApiError> {
+    const IMMORTAL: [&str; 3] = ["default", "kube-system", "kube-public"];
+    if req.rt.group.is_empty() && req.rt.plural == "namespaces" && req.subresource.is_empty() && IMMORTAL.contains(&req.name) {
+        return Err(ApiError::forbidden(format!("namespaces \"{}\" is forbidden: this namespace may not be deleted", req.name)));
+    }
+    Ok(())
 }
 
 /// PodSecurity: a namespace's `pod-security.kubernetes.io/enforce` level

@@ -302,6 +302,12 @@ fn delete_collection_and_namespace_termination() {
     assert_eq!(ok(&s, &["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]), "Terminating");
     let (success, _, err) = kubectl(&s, &["create", "configmap", "late", "-n", "doomed"]);
     assert!(!success && err.contains("being terminated"), "{err}");
+    // The namespaces every cluster needs cannot be deleted (a fuzzer did).
+    for ns in ["default", "kube-system", "kube-public"] {
+        let (success, _, err) = kubectl(&s, &["delete", "namespace", ns, "--wait=false"]);
+        assert!(!success && err.contains(&format!("namespaces \"{ns}\" is forbidden: this namespace may not be deleted")), "{err}");
+        assert_eq!(ok(&s, &["get", "ns", ns, "-o", "jsonpath={.status.phase}"]), "Active");
+    }
 }
 
 #[test]
