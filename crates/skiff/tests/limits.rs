@@ -69,6 +69,28 @@ fn deeply_nested_bodies_are_refused_at_once_in_every_format() {
                 assert!(took < Duration::from_secs(1), "{method} {ct} at depth {depth} took {took:?}");
             }
         }
+        // A JSON patch whose operations, each shallow, would together nest
+        // the object past what can be stored: an add at a deep path, and
+        // copies of the object into its own depths (each doubling it).
+        let deep = |n: usize| format!("{}{{}}{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        let deep_path = format!("/x{}", "/a".repeat(100));
+        let builds: Vec<String> =
+            vec![format!(r#"[{{"op":"add","path":"/x","value":{}}},{{"op":"add","path":"{deep_path}","value":{}}}]"#, deep(120), deep(120)), {
+                let mut ops = vec![format!(r#"{{"op":"add","path":"/x","value":{}}}"#, deep(100))];
+                let mut at = "/x".to_string() + &"/a".repeat(99);
+                for _ in 0..12 {
+                    ops.push(format!(r#"{{"op":"copy","from":"/x","path":"{at}/b"}}"#));
+                    at = format!("{at}/b{}", "/a".repeat(99));
+                }
+                format!("[{}]", ops.join(","))
+            }];
+        for body in builds {
+            let t = Instant::now();
+            let (code, answer) = send(&c, "PATCH", &format!("{cms}/target"), "application/json-patch+json", body.into_bytes()).await;
+            assert!((400..500).contains(&code), "a deep-building JSON patch: {code} {}", &answer[..answer.len().min(300)]);
+            assert!(answer.contains("past the limit"), "{answer}");
+            assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+        }
         let worst = slowest.await.expect("probe");
         eprintln!("slowest /readyz while deep bodies arrived: {worst:?}");
         // 10 ms is the target for an optimized server; a debug build on two
@@ -245,4 +267,85 @@ fn slow_requests_do_not_hold_up_others_and_end_at_the_deadline() {
         let s = std::sync::Arc::try_unwrap(s).ok();
         drop(s);
     });
+}
+
+/// With one mutating place, held by a slow client: another user's write
+/// is turned away with a 429 at once, an administrator's (system:masters)
+/// goes through, as in kube, and a bad `?timeout=` is a 400.
+#[test]
+fn system_masters_are_not_counted_and_a_bad_timeout_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "slow-token-0123456789,slow,slow-uid,\"slowpokes\"\n").expect("tokens");
+    let s = common::start_with(&["--max-mutating-requests-inflight", "1", "--request-timeout", "5s", "--token-auth-file", tokens.to_str().expect("path")]);
+    common::ok(&s, &["create", "clusterrolebinding", "slowpokes", "--clusterrole=edit", "--group=slowpokes"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let s = std::sync::Arc::new(s);
+        let cms = "/api/v1/namespaces/default/configmaps";
+        let until = Instant::now() + Duration::from_secs(20);
+        while whole_request(&s, "slow-token-0123456789", "GET", cms, b"").await.0 != 200 {
+            assert!(Instant::now() < until, "the user was never allowed to list");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let holder = {
+            let s = s.clone();
+            tokio::spawn(async move { slow_post(&s, "slow-token-0123456789", "/api/v1/namespaces/default/configmaps").await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"second"}}"#;
+        let (code, retry_after) = whole_request(&s, "slow-token-0123456789", "POST", cms, body).await;
+        assert_eq!((code, retry_after.as_deref()), (429, Some("1")), "the second write of a user");
+        // The administrator's kubeconfig (system:masters) is not counted.
+        common::ok(&s, &["create", "configmap", "by-admin"]);
+        let (code, _) = whole_request(&s, "slow-token-0123456789", "GET", "/readyz", b"").await;
+        assert_eq!(code, 200, "/readyz while the place is held");
+        let (code, _) = whole_request(&s, "slow-token-0123456789", "GET", &format!("{cms}?timeout=soon"), b"").await;
+        assert_eq!(code, 400, "a timeout that is not a duration");
+        let (code, took) = holder.await.expect("holder");
+        assert_eq!(code, 504, "the slow write after {took:?}");
+    });
+}
+
+/// CEL a client writes (a CRD's rules, a ValidatingAdmissionPolicy's
+/// expressions) cannot make the server recurse as deep as it nests: deep
+/// expressions are refused with a 422 naming the field, and the server
+/// stays up (one such rule used to overflow a runtime thread's stack and
+/// abort the whole process).
+#[test]
+fn deeply_nested_cel_is_refused_and_the_server_stays_up() {
+    let s = common::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c = client(&s).await;
+        let parens = format!("{}self.a{} > 0", "(".repeat(10_000), ")".repeat(10_000));
+        let chain = format!("self.a{} > 0", " + 1".repeat(5_000));
+        for (i, rule) in [parens, chain].into_iter().enumerate() {
+            let crd = serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("deeps{i}.example.com")},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": format!("deeps{i}"), "singular": format!("deep{i}"), "kind": format!("Deep{i}")},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "properties": {"a": {"type": "integer"}},
+                            "x-kubernetes-validations": [{"rule": rule.clone()}]}}}}}]}
+            });
+            let t = Instant::now();
+            let (code, answer) = send(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", crd.to_string().into_bytes()).await;
+            assert_eq!(code, 422, "{}", &answer[..answer.len().min(300)]);
+            assert!(answer.contains("x-kubernetes-validations[0].rule") && answer.contains("past the limit"), "{}", &answer[..answer.len().min(300)]);
+            assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+            let policy = serde_json::json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": format!("deep-{i}")},
+                "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                    "validations": [{"expression": rule.replace("self.a", "object.data.size()")}]}
+            });
+            let (code, answer) = send(&c, "POST", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies", "application/json", policy.to_string().into_bytes()).await;
+            assert_eq!(code, 422, "{}", &answer[..answer.len().min(300)]);
+            assert!(answer.contains("past the limit"), "{}", &answer[..answer.len().min(300)]);
+        }
+    });
+    assert_eq!(common::ok(&s, &["get", "--raw", "/readyz"]), "ok");
+    assert!(common::ok(&s, &["get", "crd", "-o", "name"]).trim().is_empty());
 }
