@@ -138,7 +138,7 @@ pub const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 /// A pod's `dnsPolicy`.
 pub const DNS_POLICIES: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
 /// A pod's `restartPolicy` (workloads' templates allow subsets).
-pub const POD_RESTART_POLICIES: &[&'static str] = &["Always", "OnFailure", "Never"];
+pub const POD_RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 /// A PriorityClass's `preemptionPolicy`.
 pub const PREEMPTION_POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
 /// A StorageClass's `reclaimPolicy`.
