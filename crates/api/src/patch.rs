@@ -15,13 +15,17 @@ pub fn nesting(v: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(v, 0usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(m) => Box::new(m.values()),
-            _ => continue,
-        };
-        deepest = deepest.max(depth + 1);
-        stack.extend(children.map(|c| (c, depth + 1)));
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            Value::Object(m) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(m.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
+        }
     }
     deepest
 }

@@ -127,9 +127,9 @@ impl Converter {
             Some(v) => {
                 let to = format!("{}/{v}", rt.group);
                 let out = self.convert(rt, vec![obj.clone()], &to).await?;
-                Ok(Bytes::from(out.first().cloned().unwrap_or(Value::Null).to_string()))
+                storable(rt, out.first().unwrap_or(&Value::Null))
             }
-            None => Ok(Bytes::from(obj.to_string())),
+            None => storable(rt, obj),
         }
     }
 }
@@ -153,7 +153,30 @@ pub(crate) async fn served_bytes(state: &crate::handler::State, rt: &ResourceTyp
 /// An object's JSON as it is stored.
 pub(crate) async fn stored(state: &crate::handler::State, rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
     if !converts(rt) {
-        return Ok(Bytes::from(obj.to_string()));
+        return storable(rt, obj);
     }
     Converter::of(state).stored(rt, obj).await
+}
+
+/// The bytes an object is stored as, if it can be read back: every reader
+/// decodes stored objects with serde_json, which stops at 128 levels, and
+/// the managed fields the server adds mirror the object's fields a few
+/// levels further down. So a deep custom resource, within the limit as it
+/// came, can be past it as it would be stored (it was stored, and then
+/// every read of it failed).
+fn storable(rt: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
+    let depth = skiff_api::patch::nesting(obj);
+    if depth > skiff_api::patch::MAX_NESTING {
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: the object, with its managedFields, nests {depth} levels deep, past the limit of {}",
+                rt.qualified(),
+                skiff_api::patch::MAX_NESTING
+            ),
+        ));
+    }
+    Ok(Bytes::from(obj.to_string()))
 }
