@@ -290,9 +290,9 @@ pub(crate) async fn handle(state: &State, cert: Option<CertIdentity>, peer: Opti
     let code = resp.status().as_u16();
     state.metrics.observe(metric_verb(&attrs), &attrs.resource, code, started.elapsed().as_secs_f64());
     let Some((r, _)) = &record else { return resp };
-    // Watches, logs and upgraded streams go on after this answer: only
-    // their start is recorded.
-    let streaming = attrs.verb == "watch" || code == 101 || matches!(attrs.subresource.as_str(), "log" | "exec" | "attach" | "portforward" | "proxy");
+    // Long-running requests (watches, logs, upgraded streams) go on after
+    // this answer: only their start is recorded.
+    let streaming = long_running || code == 101;
     let reason = reason.text(&user);
     let decision = Some(("allow", reason.as_str()));
     if streaming {
